@@ -1,1 +1,39 @@
-//! placeholder
+//! REST: shared state and extractors, one file per resource with its own
+//! `router()`, and [`error::ApiError`], the single `ErrorKind` → HTTP mapping.
+//! Every response carries `x-request-id`; every error body carries it too.
+
+pub mod error;
+pub mod health;
+mod request_id;
+mod state;
+
+pub use state::AppState;
+
+use axum::Router;
+use axum::middleware;
+use std::time::Duration;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use request_id::REQUEST_ID;
+
+/// The whole HTTP application: routes, request ids, request spans, error bodies.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .fallback(error::not_found)
+        .with_state(state)
+        .layer(middleware::from_fn(request_id::stamp_error_bodies))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_id::make_span)
+                .on_request(())
+                .on_response(request_id::on_response),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(30),
+        ))
+}

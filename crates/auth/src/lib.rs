@@ -1,1 +1,10 @@
-//! placeholder
+//! Credentials → [`Principal`](switchboard_domain::Principal).
+//!
+//! [`jwt`] verifies user and platform tokens (the algorithm allowed is fixed by the
+//! key, so `none` and HS/RS confusion never pass) and mints development tokens in
+//! the contract's claim layout. The same verifier serves the Socket.IO handshake
+//! and REST.
+
+pub mod jwt;
+
+pub use jwt::{AuthError, Claims, JwtConfig, Verifier, mint_token};

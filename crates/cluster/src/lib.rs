@@ -1,1 +1,11 @@
-//! placeholder
+//! What Switchboard nodes share. Each role (per-topic bus, rate limiter, cache L2,
+//! presence, topic history, counters) is a trait whose docs state its guarantees,
+//! with a Redis implementation (fred) and an in-process twin side by side; without
+//! `REDIS_URL` a node runs alone on the twins.
+//!
+//! [`Redis`] owns the connection: it reconnects by itself, and a node whose Redis
+//! is down keeps serving and reports itself not ready.
+
+mod redis;
+
+pub use redis::{ClusterError, Redis};

@@ -46,7 +46,9 @@ impl FromStr for Role {
             "owner" => Ok(Role::Owner),
             "admin" => Ok(Role::Admin),
             "member" => Ok(Role::Member),
-            other => Err(format!("unknown tenant role `{other}` (owner, admin or member)")),
+            other => Err(format!(
+                "unknown tenant role `{other}` (owner, admin or member)"
+            )),
         }
     }
 }

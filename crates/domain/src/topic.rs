@@ -98,7 +98,10 @@ mod tests {
         assert_eq!(Topic::parse("run:not-a-uuid"), Err(TopicError::BadId));
         assert_eq!(Topic::parse("channel:"), Err(TopicError::BadChannel));
         assert_eq!(Topic::parse("channel:a b"), Err(TopicError::BadChannel));
-        assert_eq!(Topic::parse("channel:t:other:x"), Err(TopicError::BadChannel));
+        assert_eq!(
+            Topic::parse("channel:t:other:x"),
+            Err(TopicError::BadChannel)
+        );
         assert_eq!(
             Topic::parse(&format!("channel:{}", "a".repeat(65))),
             Err(TopicError::BadChannel)

@@ -1,0 +1,85 @@
+//! The one `ErrorKind` → HTTP mapping and the contract's error body:
+//! `{ "error": { "code", "message", "details"?, "request_id" } }`.
+//!
+//! An `ApiError` puts its body in the response's extensions; the request-id
+//! middleware serialises it with the request's id. A 5xx's cause goes to the log,
+//! never to the client.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::Value;
+use switchboard_domain::ErrorKind;
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+/// The part of an error body known before the request id is attached.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorBody {
+    pub code: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+}
+
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::Validation => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Unauthenticated | ErrorKind::TokenInvalid | ErrorKind::TokenExpired => {
+            StatusCode::UNAUTHORIZED
+        }
+        ErrorKind::Forbidden | ErrorKind::TenantSuspended => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::OverCapacity | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = status_of(self.kind);
+        let message = if status.is_server_error() && self.kind == ErrorKind::Internal {
+            tracing::error!(message = %self.message, "internal error");
+            "internal error".to_owned()
+        } else {
+            self.message
+        };
+        let body = ErrorBody {
+            code: self.kind.code(),
+            message,
+            details: self.details,
+        };
+        let mut response = status.into_response();
+        response.extensions_mut().insert(body);
+        response
+    }
+}
+
+/// The fallback for routes that do not exist.
+pub async fn not_found() -> ApiError {
+    ApiError::new(ErrorKind::NotFound, "no such route")
+}

@@ -1,0 +1,34 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use switchboard_cluster::Redis;
+use switchboard_db::Database;
+
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub db: Database,
+    pub redis: Option<Redis>,
+    pub node_id: Arc<str>,
+    draining: Arc<AtomicBool>,
+}
+
+impl AppState {
+    pub fn new(db: Database, redis: Option<Redis>, node_id: impl Into<Arc<str>>) -> Self {
+        Self {
+            db,
+            redis,
+            node_id: node_id.into(),
+            draining: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Marks the node as draining: readiness answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+}

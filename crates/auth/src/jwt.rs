@@ -1,0 +1,341 @@
+//! JWT verification and minting (contract §2).
+//!
+//! Claims: `sub` (user UUID), `tenant_id` or `app_metadata.tenant_id`, `exp`, and
+//! optionally `tenant_role` or `app_metadata.tenant_role`. A token with
+//! `role: service_role` and no tenant is a platform operator.
+
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind as JwtErrorKind,
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use switchboard_domain::{ErrorKind, Principal, Role, TenantId, UserId};
+
+/// Seconds of clock skew tolerated on `exp` and `nbf`.
+pub const LEEWAY_SECS: u64 = 30;
+
+/// Why a credential was refused; `kind()` and `code()` say how to report it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("no token was sent")]
+    Missing,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid: {0}")]
+    Invalid(&'static str),
+}
+
+impl AuthError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            AuthError::Missing => ErrorKind::Unauthenticated,
+            AuthError::Expired => ErrorKind::TokenExpired,
+            AuthError::Invalid(_) => ErrorKind::TokenInvalid,
+        }
+    }
+
+    /// The precise code clients see (`err.data.code`, REST `error.code`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "token_missing",
+            AuthError::Expired => "token_expired",
+            AuthError::Invalid(_) => "token_invalid",
+        }
+    }
+}
+
+/// What the verifier checks beyond the signature.
+#[derive(Clone)]
+pub struct JwtConfig {
+    pub secret: Option<SecretString>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+/// The claims Switchboard reads and writes.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Claims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_metadata: Option<Value>,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// Verifies tokens against the configured keys.
+#[derive(Clone)]
+pub struct Verifier {
+    hs: Option<DecodingKey>,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("hs256", &self.hs.is_some())
+            .finish()
+    }
+}
+
+impl Verifier {
+    pub fn new(config: &JwtConfig) -> Self {
+        let hs = config
+            .secret
+            .as_ref()
+            .map(|s| DecodingKey::from_secret(s.expose_secret().as_bytes()));
+        // The HS key verifies HS256 only: an RS/ES token, or `alg: none`, never passes.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        // A configured issuer or audience must be present, not merely match when present.
+        let mut required = vec!["exp"];
+        if let Some(iss) = &config.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        match &config.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        Self { hs, validation }
+    }
+
+    /// Verifies `token` and maps its claims to a principal.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("malformed"))?;
+        if header.alg != Algorithm::HS256 {
+            return Err(AuthError::Invalid(
+                "algorithm not allowed for the configured key",
+            ));
+        }
+        let key = self
+            .hs
+            .as_ref()
+            .ok_or(AuthError::Invalid("no key for this algorithm"))?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
+                match e.kind() {
+                    JwtErrorKind::ExpiredSignature => AuthError::Expired,
+                    JwtErrorKind::ImmatureSignature => AuthError::Invalid("not yet valid"),
+                    JwtErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer"),
+                    JwtErrorKind::InvalidAudience => AuthError::Invalid("wrong audience"),
+                    JwtErrorKind::InvalidSignature => AuthError::Invalid("bad signature"),
+                    _ => AuthError::Invalid("malformed"),
+                }
+            })?;
+        principal_from_claims(&data.claims)
+    }
+}
+
+fn metadata_str<'a>(claims: &'a Claims, key: &str) -> Option<&'a str> {
+    claims.app_metadata.as_ref()?.get(key)?.as_str()
+}
+
+/// Claims → principal, after the signature and times were checked.
+pub fn principal_from_claims(claims: &Claims) -> Result<Principal, AuthError> {
+    let tenant = claims
+        .tenant_id
+        .as_deref()
+        .or_else(|| metadata_str(claims, "tenant_id"));
+    match tenant {
+        None if claims.role.as_deref() == Some("service_role") => Ok(Principal::Platform {
+            subject: claims
+                .sub
+                .clone()
+                .unwrap_or_else(|| "service_role".to_owned()),
+        }),
+        None => Err(AuthError::Invalid("no tenant claim")),
+        Some(tenant) => {
+            let tenant_id: TenantId = tenant
+                .parse()
+                .map_err(|_| AuthError::Invalid("tenant claim is not a UUID"))?;
+            let user_id: UserId = claims
+                .sub
+                .as_deref()
+                .ok_or(AuthError::Invalid("no sub claim"))?
+                .parse()
+                .map_err(|_| AuthError::Invalid("sub claim is not a UUID"))?;
+            let role = match claims
+                .tenant_role
+                .as_deref()
+                .or_else(|| metadata_str(claims, "tenant_role"))
+            {
+                None => Role::Member,
+                Some(r) => r
+                    .parse()
+                    .map_err(|_| AuthError::Invalid("unknown tenant role"))?,
+            };
+            Ok(Principal::User {
+                tenant_id,
+                user_id,
+                role,
+            })
+        }
+    }
+}
+
+/// Signs `claims` with HS256 (for `switchboard token` and tests).
+pub fn mint_token(
+    secret: &SecretString,
+    claims: &Claims,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn now() -> u64 {
+        chrono::Utc::now().timestamp() as u64
+    }
+
+    fn config() -> JwtConfig {
+        JwtConfig {
+            secret: Some(SecretString::from("s3cret-for-tests")),
+            issuer: None,
+            audience: None,
+        }
+    }
+
+    fn claims(tenant: TenantId, user: UserId) -> Claims {
+        Claims {
+            sub: Some(user.to_string()),
+            tenant_id: Some(tenant.to_string()),
+            exp: now() + 600,
+            ..Claims::default()
+        }
+    }
+
+    #[test]
+    fn a_minted_token_verifies_to_its_tenant_user_and_role() {
+        let (t, u) = (TenantId::new(), UserId::new());
+        let mut c = claims(t, u);
+        c.tenant_role = Some("admin".into());
+        let token = mint_token(config().secret.as_ref().unwrap(), &c).unwrap();
+        assert_eq!(
+            Verifier::new(&config()).verify(&token),
+            Ok(Principal::User {
+                tenant_id: t,
+                user_id: u,
+                role: Role::Admin
+            })
+        );
+    }
+
+    #[test]
+    fn supabase_app_metadata_carries_tenant_and_role() {
+        let (t, u) = (TenantId::new(), UserId::new());
+        let c = Claims {
+            sub: Some(u.to_string()),
+            app_metadata: Some(json!({"tenant_id": t.to_string(), "tenant_role": "owner"})),
+            exp: now() + 60,
+            ..Claims::default()
+        };
+        let token = mint_token(config().secret.as_ref().unwrap(), &c).unwrap();
+        assert_eq!(
+            Verifier::new(&config()).verify(&token),
+            Ok(Principal::User {
+                tenant_id: t,
+                user_id: u,
+                role: Role::Owner
+            })
+        );
+    }
+
+    #[test]
+    fn expired_forged_and_unsigned_tokens_are_refused() {
+        let (t, u) = (TenantId::new(), UserId::new());
+        let v = Verifier::new(&config());
+        let mut expired = claims(t, u);
+        expired.exp = now() - 2 * LEEWAY_SECS;
+        let token = mint_token(config().secret.as_ref().unwrap(), &expired).unwrap();
+        assert_eq!(v.verify(&token), Err(AuthError::Expired));
+
+        let forged = mint_token(&SecretString::from("other"), &claims(t, u)).unwrap();
+        assert_eq!(
+            v.verify(&forged).map_err(|e| e.code()),
+            Err("token_invalid")
+        );
+
+        // alg: none, with the payload of a valid token.
+        let valid = mint_token(config().secret.as_ref().unwrap(), &claims(t, u)).unwrap();
+        let payload = valid.split('.').nth(1).unwrap();
+        let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
+        assert_eq!(v.verify(&none).map_err(|e| e.code()), Err("token_invalid"));
+
+        assert_eq!(v.verify(""), Err(AuthError::Missing));
+        assert_eq!(
+            v.verify("garbage").map_err(|e| e.code()),
+            Err("token_invalid")
+        );
+    }
+
+    #[test]
+    fn a_service_role_token_without_tenant_is_a_platform_operator() {
+        let c = Claims {
+            role: Some("service_role".into()),
+            exp: now() + 60,
+            ..Claims::default()
+        };
+        let token = mint_token(config().secret.as_ref().unwrap(), &c).unwrap();
+        assert!(matches!(
+            Verifier::new(&config()).verify(&token),
+            Ok(Principal::Platform { .. })
+        ));
+    }
+
+    #[test]
+    fn issuer_and_audience_are_checked_when_configured() {
+        let mut cfg = config();
+        cfg.issuer = Some("https://issuer.example".into());
+        cfg.audience = Some("switchboard".into());
+        let (t, u) = (TenantId::new(), UserId::new());
+        let secret = cfg.secret.clone().unwrap();
+        let bare = mint_token(&secret, &claims(t, u)).unwrap();
+        assert!(Verifier::new(&cfg).verify(&bare).is_err());
+        let mut c = claims(t, u);
+        c.iss = Some("https://issuer.example".into());
+        c.aud = Some("switchboard".into());
+        let good = mint_token(&secret, &c).unwrap();
+        assert!(Verifier::new(&cfg).verify(&good).is_ok());
+    }
+}

@@ -1,0 +1,52 @@
+//! Database errors and the one place a SQLSTATE becomes an [`ErrorKind`].
+
+use switchboard_domain::ErrorKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl DbError {
+    /// How a client should understand this failure.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DbError::NotFound => ErrorKind::NotFound,
+            DbError::Config(_) | DbError::Migrate(_) => ErrorKind::Internal,
+            DbError::Sqlx(sqlx::Error::RowNotFound) => ErrorKind::NotFound,
+            DbError::Sqlx(sqlx::Error::Database(db)) => match db.code().as_deref() {
+                Some("23505") => ErrorKind::Conflict,
+                // A reference to a parent that does not exist in this tenant.
+                Some("23503") => ErrorKind::NotFound,
+                Some("23514") | Some("23502") | Some("22P02") | Some("22001") => {
+                    ErrorKind::Validation
+                }
+                // Row-level security refused a row, or a privilege is missing.
+                Some("42501") => ErrorKind::Forbidden,
+                _ => ErrorKind::Internal,
+            },
+            DbError::Sqlx(
+                sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_),
+            ) => ErrorKind::Unavailable,
+            DbError::Sqlx(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// The violated constraint's name, for callers that tell duplicates apart.
+    pub fn constraint(&self) -> Option<&str> {
+        match self {
+            DbError::Sqlx(sqlx::Error::Database(db)) => db.constraint(),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The tenant guard: transactions that carry their tenant from the first statement.
+//!
+//! `set_config(name, value, true)` is local to the transaction, so the setting ends
+//! with commit or rollback and a connection back in the pool carries no tenant.
+//! Dropping a guard without `commit` rolls back.
+
+use crate::DbError;
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use switchboard_domain::{Principal, Role, TenantId, UserId};
+
+/// Who a tenant transaction acts for; RLS sees these as `app.tenant_id`,
+/// `app.user_id` and `app.role`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TenantContext {
+    pub tenant_id: TenantId,
+    pub user_id: Option<UserId>,
+    pub role: Role,
+}
+
+impl TenantContext {
+    pub fn new(tenant_id: TenantId, user_id: Option<UserId>, role: Role) -> Self {
+        Self {
+            tenant_id,
+            user_id,
+            role,
+        }
+    }
+
+    /// The context of a tenant principal; `None` for platform operators.
+    pub fn for_principal(principal: &Principal) -> Option<Self> {
+        Some(Self {
+            tenant_id: principal.tenant_id()?,
+            user_id: principal.user_id(),
+            role: principal.role()?,
+        })
+    }
+}
+
+/// A transaction in which every statement is bound to one tenant by RLS.
+pub struct TenantTx {
+    tx: Transaction<'static, Postgres>,
+    ctx: TenantContext,
+}
+
+impl std::fmt::Debug for TenantTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantTx").field("ctx", &self.ctx).finish()
+    }
+}
+
+impl TenantTx {
+    pub(crate) async fn begin(pool: &PgPool, ctx: &TenantContext) -> Result<Self, DbError> {
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "SELECT set_config('app.tenant_id', $1, true),
+                    set_config('app.user_id', $2, true),
+                    set_config('app.role', $3, true)",
+        )
+        .bind(ctx.tenant_id.to_string())
+        .bind(ctx.user_id.map(|u| u.to_string()).unwrap_or_default())
+        .bind(ctx.role.as_str())
+        .execute(&mut *tx)
+        .await?;
+        Ok(Self { tx, ctx: *ctx })
+    }
+
+    pub fn context(&self) -> &TenantContext {
+        &self.ctx
+    }
+
+    pub fn tenant_id(&self) -> TenantId {
+        self.ctx.tenant_id
+    }
+
+    /// The transaction's connection, tenant already set. For repositories (and
+    /// tests that probe the policies); whatever runs here is bound by RLS.
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    pub async fn commit(self) -> Result<(), DbError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> Result<(), DbError> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}
+
+/// A transaction on the platform path: the tenants registry and API-key lookup by
+/// hash. It sets `app.platform = 'on'` and no tenant, so tenant tables show only
+/// what their platform policies allow (API keys, for lookup).
+pub struct PlatformTx {
+    tx: Transaction<'static, Postgres>,
+}
+
+impl std::fmt::Debug for PlatformTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PlatformTx")
+    }
+}
+
+impl PlatformTx {
+    pub(crate) async fn begin(pool: &PgPool) -> Result<Self, DbError> {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT set_config('app.platform', 'on', true)")
+            .execute(&mut *tx)
+            .await?;
+        Ok(Self { tx })
+    }
+
+    pub fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    pub async fn commit(self) -> Result<(), DbError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,8 @@
+//! Repositories, one module per aggregate. Each function takes the transaction
+//! that scopes it ([`TenantTx`](crate::TenantTx) or, for the registry,
+//! [`PlatformTx`](crate::PlatformTx)); none can reach the pool.
+
+pub mod conversations;
+pub mod projects;
+pub mod seed;
+pub mod tenants;

@@ -1,0 +1,69 @@
+//! Projects of the current tenant.
+
+use crate::{DbError, TenantTx};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use switchboard_domain::ProjectId;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Project {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub description: String,
+    pub metadata: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, tenant_id, name, description, metadata, created_at, updated_at";
+
+pub async fn create(
+    tx: &mut TenantTx,
+    id: Option<ProjectId>,
+    name: &str,
+    description: &str,
+) -> Result<Project, DbError> {
+    let tenant = tx.tenant_id().as_uuid();
+    Ok(sqlx::query_as(&format!(
+        "INSERT INTO projects (id, tenant_id, name, description)
+         VALUES (COALESCE($1, gen_random_uuid()), $2, $3, $4) RETURNING {COLUMNS}"
+    ))
+    .bind(id.map(|p| p.as_uuid()))
+    .bind(tenant)
+    .bind(name)
+    .bind(description)
+    .fetch_one(tx.conn())
+    .await?)
+}
+
+/// A project by id; another tenant's id is simply not found.
+pub async fn get(tx: &mut TenantTx, id: ProjectId) -> Result<Project, DbError> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM projects WHERE id = $1"))
+        .bind(id.as_uuid())
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or(DbError::NotFound)
+}
+
+/// Newest first, before the cursor `before` (an id), at most `limit`.
+pub async fn list(
+    tx: &mut TenantTx,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Project>, DbError> {
+    let tenant = tx.tenant_id().as_uuid();
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM projects
+          WHERE tenant_id = $1
+            AND ($2::uuid IS NULL OR (created_at, id) < (SELECT created_at, id FROM projects WHERE id = $2))
+          ORDER BY created_at DESC, id DESC LIMIT $3"
+    ))
+    .bind(tenant)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(tx.conn())
+    .await?)
+}

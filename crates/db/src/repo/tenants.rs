@@ -1,0 +1,90 @@
+//! The tenants registry (platform path), and a tenant's view of its own row.
+
+use crate::{DbError, PlatformTx, TenantTx};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use switchboard_domain::{TenantId, TenantStatus};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub name: String,
+    pub status: String,
+    pub limits: Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Tenant {
+    pub fn status(&self) -> TenantStatus {
+        TenantStatus::parse(&self.status).unwrap_or(TenantStatus::Suspended)
+    }
+}
+
+const COLUMNS: &str = "id, name, status, limits, created_at, updated_at";
+
+/// Creates a tenant; `id` lets a caller choose it (seeding), else one is generated.
+pub async fn create(
+    tx: &mut PlatformTx,
+    id: Option<TenantId>,
+    name: &str,
+    limits: &Value,
+) -> Result<Tenant, DbError> {
+    Ok(sqlx::query_as(&format!(
+        "INSERT INTO tenants (id, name, limits) VALUES (COALESCE($1, gen_random_uuid()), $2, $3) RETURNING {COLUMNS}"
+    ))
+    .bind(id.map(|t| t.as_uuid()))
+    .bind(name)
+    .bind(limits)
+    .fetch_one(tx.conn())
+    .await?)
+}
+
+pub async fn get(tx: &mut PlatformTx, id: TenantId) -> Result<Tenant, DbError> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE id = $1"))
+        .bind(id.as_uuid())
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or(DbError::NotFound)
+}
+
+/// The caller's own tenant, as RLS lets a tenant see it.
+pub async fn own(tx: &mut TenantTx) -> Result<Tenant, DbError> {
+    let id = tx.tenant_id();
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM tenants WHERE id = $1"))
+        .bind(id.as_uuid())
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or(DbError::NotFound)
+}
+
+/// Tenants in creation order, after the cursor `after` (an id), at most `limit`.
+pub async fn list(
+    tx: &mut PlatformTx,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Tenant>, DbError> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM tenants
+          WHERE $1::uuid IS NULL OR (created_at, id) > (SELECT created_at, id FROM tenants WHERE id = $1)
+          ORDER BY created_at, id LIMIT $2"
+    ))
+    .bind(after)
+    .bind(limit)
+    .fetch_all(tx.conn())
+    .await?)
+}
+
+pub async fn delete(tx: &mut PlatformTx, id: TenantId) -> Result<(), DbError> {
+    let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
+        .bind(id.as_uuid())
+        .execute(tx.conn())
+        .await?;
+    if done.rows_affected() == 0 {
+        Err(DbError::NotFound)
+    } else {
+        Ok(())
+    }
+}
