@@ -1,1 +1,174 @@
-//! placeholder
+//! The `switchboard` binary's work: typed [`config`], [`telemetry`], wiring the
+//! crates into an [`Application`], graceful shutdown, and the `serve`, `migrate`
+//! and `token` commands. `main.rs` only parses the command line and calls these.
+
+pub mod config;
+pub mod telemetry;
+pub mod token;
+
+use config::Config;
+use secrecy::ExposeSecret;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use switchboard_api::AppState;
+use switchboard_cluster::Redis;
+use switchboard_db::Database;
+use tokio::net::TcpListener;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("database: {0}")]
+    Db(#[from] switchboard_db::DbError),
+    #[error("redis: {0}")]
+    Redis(#[from] switchboard_cluster::ClusterError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A built server, bound to its port, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    router: axum::Router,
+}
+
+impl Application {
+    /// Connects to Postgres (and Redis when configured), checks the database role
+    /// and binds the listener. Port 0 binds a free port; see [`Self::local_addr`].
+    pub async fn build(config: &Config) -> Result<Self, StartError> {
+        let db = Database::connect(config.database_url.expose_secret()).await?;
+        let redis = match &config.redis_url {
+            Some(url) => Some(Redis::connect(url.expose_secret(), Duration::from_secs(3)).await?),
+            None => {
+                tracing::warn!(
+                    "REDIS_URL is not set: single-node mode with in-process fan-out, limits and cache"
+                );
+                None
+            }
+        };
+        if config.jwt_secret.is_none() {
+            tracing::warn!("JWT_SECRET is not set: only tokens from JWT_JWKS_URL will verify");
+        }
+        let state = AppState::new(db, redis, config.node_id.clone());
+        let router = switchboard_api::router(state.clone());
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        Ok(Self {
+            listener,
+            state,
+            router,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Serves until `shutdown` completes, then drains: readiness turns 503, open
+    /// requests finish, connections close.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        let Self {
+            listener,
+            state,
+            router,
+        } = self;
+        let addr = listener.local_addr().ok();
+        tracing::info!(addr = ?addr, node_id = %state.node_id, "serving");
+        let drain_state = state.clone();
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining");
+            drain_state.start_draining();
+        })
+        .await
+        .map_err(StartError::Serve)?;
+        state.db.close().await;
+        if let Some(redis) = &state.redis {
+            redis.close().await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received SIGINT"),
+        () = term => tracing::info!("received SIGTERM"),
+    }
+}
+
+/// `switchboard serve`.
+pub async fn serve() -> Result<(), StartError> {
+    let config = Config::from_env()?;
+    let app = Application::build(&config).await?;
+    app.run_until(shutdown_signal()).await
+}
+
+/// `switchboard migrate [--seed-demo]`: migrations as the owner, then the
+/// application role; optionally the demo tenant.
+pub async fn migrate(seed_demo: bool) -> Result<(), StartError> {
+    let app_url = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let Some(app_url) = app_url else {
+        return Err(config::ConfigError(vec![
+            "DATABASE_URL: required; the application role's URL (its user and password are provisioned)".to_owned(),
+        ])
+        .into());
+    };
+    let admin_url = std::env::var("DATABASE_ADMIN_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| app_url.clone());
+    let report = switchboard_db::migrate(&admin_url, &app_url).await?;
+    tracing::info!(applied = ?report.applied, app_role = %report.app_role, created = report.app_role_created, "migrated");
+    if seed_demo {
+        let db = Database::connect(&app_url).await?;
+        switchboard_db::repo::seed::demo(&db).await?;
+        db.close().await;
+        tracing::info!(tenant_id = %switchboard_db::repo::seed::DEMO_TENANT, "demo tenant seeded");
+    }
+    Ok(())
+}

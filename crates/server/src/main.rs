@@ -1,1 +1,130 @@
-fn main() {}
+//! `switchboard serve | migrate | token`: parses the command line and calls the library.
+
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::process::ExitCode;
+use switchboard::token::{TokenRequest, mint, parse_ttl};
+use switchboard_domain::{Role, TenantId, UserId};
+
+#[derive(Parser)]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Multi-tenant realtime platform server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTP and Socket.IO on HOST:PORT.
+    Serve,
+    /// Apply migrations as DATABASE_ADMIN_URL and provision DATABASE_URL's role.
+    Migrate {
+        /// Also create the demo tenant, project and conversation (idempotent).
+        #[arg(long)]
+        seed_demo: bool,
+    },
+    /// Print a development token signed with JWT_SECRET.
+    Token {
+        /// Tenant id (UUID); omit with --service-role for a platform token.
+        #[arg(long)]
+        tenant: Option<TenantId>,
+        /// User id (UUID); random when omitted.
+        #[arg(long)]
+        user: Option<UserId>,
+        /// owner, admin or member.
+        #[arg(long, default_value = "member")]
+        role: Role,
+        /// A platform operator's token (`role: service_role`).
+        #[arg(long)]
+        service_role: bool,
+        /// Lifetime: 3600, 15m, 12h, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Token {
+        tenant,
+        user,
+        role,
+        service_role,
+        ttl,
+    } = cli.command
+    {
+        return token(tenant, user, role, service_role, ttl);
+    }
+    switchboard::telemetry::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve => switchboard::serve().await,
+            Command::Migrate { seed_demo } => switchboard::migrate(seed_demo).await,
+            Command::Token { .. } => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Plain text on stderr so each configuration problem stands on its own line.
+            tracing::error!(error = %e, "start failed");
+            let _ = write!(std::io::stderr(), "switchboard: {e}");
+            let _ = writeln!(std::io::stderr());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token(
+    tenant: Option<TenantId>,
+    user: Option<UserId>,
+    role: Role,
+    service_role: bool,
+    ttl: u64,
+) -> ExitCode {
+    let mut err = std::io::stderr();
+    let Some(secret) = std::env::var("JWT_SECRET").ok().filter(|s| !s.is_empty()) else {
+        let _ = writeln!(err, "switchboard: JWT_SECRET: required to sign a token");
+        return ExitCode::FAILURE;
+    };
+    if tenant.is_none() && !service_role {
+        let _ = writeln!(
+            err,
+            "switchboard: --tenant is required (or --service-role for a platform token)"
+        );
+        return ExitCode::FAILURE;
+    }
+    let request = TokenRequest {
+        tenant,
+        user: user.unwrap_or_default(),
+        role,
+        service_role,
+        ttl_secs: ttl,
+        issuer: std::env::var("JWT_ISSUER").ok().filter(|s| !s.is_empty()),
+        audience: std::env::var("JWT_AUDIENCE").ok().filter(|s| !s.is_empty()),
+    };
+    match mint(&secret.into(), &request) {
+        Ok(token) => {
+            let _ = writeln!(std::io::stdout(), "{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let _ = writeln!(err, "switchboard: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Typed configuration from the environment (contract §1), read once and
+//! validated before anything starts. Every problem is reported on its own line,
+//! naming the variable; no secret is ever echoed.
+
+use secrecy::SecretString;
+use std::fmt;
+use std::net::IpAddr;
+
+/// Everything `serve` needs.
+#[derive(Clone)]
+pub struct Config {
+    pub host: IpAddr,
+    pub port: u16,
+    pub database_url: SecretString,
+    pub redis_url: Option<SecretString>,
+    pub jwt_secret: Option<SecretString>,
+    pub jwt_jwks_url: Option<String>,
+    pub jwt_issuer: Option<String>,
+    pub jwt_audience: Option<String>,
+    pub cors_allowed_origins: Vec<String>,
+    pub node_id: String,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("redis", &self.redis_url.is_some())
+            .field("jwt_secret", &self.jwt_secret.is_some())
+            .field("jwt_jwks_url", &self.jwt_jwks_url)
+            .field("jwt_issuer", &self.jwt_issuer)
+            .field("jwt_audience", &self.jwt_audience)
+            .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field("node_id", &self.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// All the problems found, one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for p in &self.0 {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Reads variables through `get`, so tests need not touch the process environment.
+pub struct Env<F: Fn(&str) -> Option<String>>(pub F);
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    /// The variable, trimmed; empty counts as unset.
+    fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+}
+
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+impl Config {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from(&Env(process_env))
+    }
+
+    pub fn from<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+
+        let host = match env.get("HOST") {
+            None => IpAddr::from([127, 0, 0, 1]),
+            Some(h) if h == "localhost" => IpAddr::from([127, 0, 0, 1]),
+            Some(h) => h.parse().unwrap_or_else(|_| {
+                problems.push(format!(
+                    "HOST: `{h}` is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"
+                ));
+                IpAddr::from([127, 0, 0, 1])
+            }),
+        };
+        let port = match env.get("PORT") {
+            None => 8080,
+            Some(p) => p.parse::<u16>().unwrap_or_else(|_| {
+                problems.push(format!("PORT: `{p}` is not a port number (0-65535)"));
+                0
+            }),
+        };
+
+        let database_url = match env.get("DATABASE_URL") {
+            None => {
+                problems.push(
+                    "DATABASE_URL: required; a postgres:// URL for the application role (see `scripts/services env`)"
+                        .to_owned(),
+                );
+                String::new()
+            }
+            Some(u) if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) => {
+                problems
+                    .push("DATABASE_URL: must start with postgres:// or postgresql://".to_owned());
+                u
+            }
+            Some(u) => u,
+        };
+
+        let redis_url = env.get("REDIS_URL");
+        if let Some(u) = &redis_url {
+            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
+                problems.push("REDIS_URL: must start with redis:// or rediss://".to_owned());
+            }
+        }
+
+        let jwt_secret = env.get("JWT_SECRET");
+        let jwt_jwks_url = env.get("JWT_JWKS_URL");
+        if jwt_secret.is_none() && jwt_jwks_url.is_none() {
+            problems.push(
+                "JWT_SECRET or JWT_JWKS_URL: one of them is required to verify tokens".to_owned(),
+            );
+        }
+        if let Some(s) = &jwt_secret {
+            if s.len() < 16 {
+                problems.push(
+                    "JWT_SECRET: too short; use at least 16 characters (32 random bytes is better)"
+                        .to_owned(),
+                );
+            }
+        }
+        if let Some(u) = &jwt_jwks_url {
+            if !(u.starts_with("https://") || u.starts_with("http://")) {
+                problems.push(format!("JWT_JWKS_URL: `{u}` is not an http(s) URL"));
+            }
+        }
+
+        let mut cors_allowed_origins = Vec::new();
+        for origin in env
+            .get("CORS_ALLOWED_ORIGINS")
+            .iter()
+            .flat_map(|v| v.split(','))
+        {
+            let origin = origin.trim();
+            if origin.is_empty() {
+                continue;
+            }
+            if !valid_origin(origin) {
+                problems.push(format!(
+                    "CORS_ALLOWED_ORIGINS: `{origin}` is not an exact origin like https://app.example.com (no wildcard, no path)"
+                ));
+            } else {
+                cors_allowed_origins.push(origin.to_owned());
+            }
+        }
+
+        let node_id = env.get("NODE_ID").unwrap_or_else(default_node_id);
+
+        if !problems.is_empty() {
+            return Err(ConfigError(problems));
+        }
+        Ok(Config {
+            host,
+            port,
+            database_url: database_url.into(),
+            redis_url: redis_url.map(Into::into),
+            jwt_secret: jwt_secret.map(Into::into),
+            jwt_jwks_url,
+            jwt_issuer: env.get("JWT_ISSUER"),
+            jwt_audience: env.get("JWT_AUDIENCE"),
+            cors_allowed_origins,
+            node_id,
+        })
+    }
+}
+
+fn valid_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !rest.is_empty()
+        && !rest.contains(['/', '*', '?', '#', '@', ' '])
+}
+
+/// Host name plus a random suffix, so two nodes on one host differ.
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_owned());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}", &suffix[..6])
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from(&Env(move |k: &str| map.get(k).cloned()))
+    }
+
+    const GOOD: [(&str, &str); 2] = [
+        ("DATABASE_URL", "postgres://app:pw@127.0.0.1/db"),
+        ("JWT_SECRET", "0123456789abcdef0123"),
+    ];
+
+    #[test]
+    fn defaults_apply_when_only_the_required_variables_are_set() {
+        let c = env(&GOOD).unwrap();
+        assert_eq!((c.host.to_string().as_str(), c.port), ("127.0.0.1", 8080));
+        assert!(c.redis_url.is_none() && c.cors_allowed_origins.is_empty());
+        assert!(!c.node_id.is_empty());
+    }
+
+    #[test]
+    fn every_problem_is_reported_on_its_own_line_naming_its_variable() {
+        let err = env(&[("PORT", "eighty"), ("CORS_ALLOWED_ORIGINS", "*")]).unwrap_err();
+        let text = err.to_string();
+        for var in [
+            "DATABASE_URL",
+            "PORT",
+            "JWT_SECRET or JWT_JWKS_URL",
+            "CORS_ALLOWED_ORIGINS",
+        ] {
+            assert!(
+                err.0.iter().any(|p| p.starts_with(var)),
+                "{var} missing from {text}"
+            );
+        }
+        assert_eq!(err.0.len(), 4);
+    }
+
+    #[test]
+    fn secrets_never_appear_in_errors_or_debug_output() {
+        let err = env(&[
+            ("DATABASE_URL", "mysql://root:hunter2@db"),
+            ("JWT_SECRET", "short"),
+        ])
+        .unwrap_err();
+        assert!(!err.to_string().contains("hunter2") && !err.to_string().contains("short\""));
+        let c = env(&GOOD).unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("0123456789abcdef0123") && !debug.contains("pw@"));
+    }
+
+    #[test]
+    fn cors_origins_must_be_exact() {
+        let mut pairs = GOOD.to_vec();
+        pairs.push((
+            "CORS_ALLOWED_ORIGINS",
+            "https://app.example.com, http://localhost:3000",
+        ));
+        assert_eq!(env(&pairs).unwrap().cors_allowed_origins.len(), 2);
+        for bad in [
+            "https://*.example.com",
+            "https://a.com/path",
+            "app.example.com",
+        ] {
+            let mut pairs = GOOD.to_vec();
+            pairs.push(("CORS_ALLOWED_ORIGINS", bad));
+            assert!(env(&pairs).is_err(), "{bad}");
+        }
+    }
+}
