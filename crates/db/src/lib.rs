@@ -37,6 +37,11 @@ impl Database {
     /// Connects (eagerly: a node does not start without its database) and checks
     /// that the role cannot get around row-level security.
     pub async fn connect(url: &str) -> Result<Self, DbError> {
+        Self::connect_with(url, MAX_CONNECTIONS).await
+    }
+
+    /// [`Self::connect`] with a pool of `max_connections`.
+    pub async fn connect_with(url: &str, max_connections: u32) -> Result<Self, DbError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| {
                 DbError::Config(format!(
@@ -46,7 +51,7 @@ impl Database {
             })?
             .application_name("switchboard");
         let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(max_connections.max(1))
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
