@@ -88,8 +88,10 @@ impl Application {
             state,
             router,
         } = self;
-        let addr = listener.local_addr().ok();
-        tracing::info!(addr = ?addr, node_id = %state.node_id, "serving");
+        match listener.local_addr() {
+            Ok(addr) => tracing::info!(addr = %addr, node_id = %state.node_id, "serving"),
+            Err(e) => tracing::warn!(error = %e, node_id = %state.node_id, "serving on an unknown address"),
+        }
         let drain_state = state.clone();
         axum::serve(
             listener,
