@@ -29,11 +29,7 @@ pub struct ErrorBody {
 
 impl ApiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-            details: None,
-        }
+        Self { kind, message: message.into(), details: None }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -68,11 +64,7 @@ impl IntoResponse for ApiError {
         } else {
             self.message
         };
-        let body = ErrorBody {
-            code: self.kind.code(),
-            message,
-            details: self.details,
-        };
+        let body = ErrorBody { code: self.kind.code(), message, details: self.details };
         let mut response = status.into_response();
         response.extensions_mut().insert(body);
         response

@@ -9,9 +9,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(alive))
-        .route("/health/ready", get(ready))
+    Router::new().route("/health", get(alive)).route("/health/ready", get(ready))
 }
 
 async fn alive(State(state): State<AppState>) -> Json<Value> {
@@ -39,11 +37,7 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     };
     let draining = state.is_draining();
     let ok = postgres_ok && !matches!(redis, Some(Err(_))) && !draining;
-    let status = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if ok { "ready" } else if draining { "draining" } else { "unavailable" },
         "node_id": &*state.node_id,

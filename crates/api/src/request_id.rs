@@ -13,11 +13,7 @@ use tracing::Span;
 pub static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 fn request_id_of<B>(request: &Request<B>) -> &str {
-    request
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
+    request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
 pub(crate) fn make_span(request: &Request<Body>) -> Span {
@@ -46,10 +42,7 @@ pub(crate) async fn stamp_error_bodies(request: Request<Body>, next: Next) -> Re
         let mut error = json!(body);
         error["request_id"] = json!(id);
         let bytes = json!({ "error": error }).to_string();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         response.headers_mut().remove(header::CONTENT_LENGTH);
         *response.body_mut() = Body::from(bytes);
     }

@@ -15,12 +15,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(db: Database, redis: Option<Redis>, node_id: impl Into<Arc<str>>) -> Self {
-        Self {
-            db,
-            redis,
-            node_id: node_id.into(),
-            draining: Arc::new(AtomicBool::new(false)),
-        }
+        Self { db, redis, node_id: node_id.into(), draining: Arc::new(AtomicBool::new(false)) }
     }
 
     /// Marks the node as draining: readiness answers 503 from now on.

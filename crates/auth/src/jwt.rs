@@ -94,18 +94,13 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier")
-            .field("hs256", &self.hs.is_some())
-            .finish()
+        f.debug_struct("Verifier").field("hs256", &self.hs.is_some()).finish()
     }
 }
 
 impl Verifier {
     pub fn new(config: &JwtConfig) -> Self {
-        let hs = config
-            .secret
-            .as_ref()
-            .map(|s| DecodingKey::from_secret(s.expose_secret().as_bytes()));
+        let hs = config.secret.as_ref().map(|s| DecodingKey::from_secret(s.expose_secret().as_bytes()));
         // The HS key verifies HS256 only: an RS/ES token, or `alg: none`, never passes.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
@@ -133,27 +128,19 @@ impl Verifier {
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("malformed"))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("malformed"))?;
         if header.alg != Algorithm::HS256 {
-            return Err(AuthError::Invalid(
-                "algorithm not allowed for the configured key",
-            ));
+            return Err(AuthError::Invalid("algorithm not allowed for the configured key"));
         }
-        let key = self
-            .hs
-            .as_ref()
-            .ok_or(AuthError::Invalid("no key for this algorithm"))?;
+        let key = self.hs.as_ref().ok_or(AuthError::Invalid("no key for this algorithm"))?;
         let data =
-            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| {
-                match e.kind() {
-                    JwtErrorKind::ExpiredSignature => AuthError::Expired,
-                    JwtErrorKind::ImmatureSignature => AuthError::Invalid("not yet valid"),
-                    JwtErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer"),
-                    JwtErrorKind::InvalidAudience => AuthError::Invalid("wrong audience"),
-                    JwtErrorKind::InvalidSignature => AuthError::Invalid("bad signature"),
-                    _ => AuthError::Invalid("malformed"),
-                }
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| match e.kind() {
+                JwtErrorKind::ExpiredSignature => AuthError::Expired,
+                JwtErrorKind::ImmatureSignature => AuthError::Invalid("not yet valid"),
+                JwtErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer"),
+                JwtErrorKind::InvalidAudience => AuthError::Invalid("wrong audience"),
+                JwtErrorKind::InvalidSignature => AuthError::Invalid("bad signature"),
+                _ => AuthError::Invalid("malformed"),
             })?;
         principal_from_claims(&data.claims)
     }
@@ -165,52 +152,32 @@ fn metadata_str<'a>(claims: &'a Claims, key: &str) -> Option<&'a str> {
 
 /// Claims → principal, after the signature and times were checked.
 pub fn principal_from_claims(claims: &Claims) -> Result<Principal, AuthError> {
-    let tenant = claims
-        .tenant_id
-        .as_deref()
-        .or_else(|| metadata_str(claims, "tenant_id"));
+    let tenant = claims.tenant_id.as_deref().or_else(|| metadata_str(claims, "tenant_id"));
     match tenant {
         None if claims.role.as_deref() == Some("service_role") => Ok(Principal::Platform {
-            subject: claims
-                .sub
-                .clone()
-                .unwrap_or_else(|| "service_role".to_owned()),
+            subject: claims.sub.clone().unwrap_or_else(|| "service_role".to_owned()),
         }),
         None => Err(AuthError::Invalid("no tenant claim")),
         Some(tenant) => {
-            let tenant_id: TenantId = tenant
-                .parse()
-                .map_err(|_| AuthError::Invalid("tenant claim is not a UUID"))?;
+            let tenant_id: TenantId =
+                tenant.parse().map_err(|_| AuthError::Invalid("tenant claim is not a UUID"))?;
             let user_id: UserId = claims
                 .sub
                 .as_deref()
                 .ok_or(AuthError::Invalid("no sub claim"))?
                 .parse()
                 .map_err(|_| AuthError::Invalid("sub claim is not a UUID"))?;
-            let role = match claims
-                .tenant_role
-                .as_deref()
-                .or_else(|| metadata_str(claims, "tenant_role"))
-            {
+            let role = match claims.tenant_role.as_deref().or_else(|| metadata_str(claims, "tenant_role")) {
                 None => Role::Member,
-                Some(r) => r
-                    .parse()
-                    .map_err(|_| AuthError::Invalid("unknown tenant role"))?,
+                Some(r) => r.parse().map_err(|_| AuthError::Invalid("unknown tenant role"))?,
             };
-            Ok(Principal::User {
-                tenant_id,
-                user_id,
-                role,
-            })
+            Ok(Principal::User { tenant_id, user_id, role })
         }
     }
 }
 
 /// Signs `claims` with HS256 (for `switchboard token` and tests).
-pub fn mint_token(
-    secret: &SecretString,
-    claims: &Claims,
-) -> Result<String, jsonwebtoken::errors::Error> {
+pub fn mint_token(secret: &SecretString, claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         claims,
@@ -229,11 +196,7 @@ mod tests {
     }
 
     fn config() -> JwtConfig {
-        JwtConfig {
-            secret: Some(SecretString::from("s3cret-for-tests")),
-            issuer: None,
-            audience: None,
-        }
+        JwtConfig { secret: Some(SecretString::from("s3cret-for-tests")), issuer: None, audience: None }
     }
 
     fn claims(tenant: TenantId, user: UserId) -> Claims {
@@ -253,11 +216,7 @@ mod tests {
         let token = mint_token(config().secret.as_ref().unwrap(), &c).unwrap();
         assert_eq!(
             Verifier::new(&config()).verify(&token),
-            Ok(Principal::User {
-                tenant_id: t,
-                user_id: u,
-                role: Role::Admin
-            })
+            Ok(Principal::User { tenant_id: t, user_id: u, role: Role::Admin })
         );
     }
 
@@ -273,11 +232,7 @@ mod tests {
         let token = mint_token(config().secret.as_ref().unwrap(), &c).unwrap();
         assert_eq!(
             Verifier::new(&config()).verify(&token),
-            Ok(Principal::User {
-                tenant_id: t,
-                user_id: u,
-                role: Role::Owner
-            })
+            Ok(Principal::User { tenant_id: t, user_id: u, role: Role::Owner })
         );
     }
 
@@ -291,10 +246,7 @@ mod tests {
         assert_eq!(v.verify(&token), Err(AuthError::Expired));
 
         let forged = mint_token(&SecretString::from("other"), &claims(t, u)).unwrap();
-        assert_eq!(
-            v.verify(&forged).map_err(|e| e.code()),
-            Err("token_invalid")
-        );
+        assert_eq!(v.verify(&forged).map_err(|e| e.code()), Err("token_invalid"));
 
         // alg: none, with the payload of a valid token.
         let valid = mint_token(config().secret.as_ref().unwrap(), &claims(t, u)).unwrap();
@@ -303,24 +255,14 @@ mod tests {
         assert_eq!(v.verify(&none).map_err(|e| e.code()), Err("token_invalid"));
 
         assert_eq!(v.verify(""), Err(AuthError::Missing));
-        assert_eq!(
-            v.verify("garbage").map_err(|e| e.code()),
-            Err("token_invalid")
-        );
+        assert_eq!(v.verify("garbage").map_err(|e| e.code()), Err("token_invalid"));
     }
 
     #[test]
     fn a_service_role_token_without_tenant_is_a_platform_operator() {
-        let c = Claims {
-            role: Some("service_role".into()),
-            exp: now() + 60,
-            ..Claims::default()
-        };
+        let c = Claims { role: Some("service_role".into()), exp: now() + 60, ..Claims::default() };
         let token = mint_token(config().secret.as_ref().unwrap(), &c).unwrap();
-        assert!(matches!(
-            Verifier::new(&config()).verify(&token),
-            Ok(Principal::Platform { .. })
-        ));
+        assert!(matches!(Verifier::new(&config()).verify(&token), Ok(Principal::Platform { .. })));
     }
 
     #[test]

@@ -42,8 +42,7 @@ impl Redis {
     /// Starts the connection. Waits up to `wait` for it; a Redis that is down at
     /// start is logged and retried in the background, not fatal.
     pub async fn connect(url: &str, wait: Duration) -> Result<Self, ClusterError> {
-        let config =
-            Config::from_url(url).map_err(|e| ClusterError::Config(e.details().to_owned()))?;
+        let config = Config::from_url(url).map_err(|e| ClusterError::Config(e.details().to_owned()))?;
         let client = Builder::from_config(config)
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(2);

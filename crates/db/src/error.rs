@@ -25,9 +25,7 @@ impl DbError {
                 Some("23505") => ErrorKind::Conflict,
                 // A reference to a parent that does not exist in this tenant.
                 Some("23503") => ErrorKind::NotFound,
-                Some("23514") | Some("23502") | Some("22P02") | Some("22001") => {
-                    ErrorKind::Validation
-                }
+                Some("23514") | Some("23502") | Some("22P02") | Some("22001") => ErrorKind::Validation,
                 // Row-level security refused a row, or a privilege is missing.
                 Some("42501") => ErrorKind::Forbidden,
                 _ => ErrorKind::Internal,

@@ -19,11 +19,7 @@ pub struct TenantContext {
 
 impl TenantContext {
     pub fn new(tenant_id: TenantId, user_id: Option<UserId>, role: Role) -> Self {
-        Self {
-            tenant_id,
-            user_id,
-            role,
-        }
+        Self { tenant_id, user_id, role }
     }
 
     /// The context of a tenant principal; `None` for platform operators.
@@ -105,9 +101,7 @@ impl std::fmt::Debug for PlatformTx {
 impl PlatformTx {
     pub(crate) async fn begin(pool: &PgPool) -> Result<Self, DbError> {
         let mut tx = pool.begin().await?;
-        sqlx::query("SELECT set_config('app.platform', 'on', true)")
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query("SELECT set_config('app.platform', 'on', true)").execute(&mut *tx).await?;
         Ok(Self { tx })
     }
 

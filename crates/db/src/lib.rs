@@ -44,10 +44,7 @@ impl Database {
     pub async fn connect_with(url: &str, max_connections: u32) -> Result<Self, DbError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| {
-                DbError::Config(format!(
-                    "DATABASE_URL is not a Postgres URL: {}",
-                    redact(&e.to_string())
-                ))
+                DbError::Config(format!("DATABASE_URL is not a Postgres URL: {}", redact(&e.to_string())))
             })?
             .application_name("switchboard");
         let pool = PgPoolOptions::new()
@@ -75,10 +72,7 @@ impl Database {
         .await?;
         let name: String = row.try_get("rolname")?;
         let owned: i64 = row.try_get("owned")?;
-        if row.try_get::<bool, _>("rolsuper")?
-            || row.try_get::<bool, _>("rolbypassrls")?
-            || owned > 0
-        {
+        if row.try_get::<bool, _>("rolsuper")? || row.try_get::<bool, _>("rolbypassrls")? || owned > 0 {
             return Err(DbError::Config(format!(
                 "DATABASE_URL connects as `{name}`, which is a superuser, has BYPASSRLS or owns tables; \
                  use the application role that `switchboard migrate` creates"
@@ -115,12 +109,7 @@ pub(crate) fn redact(text: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let creds = &text[scheme + 3..at];
             match creds.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &text[..scheme + 3],
-                    &creds[..colon],
-                    &text[at..]
-                ),
+                Some(colon) => format!("{}{}:***{}", &text[..scheme + 3], &creds[..colon], &text[at..]),
                 None => text.to_owned(),
             }
         }

@@ -30,26 +30,16 @@ fn quote_literal(s: &str) -> String {
 /// `app_url` (its user and password).
 pub async fn migrate(admin_url: &str, app_url: &str) -> Result<MigrateReport, DbError> {
     let bad = |var: &str, e: sqlx::Error| {
-        DbError::Config(format!(
-            "{var} is not a Postgres URL: {}",
-            redact(&e.to_string())
-        ))
+        DbError::Config(format!("{var} is not a Postgres URL: {}", redact(&e.to_string())))
     };
     let admin = PgConnectOptions::from_str(admin_url).map_err(|e| bad("DATABASE_ADMIN_URL", e))?;
     let app = PgConnectOptions::from_str(app_url).map_err(|e| bad("DATABASE_URL", e))?;
     let app_user = app.get_username().to_owned();
     let app_password = app_url_password(app_url);
 
-    let admin = admin
-        .application_name("switchboard-migrate")
-        .disable_statement_logging();
-    let pool = PgPoolOptions::new()
-        .max_connections(2)
-        .connect_with(admin)
-        .await?;
-    let owner: String = sqlx::query_scalar("SELECT current_user::text")
-        .fetch_one(&pool)
-        .await?;
+    let admin = admin.application_name("switchboard-migrate").disable_statement_logging();
+    let pool = PgPoolOptions::new().max_connections(2).connect_with(admin).await?;
+    let owner: String = sqlx::query_scalar("SELECT current_user::text").fetch_one(&pool).await?;
     if owner == app_user {
         return Err(DbError::Config(format!(
             "DATABASE_URL and DATABASE_ADMIN_URL both connect as `{owner}`; the application needs its own role \
@@ -62,16 +52,13 @@ pub async fn migrate(admin_url: &str, app_url: &str) -> Result<MigrateReport, Db
     let after = applied_versions(&pool).await?;
     let applied = after.into_iter().filter(|v| !before.contains(v)).collect();
 
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-            .bind(&app_user)
-            .fetch_one(&pool)
-            .await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+        .bind(&app_user)
+        .fetch_one(&pool)
+        .await?;
     let ident = quote_ident(&app_user);
-    let password = app_password
-        .as_deref()
-        .map(|p| format!(" PASSWORD {}", quote_literal(p)))
-        .unwrap_or_default();
+    let password =
+        app_password.as_deref().map(|p| format!(" PASSWORD {}", quote_literal(p))).unwrap_or_default();
     if !exists {
         sqlx::query(&format!(
             "CREATE ROLE {ident} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT{password}"
@@ -79,22 +66,11 @@ pub async fn migrate(admin_url: &str, app_url: &str) -> Result<MigrateReport, Db
         .execute(&pool)
         .await?;
     } else if !password.is_empty() {
-        sqlx::query(&format!("ALTER ROLE {ident} LOGIN{password}"))
-            .execute(&pool)
-            .await?;
+        sqlx::query(&format!("ALTER ROLE {ident} LOGIN{password}")).execute(&pool).await?;
     }
-    sqlx::query(&format!("GRANT switchboard_runtime TO {ident}"))
-        .execute(&pool)
-        .await?;
-    let db: String = sqlx::query_scalar("SELECT current_database()::text")
-        .fetch_one(&pool)
-        .await?;
-    sqlx::query(&format!(
-        "GRANT CONNECT ON DATABASE {} TO {ident}",
-        quote_ident(&db)
-    ))
-    .execute(&pool)
-    .await?;
+    sqlx::query(&format!("GRANT switchboard_runtime TO {ident}")).execute(&pool).await?;
+    let db: String = sqlx::query_scalar("SELECT current_database()::text").fetch_one(&pool).await?;
+    sqlx::query(&format!("GRANT CONNECT ON DATABASE {} TO {ident}", quote_ident(&db))).execute(&pool).await?;
 
     let row = sqlx::query("SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = $1")
         .bind(&app_user)
@@ -106,19 +82,13 @@ pub async fn migrate(admin_url: &str, app_url: &str) -> Result<MigrateReport, Db
         )));
     }
     pool.close().await;
-    Ok(MigrateReport {
-        applied,
-        app_role: app_user,
-        app_role_created: !exists,
-    })
+    Ok(MigrateReport { applied, app_role: app_user, app_role_created: !exists })
 }
 
 async fn applied_versions(pool: &sqlx::PgPool) -> Result<Vec<i64>, DbError> {
-    Ok(
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-            .fetch_all(pool)
-            .await?,
-    )
+    Ok(sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+        .fetch_all(pool)
+        .await?)
 }
 
 /// The password in a URL, percent-decoded (PgConnectOptions does not expose it).
@@ -135,9 +105,8 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            if let Some(b) =
+                std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
             {
                 out.push(b);
                 i += 3;
@@ -156,10 +125,7 @@ mod tests {
 
     #[test]
     fn passwords_are_read_and_percent_decoded_from_the_url() {
-        assert_eq!(
-            app_url_password("postgres://app:p%40ss@h:1/db").as_deref(),
-            Some("p@ss")
-        );
+        assert_eq!(app_url_password("postgres://app:p%40ss@h:1/db").as_deref(), Some("p@ss"));
         assert_eq!(app_url_password("postgres://app@h/db"), None);
         assert_eq!(quote_literal("it's"), "'it''s'");
         assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");

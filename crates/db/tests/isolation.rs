@@ -17,8 +17,7 @@ use switchboard_domain::{Role, TenantId, UserId};
 use uuid::Uuid;
 
 fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} must be set: run the tests through scripts/test"))
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set: run the tests through scripts/test"))
 }
 
 /// One row in every tenant table, with the ids needed to aim at each.
@@ -86,14 +85,7 @@ impl Fixture {
     /// An INSERT of a row into `table` for this fixture's tenant, referencing this
     /// fixture's parents, with `own` as the new row's id.
     fn insert(&self, table: &str, own: Uuid) -> String {
-        let Fixture {
-            tenant: t,
-            project: p,
-            conversation: c,
-            run: r,
-            step: s,
-            ..
-        } = self;
+        let Fixture { tenant: t, project: p, conversation: c, run: r, step: s, .. } = self;
         match table {
             "api_keys" => format!(
                 "INSERT INTO api_keys (id, tenant_id, name, prefix, key_hash) \
@@ -152,15 +144,8 @@ impl Fixture {
             "usage_metrics" => "value = 999",
             other => panic!("unknown table {other}"),
         };
-        let key = TABLES
-            .iter()
-            .find(|(n, _)| *n == table)
-            .map(|(_, k)| *k)
-            .unwrap();
-        format!(
-            "UPDATE {table} SET {set} WHERE {key} = '{}'",
-            self.row_id(table)
-        )
+        let key = TABLES.iter().find(|(n, _)| *n == table).map(|(_, k)| *k).unwrap();
+        format!("UPDATE {table} SET {set} WHERE {key} = '{}'", self.row_id(table))
     }
 }
 
@@ -171,13 +156,7 @@ struct World {
 }
 
 async fn tenant_tx(db: &Database, tenant: Uuid) -> TenantTx {
-    db.begin(&TenantContext::new(
-        TenantId(tenant),
-        Some(UserId::new()),
-        Role::Owner,
-    ))
-    .await
-    .unwrap()
+    db.begin(&TenantContext::new(TenantId(tenant), Some(UserId::new()), Role::Owner)).await.unwrap()
 }
 
 async fn world() -> World {
@@ -194,10 +173,7 @@ async fn world() -> World {
         let mut tx = tenant_tx(&db, f.tenant).await;
         for (table, _) in TABLES {
             let sql = f.insert(table, f.row_id(table));
-            sqlx::query(&sql)
-                .execute(tx.conn())
-                .await
-                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            sqlx::query(&sql).execute(tx.conn()).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
         tx.commit().await.unwrap();
     }
@@ -205,17 +181,11 @@ async fn world() -> World {
 }
 
 async fn backend_pid(conn: &mut PgConnection) -> i32 {
-    sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(conn)
-        .await
-        .unwrap()
+    sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(conn).await.unwrap()
 }
 
 async fn count(conn: &mut PgConnection, sql: &str) -> i64 {
-    sqlx::query_scalar(sql)
-        .fetch_one(conn)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    sqlx::query_scalar(sql).fetch_one(conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 /// What tenant `f` sees of its own rows: one per table, as `(table, row as json)`.
@@ -223,13 +193,12 @@ async fn snapshot(db: &Database, f: &Fixture) -> Vec<(String, serde_json::Value)
     let mut tx = tenant_tx(db, f.tenant).await;
     let mut out = Vec::new();
     for (table, _) in TABLES {
-        let rows: Vec<serde_json::Value> = sqlx::query_scalar(&format!(
-            "SELECT to_jsonb(t) FROM {table} t WHERE tenant_id = $1"
-        ))
-        .bind(f.tenant)
-        .fetch_all(tx.conn())
-        .await
-        .unwrap();
+        let rows: Vec<serde_json::Value> =
+            sqlx::query_scalar(&format!("SELECT to_jsonb(t) FROM {table} t WHERE tenant_id = $1"))
+                .bind(f.tenant)
+                .fetch_all(tx.conn())
+                .await
+                .unwrap();
         assert_eq!(rows.len(), 1, "{table}: tenant sees its own row");
         out.push((table.to_owned(), rows[0].clone()));
     }
@@ -238,9 +207,7 @@ async fn snapshot(db: &Database, f: &Fixture) -> Vec<(String, serde_json::Value)
 }
 
 fn sqlstate(e: &sqlx::Error) -> Option<String> {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .map(|c| c.into_owned())
+    e.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned())
 }
 
 #[tokio::test]
@@ -251,55 +218,31 @@ async fn a_tenant_cannot_read_another_tenants_rows_even_by_id() {
         let b_tenant = w.b.tenant;
         let b_row = w.b.row_id(table);
         assert_eq!(
-            count(
-                tx.conn(),
-                &format!("SELECT count(*) FROM {table} WHERE tenant_id = '{b_tenant}'")
-            )
-            .await,
+            count(tx.conn(), &format!("SELECT count(*) FROM {table} WHERE tenant_id = '{b_tenant}'")).await,
             0,
             "{table}"
         );
         assert_eq!(
-            count(
-                tx.conn(),
-                &format!("SELECT count(*) FROM {table} WHERE {key} = '{b_row}'")
-            )
-            .await,
+            count(tx.conn(), &format!("SELECT count(*) FROM {table} WHERE {key} = '{b_row}'")).await,
             0,
             "{table}"
         );
         assert_eq!(
-            count(
-                tx.conn(),
-                &format!(
-                    "SELECT count(*) FROM {table} WHERE tenant_id <> '{}'",
-                    w.a.tenant
-                )
-            )
-            .await,
+            count(tx.conn(), &format!("SELECT count(*) FROM {table} WHERE tenant_id <> '{}'", w.a.tenant))
+                .await,
             0,
             "{table}: only A's rows are visible"
         );
         assert_eq!(
-            count(
-                tx.conn(),
-                &format!(
-                    "SELECT count(*) FROM {table} WHERE tenant_id = '{}'",
-                    w.a.tenant
-                )
-            )
-            .await,
+            count(tx.conn(), &format!("SELECT count(*) FROM {table} WHERE tenant_id = '{}'", w.a.tenant))
+                .await,
             1,
             "{table}"
         );
     }
     // The registry: A sees its own tenant row only.
     assert_eq!(
-        count(
-            tx.conn(),
-            &format!("SELECT count(*) FROM tenants WHERE id = '{}'", w.b.tenant)
-        )
-        .await,
+        count(tx.conn(), &format!("SELECT count(*) FROM tenants WHERE id = '{}'", w.b.tenant)).await,
         0
     );
     assert_eq!(count(tx.conn(), "SELECT count(*) FROM tenants").await, 1);
@@ -327,29 +270,15 @@ async fn a_tenant_cannot_update_or_delete_another_tenants_rows() {
     }
     let mut tx = tenant_tx(&w.db, w.a.tenant).await;
     for sql in [
-        format!(
-            "UPDATE tenants SET status = 'suspended' WHERE id = '{}'",
-            w.b.tenant
-        ),
-        format!(
-            "UPDATE tenants SET status = 'suspended' WHERE id = '{}'",
-            w.a.tenant
-        ),
+        format!("UPDATE tenants SET status = 'suspended' WHERE id = '{}'", w.b.tenant),
+        format!("UPDATE tenants SET status = 'suspended' WHERE id = '{}'", w.a.tenant),
         format!("DELETE FROM tenants WHERE id = '{}'", w.b.tenant),
     ] {
         let done = sqlx::query(&sql).execute(tx.conn()).await.unwrap();
-        assert_eq!(
-            done.rows_affected(),
-            0,
-            "{sql}: only the platform path changes tenants"
-        );
+        assert_eq!(done.rows_affected(), 0, "{sql}: only the platform path changes tenants");
     }
     tx.commit().await.unwrap();
-    assert_eq!(
-        snapshot(&w.db, &w.b).await,
-        before,
-        "B's rows are unchanged"
-    );
+    assert_eq!(snapshot(&w.db, &w.b).await, before, "B's rows are unchanged");
 }
 
 #[tokio::test]
@@ -364,22 +293,14 @@ async fn a_tenant_cannot_insert_rows_carrying_another_tenants_id() {
         tx.rollback().await.unwrap();
     }
     let mut tx = tenant_tx(&w.db, w.a.tenant).await;
-    let err = sqlx::query("INSERT INTO tenants (name) VALUES ('rogue')")
-        .execute(tx.conn())
-        .await
-        .unwrap_err();
+    let err =
+        sqlx::query("INSERT INTO tenants (name) VALUES ('rogue')").execute(tx.conn()).await.unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
     tx.rollback().await.unwrap();
     for (table, _) in TABLES {
         let mut tx = tenant_tx(&w.db, w.b.tenant).await;
-        let n = count(
-            tx.conn(),
-            &format!(
-                "SELECT count(*) FROM {table} WHERE tenant_id = '{}'",
-                w.b.tenant
-            ),
-        )
-        .await;
+        let n = count(tx.conn(), &format!("SELECT count(*) FROM {table} WHERE tenant_id = '{}'", w.b.tenant))
+            .await;
         assert_eq!(n, 1, "{table}: nothing was added to B");
         tx.rollback().await.unwrap();
     }
@@ -393,13 +314,7 @@ async fn a_child_row_cannot_point_at_another_tenants_parent() {
     forged.project = w.b.project;
     forged.conversation = w.b.conversation;
     forged.run = w.b.run;
-    for table in [
-        "conversations",
-        "messages",
-        "agent_runs",
-        "agent_steps",
-        "conversation_participants",
-    ] {
+    for table in ["conversations", "messages", "agent_runs", "agent_steps", "conversation_participants"] {
         let sql = forged.insert(table, Uuid::new_v4());
         let mut tx = tenant_tx(&w.db, w.a.tenant).await;
         let err = sqlx::query(&sql).execute(tx.conn()).await.expect_err(&sql);
@@ -413,17 +328,10 @@ async fn with_no_tenant_context_nothing_is_visible() {
     let w = world().await;
     let mut conn = PgConnection::connect(&env("DATABASE_URL")).await.unwrap();
     for (table, _) in TABLES {
-        assert_eq!(
-            count(&mut conn, &format!("SELECT count(*) FROM {table}")).await,
-            0,
-            "{table}"
-        );
+        assert_eq!(count(&mut conn, &format!("SELECT count(*) FROM {table}")).await, 0, "{table}");
     }
     assert_eq!(count(&mut conn, "SELECT count(*) FROM tenants").await, 0);
-    let err = sqlx::query(&w.a.insert("projects", Uuid::new_v4()))
-        .execute(&mut conn)
-        .await
-        .unwrap_err();
+    let err = sqlx::query(&w.a.insert("projects", Uuid::new_v4())).execute(&mut conn).await.unwrap_err();
     assert_eq!(sqlstate(&err).as_deref(), Some("42501"));
 
     // The platform path sees the registry and API keys (for lookup by hash), but no
@@ -431,19 +339,12 @@ async fn with_no_tenant_context_nothing_is_visible() {
     let mut platform = w.db.begin_platform().await.unwrap();
     let n = count(
         platform.conn(),
-        &format!(
-            "SELECT count(*) FROM tenants WHERE id IN ('{}', '{}')",
-            w.a.tenant, w.b.tenant
-        ),
+        &format!("SELECT count(*) FROM tenants WHERE id IN ('{}', '{}')", w.a.tenant, w.b.tenant),
     )
     .await;
     assert_eq!(n, 2);
     for (table, _) in TABLES.iter().filter(|(t, _)| *t != "api_keys") {
-        assert_eq!(
-            count(platform.conn(), &format!("SELECT count(*) FROM {table}")).await,
-            0,
-            "{table}"
-        );
+        assert_eq!(count(platform.conn(), &format!("SELECT count(*) FROM {table}")).await, 0, "{table}");
     }
 }
 
@@ -451,9 +352,7 @@ async fn with_no_tenant_context_nothing_is_visible() {
 async fn a_connection_back_in_the_pool_carries_no_tenant() {
     let w = world().await;
     // One connection, so the next transaction gets the very same one.
-    let db = Database::connect_with(&env("DATABASE_URL"), 1)
-        .await
-        .unwrap();
+    let db = Database::connect_with(&env("DATABASE_URL"), 1).await.unwrap();
 
     let mut tx = tenant_tx(&db, w.a.tenant).await;
     let pid = backend_pid(tx.conn()).await;
@@ -464,31 +363,21 @@ async fn a_connection_back_in_the_pool_carries_no_tenant() {
     let dropped = tenant_tx(&db, w.a.tenant).await;
     drop(dropped);
     let mut platform = db.begin_platform().await.unwrap();
-    let (setting, pid2): (Option<String>, i32) = sqlx::query_as(
-        "SELECT nullif(current_setting('app.tenant_id', true), ''), pg_backend_pid()",
-    )
-    .fetch_one(platform.conn())
-    .await
-    .unwrap();
+    let (setting, pid2): (Option<String>, i32) =
+        sqlx::query_as("SELECT nullif(current_setting('app.tenant_id', true), ''), pg_backend_pid()")
+            .fetch_one(platform.conn())
+            .await
+            .unwrap();
     assert_eq!(pid2, pid, "the same pooled connection");
     assert_eq!(setting, None);
-    assert_eq!(
-        count(platform.conn(), "SELECT count(*) FROM projects").await,
-        0
-    );
+    assert_eq!(count(platform.conn(), "SELECT count(*) FROM projects").await, 0);
     platform.commit().await.unwrap();
 
     let mut tx = tenant_tx(&db, w.b.tenant).await;
     assert_eq!(backend_pid(tx.conn()).await, pid);
-    let visible: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM projects")
-        .fetch_all(tx.conn())
-        .await
-        .unwrap();
-    assert_eq!(
-        visible,
-        vec![w.b.project],
-        "B's transaction on A's old connection sees only B"
-    );
+    let visible: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM projects").fetch_all(tx.conn()).await.unwrap();
+    assert_eq!(visible, vec![w.b.project], "B's transaction on A's old connection sees only B");
 }
 
 #[tokio::test]
@@ -496,13 +385,8 @@ async fn the_application_role_cannot_disable_rls_or_become_the_owner() {
     let _w = world().await;
     let mut conn = PgConnection::connect(&env("DATABASE_URL")).await.unwrap();
     let owner: String = {
-        let mut admin = PgConnection::connect(&env("DATABASE_ADMIN_URL"))
-            .await
-            .unwrap();
-        sqlx::query_scalar("SELECT current_user::text")
-            .fetch_one(&mut admin)
-            .await
-            .unwrap()
+        let mut admin = PgConnection::connect(&env("DATABASE_ADMIN_URL")).await.unwrap();
+        sqlx::query_scalar("SELECT current_user::text").fetch_one(&mut admin).await.unwrap()
     };
     let mut attempts: Vec<String> = TABLES
         .iter()
@@ -519,17 +403,15 @@ async fn the_application_role_cannot_disable_rls_or_become_the_owner() {
         "SET ROLE postgres".to_owned(),
         "ALTER ROLE CURRENT_USER BYPASSRLS".to_owned(),
         "SET SESSION AUTHORIZATION postgres".to_owned(),
-        "CREATE OR REPLACE FUNCTION app.current_tenant_id() RETURNS uuid LANGUAGE sql AS 'SELECT NULL::uuid'".to_owned(),
+        "CREATE OR REPLACE FUNCTION app.current_tenant_id() RETURNS uuid LANGUAGE sql AS 'SELECT NULL::uuid'"
+            .to_owned(),
         "CREATE TABLE public.sneaky (id int)".to_owned(),
     ]);
     for sql in attempts {
         let err = sqlx::query(&sql).execute(&mut conn).await.expect_err(&sql);
         let code = sqlstate(&err);
         assert!(
-            matches!(
-                code.as_deref(),
-                Some("42501") | Some("42704") | Some("22023")
-            ),
+            matches!(code.as_deref(), Some("42501") | Some("42704") | Some("22023")),
             "{sql}: unexpected {code:?}: {err}"
         );
     }
@@ -546,17 +428,13 @@ async fn supabase_claims_select_the_tenant_the_same_way() {
     let w = world().await;
     let mut conn = PgConnection::connect(&env("DATABASE_URL")).await.unwrap();
     let mut tx = conn.begin().await.unwrap();
-    let claims =
-        serde_json::json!({ "sub": Uuid::new_v4(), "app_metadata": { "tenant_id": w.a.tenant } });
+    let claims = serde_json::json!({ "sub": Uuid::new_v4(), "app_metadata": { "tenant_id": w.a.tenant } });
     sqlx::query("SELECT set_config('request.jwt.claims', $1, true)")
         .bind(claims.to_string())
         .execute(&mut *tx)
         .await
         .unwrap();
-    let visible: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM projects")
-        .fetch_all(&mut *tx)
-        .await
-        .unwrap();
+    let visible: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM projects").fetch_all(&mut *tx).await.unwrap();
     assert_eq!(visible, vec![w.a.project]);
     // A forged, non-UUID tenant claim matches nothing rather than erroring.
     sqlx::query("SELECT set_config('request.jwt.claims', '{\"tenant_id\": \"x'' OR 1=1\"}', true)")
@@ -573,22 +451,13 @@ async fn private_conversations_are_visible_to_participants_and_admins_only() {
     let tenant = TenantId(w.a.tenant);
     let ctx = |user, role| TenantContext::new(tenant, Some(user), role);
     let mut tx = w.db.begin(&ctx(creator, Role::Member)).await.unwrap();
-    let private = switchboard_db::repo::conversations::create(
-        &mut tx,
-        None,
-        w.a.project.into(),
-        "secret",
-        true,
-    )
-    .await
-    .unwrap();
-    switchboard_db::repo::conversations::add_participant(
-        &mut tx,
-        private.id.into(),
-        participant.as_uuid(),
-    )
-    .await
-    .unwrap();
+    let private =
+        switchboard_db::repo::conversations::create(&mut tx, None, w.a.project.into(), "secret", true)
+            .await
+            .unwrap();
+    switchboard_db::repo::conversations::add_participant(&mut tx, private.id.into(), participant.as_uuid())
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     for (user, role, visible) in [
         (creator, Role::Member, true),
@@ -598,11 +467,6 @@ async fn private_conversations_are_visible_to_participants_and_admins_only() {
     ] {
         let mut tx = w.db.begin(&ctx(user, role)).await.unwrap();
         let got = switchboard_db::repo::conversations::get(&mut tx, private.id.into()).await;
-        assert_eq!(
-            got.is_ok(),
-            visible,
-            "{role:?} participant={}",
-            user == participant
-        );
+        assert_eq!(got.is_ok(), visible, "{role:?} participant={}", user == participant);
     }
 }

@@ -130,10 +130,7 @@ mod tests {
     fn overrides_replace_only_the_named_limits() {
         let limits = Limits::default().with_overrides(&json!({"max_connections": 5}));
         assert_eq!(limits.max_connections, 5);
-        assert_eq!(
-            limits.events_per_second,
-            Limits::default().events_per_second
-        );
+        assert_eq!(limits.events_per_second, Limits::default().events_per_second);
     }
 
     #[test]

@@ -46,9 +46,7 @@ impl FromStr for Role {
             "owner" => Ok(Role::Owner),
             "admin" => Ok(Role::Admin),
             "member" => Ok(Role::Member),
-            other => Err(format!(
-                "unknown tenant role `{other}` (owner, admin or member)"
-            )),
+            other => Err(format!("unknown tenant role `{other}` (owner, admin or member)")),
         }
     }
 }
@@ -57,17 +55,9 @@ impl FromStr for Role {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
     /// A person in a tenant, from a user token.
-    User {
-        tenant_id: TenantId,
-        user_id: UserId,
-        role: Role,
-    },
+    User { tenant_id: TenantId, user_id: UserId, role: Role },
     /// A tenant API key; `scopes` bound what it may do.
-    ApiKey {
-        tenant_id: TenantId,
-        key_id: uuid::Uuid,
-        scopes: Vec<String>,
-    },
+    ApiKey { tenant_id: TenantId, key_id: uuid::Uuid, scopes: Vec<String> },
     /// A platform operator (`role: service_role`, no tenant).
     Platform { subject: String },
 }
@@ -76,9 +66,7 @@ impl Principal {
     /// The tenant this principal acts in; `None` for platform operators.
     pub fn tenant_id(&self) -> Option<TenantId> {
         match self {
-            Principal::User { tenant_id, .. } | Principal::ApiKey { tenant_id, .. } => {
-                Some(*tenant_id)
-            }
+            Principal::User { tenant_id, .. } | Principal::ApiKey { tenant_id, .. } => Some(*tenant_id),
             Principal::Platform { .. } => None,
         }
     }

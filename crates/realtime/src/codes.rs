@@ -6,9 +6,7 @@ use switchboard_domain::ErrorKind;
 /// `tenant_suspended`, `over_capacity` or `rate_limited`.
 pub fn connect_error_message(kind: ErrorKind) -> &'static str {
     match kind {
-        ErrorKind::Unauthenticated | ErrorKind::TokenInvalid | ErrorKind::TokenExpired => {
-            "unauthorized"
-        }
+        ErrorKind::Unauthenticated | ErrorKind::TokenInvalid | ErrorKind::TokenExpired => "unauthorized",
         ErrorKind::TenantSuspended => "tenant_suspended",
         ErrorKind::OverCapacity | ErrorKind::Unavailable | ErrorKind::Internal => "over_capacity",
         ErrorKind::RateLimited => "rate_limited",
@@ -39,13 +37,7 @@ mod tests {
 
     #[test]
     fn every_refused_connection_message_is_one_the_contract_names() {
-        let allowed = [
-            "unauthorized",
-            "forbidden",
-            "tenant_suspended",
-            "over_capacity",
-            "rate_limited",
-        ];
+        let allowed = ["unauthorized", "forbidden", "tenant_suspended", "over_capacity", "rate_limited"];
         for kind in [
             ErrorKind::BadRequest,
             ErrorKind::Validation,
@@ -64,9 +56,6 @@ mod tests {
         ] {
             assert!(allowed.contains(&connect_error_message(kind)), "{kind:?}");
         }
-        assert_eq!(
-            connect_error_message(ErrorKind::TokenExpired),
-            "unauthorized"
-        );
+        assert_eq!(connect_error_message(ErrorKind::TokenExpired), "unauthorized");
     }
 }

@@ -59,9 +59,7 @@ pub struct Env<F: Fn(&str) -> Option<String>>(pub F);
 impl<F: Fn(&str) -> Option<String>> Env<F> {
     /// The variable, trimmed; empty counts as unset.
     fn get(&self, name: &str) -> Option<String> {
-        (self.0)(name)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
+        (self.0)(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
     }
 }
 
@@ -81,9 +79,7 @@ impl Config {
             None => IpAddr::from([127, 0, 0, 1]),
             Some(h) if h == "localhost" => IpAddr::from([127, 0, 0, 1]),
             Some(h) => h.parse().unwrap_or_else(|_| {
-                problems.push(format!(
-                    "HOST: `{h}` is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"
-                ));
+                problems.push(format!("HOST: `{h}` is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)"));
                 IpAddr::from([127, 0, 0, 1])
             }),
         };
@@ -104,8 +100,7 @@ impl Config {
                 String::new()
             }
             Some(u) if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) => {
-                problems
-                    .push("DATABASE_URL: must start with postgres:// or postgresql://".to_owned());
+                problems.push("DATABASE_URL: must start with postgres:// or postgresql://".to_owned());
                 u
             }
             Some(u) => u,
@@ -121,9 +116,7 @@ impl Config {
         let jwt_secret = env.get("JWT_SECRET");
         let jwt_jwks_url = env.get("JWT_JWKS_URL");
         if jwt_secret.is_none() && jwt_jwks_url.is_none() {
-            problems.push(
-                "JWT_SECRET or JWT_JWKS_URL: one of them is required to verify tokens".to_owned(),
-            );
+            problems.push("JWT_SECRET or JWT_JWKS_URL: one of them is required to verify tokens".to_owned());
         }
         if let Some(s) = &jwt_secret {
             if s.len() < 16 {
@@ -140,11 +133,7 @@ impl Config {
         }
 
         let mut cors_allowed_origins = Vec::new();
-        for origin in env
-            .get("CORS_ALLOWED_ORIGINS")
-            .iter()
-            .flat_map(|v| v.split(','))
-        {
+        for origin in env.get("CORS_ALLOWED_ORIGINS").iter().flat_map(|v| v.split(',')) {
             let origin = origin.trim();
             if origin.is_empty() {
                 continue;
@@ -182,9 +171,7 @@ fn valid_origin(origin: &str) -> bool {
     let Some((scheme, rest)) = origin.split_once("://") else {
         return false;
     };
-    matches!(scheme, "http" | "https")
-        && !rest.is_empty()
-        && !rest.contains(['/', '*', '?', '#', '@', ' '])
+    matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains(['/', '*', '?', '#', '@', ' '])
 }
 
 /// Host name plus a random suffix, so two nodes on one host differ.
@@ -205,17 +192,13 @@ mod tests {
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from(&Env(move |k: &str| map.get(k).cloned()))
     }
 
-    const GOOD: [(&str, &str); 2] = [
-        ("DATABASE_URL", "postgres://app:pw@127.0.0.1/db"),
-        ("JWT_SECRET", "0123456789abcdef0123"),
-    ];
+    const GOOD: [(&str, &str); 2] =
+        [("DATABASE_URL", "postgres://app:pw@127.0.0.1/db"), ("JWT_SECRET", "0123456789abcdef0123")];
 
     #[test]
     fn defaults_apply_when_only_the_required_variables_are_set() {
@@ -229,27 +212,15 @@ mod tests {
     fn every_problem_is_reported_on_its_own_line_naming_its_variable() {
         let err = env(&[("PORT", "eighty"), ("CORS_ALLOWED_ORIGINS", "*")]).unwrap_err();
         let text = err.to_string();
-        for var in [
-            "DATABASE_URL",
-            "PORT",
-            "JWT_SECRET or JWT_JWKS_URL",
-            "CORS_ALLOWED_ORIGINS",
-        ] {
-            assert!(
-                err.0.iter().any(|p| p.starts_with(var)),
-                "{var} missing from {text}"
-            );
+        for var in ["DATABASE_URL", "PORT", "JWT_SECRET or JWT_JWKS_URL", "CORS_ALLOWED_ORIGINS"] {
+            assert!(err.0.iter().any(|p| p.starts_with(var)), "{var} missing from {text}");
         }
         assert_eq!(err.0.len(), 4);
     }
 
     #[test]
     fn secrets_never_appear_in_errors_or_debug_output() {
-        let err = env(&[
-            ("DATABASE_URL", "mysql://root:hunter2@db"),
-            ("JWT_SECRET", "short"),
-        ])
-        .unwrap_err();
+        let err = env(&[("DATABASE_URL", "mysql://root:hunter2@db"), ("JWT_SECRET", "short")]).unwrap_err();
         assert!(!err.to_string().contains("hunter2") && !err.to_string().contains("short\""));
         let c = env(&GOOD).unwrap();
         let debug = format!("{c:?}");
@@ -259,16 +230,9 @@ mod tests {
     #[test]
     fn cors_origins_must_be_exact() {
         let mut pairs = GOOD.to_vec();
-        pairs.push((
-            "CORS_ALLOWED_ORIGINS",
-            "https://app.example.com, http://localhost:3000",
-        ));
+        pairs.push(("CORS_ALLOWED_ORIGINS", "https://app.example.com, http://localhost:3000"));
         assert_eq!(env(&pairs).unwrap().cors_allowed_origins.len(), 2);
-        for bad in [
-            "https://*.example.com",
-            "https://a.com/path",
-            "app.example.com",
-        ] {
+        for bad in ["https://*.example.com", "https://a.com/path", "app.example.com"] {
             let mut pairs = GOOD.to_vec();
             pairs.push(("CORS_ALLOWED_ORIGINS", bad));
             assert!(env(&pairs).is_err(), "{bad}");

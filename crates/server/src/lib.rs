@@ -26,10 +26,7 @@ pub enum StartError {
     #[error("redis: {0}")]
     Redis(#[from] switchboard_cluster::ClusterError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server: {0}")]
     Serve(std::io::Error),
 }
@@ -61,20 +58,12 @@ impl Application {
         let state = AppState::new(db, redis, config.node_id.clone());
         let router = switchboard_api::router(state.clone());
         let addr = SocketAddr::new(config.host, config.port);
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
-        Ok(Self {
-            listener,
-            state,
-            router,
-        })
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+        Ok(Self { listener, state, router })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     /// Serves until `shutdown` completes, then drains: readiness turns 503, open
@@ -83,27 +72,20 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
-        let Self {
-            listener,
-            state,
-            router,
-        } = self;
+        let Self { listener, state, router } = self;
         match listener.local_addr() {
             Ok(addr) => tracing::info!(addr = %addr, node_id = %state.node_id, "serving"),
             Err(e) => tracing::warn!(error = %e, node_id = %state.node_id, "serving on an unknown address"),
         }
         let drain_state = state.clone();
-        axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: draining");
-            drain_state.start_draining();
-        })
-        .await
-        .map_err(StartError::Serve)?;
+        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                tracing::info!("shutting down: draining");
+                drain_state.start_draining();
+            })
+            .await
+            .map_err(StartError::Serve)?;
         state.db.close().await;
         if let Some(redis) = &state.redis {
             redis.close().await;
@@ -151,12 +133,11 @@ pub async fn serve() -> Result<(), StartError> {
 /// `switchboard migrate [--seed-demo]`: migrations as the owner, then the
 /// application role; optionally the demo tenant.
 pub async fn migrate(seed_demo: bool) -> Result<(), StartError> {
-    let app_url = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|v| !v.trim().is_empty());
+    let app_url = std::env::var("DATABASE_URL").ok().filter(|v| !v.trim().is_empty());
     let Some(app_url) = app_url else {
         return Err(config::ConfigError(vec![
-            "DATABASE_URL: required; the application role's URL (its user and password are provisioned)".to_owned(),
+            "DATABASE_URL: required; the application role's URL (its user and password are provisioned)"
+                .to_owned(),
         ])
         .into());
     };

@@ -7,11 +7,7 @@ use switchboard::token::{TokenRequest, mint, parse_ttl};
 use switchboard_domain::{Role, TenantId, UserId};
 
 #[derive(Parser)]
-#[command(
-    name = "switchboard",
-    version,
-    about = "Multi-tenant realtime platform server"
-)]
+#[command(name = "switchboard", version, about = "Multi-tenant realtime platform server")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,21 +45,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Token {
-        tenant,
-        user,
-        role,
-        service_role,
-        ttl,
-    } = cli.command
-    {
+    if let Command::Token { tenant, user, role, service_role, ttl } = cli.command {
         return token(tenant, user, role, service_role, ttl);
     }
     switchboard::telemetry::init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "cannot start the runtime: {e}");
@@ -102,10 +88,7 @@ fn token(
         return ExitCode::FAILURE;
     };
     if tenant.is_none() && !service_role {
-        let _ = writeln!(
-            err,
-            "switchboard: --tenant is required (or --service-role for a platform token)"
-        );
+        let _ = writeln!(err, "switchboard: --tenant is required (or --service-role for a platform token)");
         return ExitCode::FAILURE;
     }
     let request = TokenRequest {

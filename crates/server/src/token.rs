@@ -25,9 +25,7 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
         Some(i) => s.split_at(i),
         None => (s, "s"),
     };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 3600, 15m, 12h or 7d"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("`{s}` is not a duration like 3600, 15m, 12h or 7d"))?;
     let mult = match unit {
         "s" => 1,
         "m" => 60,
@@ -47,14 +45,7 @@ pub fn mint(secret: &SecretString, request: &TokenRequest) -> Result<String, Str
         sub: Some(request.user.to_string()),
         tenant_id: request.tenant.map(|t| t.to_string()),
         tenant_role: request.tenant.map(|_| request.role.as_str().to_owned()),
-        role: Some(
-            if request.service_role {
-                "service_role"
-            } else {
-                "authenticated"
-            }
-            .to_owned(),
-        ),
+        role: Some(if request.service_role { "service_role" } else { "authenticated" }.to_owned()),
         exp: now + request.ttl_secs,
         iat: Some(now),
         iss: request.issuer.clone(),

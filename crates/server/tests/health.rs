@@ -13,10 +13,7 @@ async fn health_is_ok_and_ready_reports_postgres_and_redis() {
     let ready = app.http.get(app.url("/health/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let body: Value = ready.json().await.unwrap();
-    assert_eq!(
-        body["checks"],
-        serde_json::json!({"postgres": "ok", "redis": "ok"})
-    );
+    assert_eq!(body["checks"], serde_json::json!({"postgres": "ok", "redis": "ok"}));
     app.stop().await;
 }
 
@@ -29,15 +26,7 @@ async fn ready_is_503_while_redis_is_unreachable() {
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["checks"]["redis"], "unreachable");
     assert_eq!(body["checks"]["postgres"], "ok");
-    assert_eq!(
-        app.http
-            .get(app.url("/health"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(app.http.get(app.url("/health")).send().await.unwrap().status(), 200);
     app.stop().await;
 }
 
@@ -54,13 +43,7 @@ async fn without_redis_url_a_node_is_ready_alone() {
 #[tokio::test]
 async fn unknown_routes_get_the_contract_error_shape_with_the_request_id() {
     let app = TestApp::spawn().await;
-    let res = app
-        .http
-        .get(app.url("/api/v1/nope"))
-        .header("x-request-id", "rid-1")
-        .send()
-        .await
-        .unwrap();
+    let res = app.http.get(app.url("/api/v1/nope")).header("x-request-id", "rid-1").send().await.unwrap();
     assert_eq!(res.status(), 404);
     assert_eq!(res.headers()["x-request-id"], "rid-1");
     let body: Value = res.json().await.unwrap();

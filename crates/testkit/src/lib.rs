@@ -18,16 +18,13 @@ pub const JWT_SECRET: &str = "switchboard-test-secret-0123456789";
 
 /// A required variable, or a panic saying how to get it.
 pub fn env(name: &str) -> String {
-    std::env::var(name)
-        .unwrap_or_else(|_| panic!("{name} must be set: run the tests through scripts/test"))
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set: run the tests through scripts/test"))
 }
 
 /// A configuration for a test node: port 0, the test services, `overrides` on top.
 pub fn config(overrides: &[(&str, &str)]) -> Result<Config, switchboard::config::ConfigError> {
-    let overrides: Vec<(String, String)> = overrides
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let overrides: Vec<(String, String)> =
+        overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     Config::from(&Env(move |name: &str| {
         if let Some((_, v)) = overrides.iter().find(|(k, _)| k == name) {
             return Some(v.clone());
@@ -57,9 +54,7 @@ impl TestApp {
 
     pub async fn spawn_with(overrides: &[(&str, &str)]) -> Self {
         let config = config(overrides).unwrap_or_else(|e| panic!("{e}"));
-        let app = switchboard::Application::build(&config)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let app = switchboard::Application::build(&config).await.unwrap_or_else(|e| panic!("{e}"));
         let addr = app.local_addr();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
@@ -69,12 +64,7 @@ impl TestApp {
                 })
                 .await;
         });
-        Self {
-            addr,
-            http: reqwest::Client::new(),
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self { addr, http: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -113,8 +103,5 @@ pub fn user_token(tenant: TenantId, user: UserId, role: Role) -> String {
 }
 
 fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }

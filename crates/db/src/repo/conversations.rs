@@ -27,10 +27,7 @@ pub async fn create(
     title: &str,
     private: bool,
 ) -> Result<Conversation, DbError> {
-    let (tenant, user) = (
-        tx.tenant_id().as_uuid(),
-        tx.context().user_id.map(|u| u.as_uuid()),
-    );
+    let (tenant, user) = (tx.tenant_id().as_uuid(), tx.context().user_id.map(|u| u.as_uuid()));
     Ok(sqlx::query_as(&format!(
         "INSERT INTO conversations (id, tenant_id, project_id, title, visibility, created_by)
          VALUES (COALESCE($1, gen_random_uuid()), $2, $3, $4, $5, $6) RETURNING {COLUMNS}"
@@ -48,20 +45,14 @@ pub async fn create(
 /// A conversation the caller can see; anything else (another tenant's, a private
 /// one the caller is not in) is not found.
 pub async fn get(tx: &mut TenantTx, id: ConversationId) -> Result<Conversation, DbError> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM conversations WHERE id = $1"
-    ))
-    .bind(id.as_uuid())
-    .fetch_optional(tx.conn())
-    .await?
-    .ok_or(DbError::NotFound)
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM conversations WHERE id = $1"))
+        .bind(id.as_uuid())
+        .fetch_optional(tx.conn())
+        .await?
+        .ok_or(DbError::NotFound)
 }
 
-pub async fn add_participant(
-    tx: &mut TenantTx,
-    id: ConversationId,
-    user: Uuid,
-) -> Result<(), DbError> {
+pub async fn add_participant(tx: &mut TenantTx, id: ConversationId, user: Uuid) -> Result<(), DbError> {
     let tenant = tx.tenant_id().as_uuid();
     sqlx::query(
         "INSERT INTO conversation_participants (tenant_id, conversation_id, user_id)

@@ -49,11 +49,7 @@ pub async fn get(tx: &mut TenantTx, id: ProjectId) -> Result<Project, DbError> {
 }
 
 /// Newest first, before the cursor `before` (an id), at most `limit`.
-pub async fn list(
-    tx: &mut TenantTx,
-    before: Option<Uuid>,
-    limit: i64,
-) -> Result<Vec<Project>, DbError> {
+pub async fn list(tx: &mut TenantTx, before: Option<Uuid>, limit: i64) -> Result<Vec<Project>, DbError> {
     let tenant = tx.tenant_id().as_uuid();
     Ok(sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM projects

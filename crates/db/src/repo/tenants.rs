@@ -61,11 +61,7 @@ pub async fn own(tx: &mut TenantTx) -> Result<Tenant, DbError> {
 }
 
 /// Tenants in creation order, after the cursor `after` (an id), at most `limit`.
-pub async fn list(
-    tx: &mut PlatformTx,
-    after: Option<Uuid>,
-    limit: i64,
-) -> Result<Vec<Tenant>, DbError> {
+pub async fn list(tx: &mut PlatformTx, after: Option<Uuid>, limit: i64) -> Result<Vec<Tenant>, DbError> {
     Ok(sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM tenants
           WHERE $1::uuid IS NULL OR (created_at, id) > (SELECT created_at, id FROM tenants WHERE id = $1)
@@ -78,13 +74,6 @@ pub async fn list(
 }
 
 pub async fn delete(tx: &mut PlatformTx, id: TenantId) -> Result<(), DbError> {
-    let done = sqlx::query("DELETE FROM tenants WHERE id = $1")
-        .bind(id.as_uuid())
-        .execute(tx.conn())
-        .await?;
-    if done.rows_affected() == 0 {
-        Err(DbError::NotFound)
-    } else {
-        Ok(())
-    }
+    let done = sqlx::query("DELETE FROM tenants WHERE id = $1").bind(id.as_uuid()).execute(tx.conn()).await?;
+    if done.rows_affected() == 0 { Err(DbError::NotFound) } else { Ok(()) }
 }
