@@ -75,3 +75,22 @@ impl IntoResponse for ApiError {
 pub async fn not_found() -> ApiError {
     ApiError::new(ErrorKind::NotFound, "no such route")
 }
+
+impl From<switchboard_db::DbError> for ApiError {
+    fn from(e: switchboard_db::DbError) -> Self {
+        let kind = e.kind();
+        let message = match kind {
+            ErrorKind::NotFound => "not found".to_owned(),
+            ErrorKind::Conflict => "conflicts with an existing record".to_owned(),
+            ErrorKind::Validation => "a value is out of range or malformed".to_owned(),
+            ErrorKind::Forbidden => "not allowed".to_owned(),
+            ErrorKind::Unavailable => {
+                tracing::warn!(error = %e, "database unavailable");
+                "the database is unavailable; retry shortly".to_owned()
+            }
+            // Internal: the cause goes to the log (in into_response), never the client.
+            _ => e.to_string(),
+        };
+        ApiError::new(kind, message)
+    }
+}

@@ -2,10 +2,15 @@
 //! `router()`, and [`error::ApiError`], the single `ErrorKind` → HTTP mapping.
 //! Every response carries `x-request-id`; every error body carries it too.
 
+pub mod auth;
 pub mod error;
+pub mod extract;
 pub mod health;
+mod me;
+mod projects;
 mod request_id;
 mod state;
+mod tenants;
 
 pub use state::AppState;
 
@@ -19,10 +24,13 @@ pub use request_id::REQUEST_ID;
 
 /// The whole HTTP application: routes, request ids, request spans, error bodies.
 pub fn router(state: AppState) -> Router {
+    let v1 = Router::new().merge(tenants::router()).merge(me::router()).merge(projects::router());
     Router::new()
         .merge(health::router())
+        .nest("/api/v1", v1)
         .fallback(error::not_found)
         .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(middleware::from_fn(request_id::stamp_error_bodies))
         .layer(
             TraceLayer::new_for_http()

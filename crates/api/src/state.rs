@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use switchboard_auth::Verifier;
 use switchboard_cluster::Redis;
 use switchboard_db::Database;
 
@@ -10,12 +11,19 @@ pub struct AppState {
     pub db: Database,
     pub redis: Option<Redis>,
     pub node_id: Arc<str>,
+    pub verifier: Arc<Verifier>,
     draining: Arc<AtomicBool>,
 }
 
 impl AppState {
-    pub fn new(db: Database, redis: Option<Redis>, node_id: impl Into<Arc<str>>) -> Self {
-        Self { db, redis, node_id: node_id.into(), draining: Arc::new(AtomicBool::new(false)) }
+    pub fn new(db: Database, redis: Option<Redis>, verifier: Verifier, node_id: impl Into<Arc<str>>) -> Self {
+        Self {
+            db,
+            redis,
+            node_id: node_id.into(),
+            verifier: Arc::new(verifier),
+            draining: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Marks the node as draining: readiness answers 503 from now on.

@@ -109,6 +109,16 @@ impl PlatformTx {
         &mut self.tx
     }
 
+    /// Binds the rest of this transaction to `tenant` as well, so a platform action
+    /// on a tenant (create, patch) writes that tenant's audit row atomically with it.
+    pub async fn act_for(&mut self, tenant: TenantId) -> Result<(), DbError> {
+        sqlx::query("SELECT set_config('app.tenant_id', $1, true), set_config('app.role', 'service', true)")
+            .bind(tenant.to_string())
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     pub async fn commit(self) -> Result<(), DbError> {
         self.tx.commit().await?;
         Ok(())

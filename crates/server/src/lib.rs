@@ -55,7 +55,12 @@ impl Application {
         if config.jwt_secret.is_none() {
             tracing::warn!("JWT_SECRET is not set: only tokens from JWT_JWKS_URL will verify");
         }
-        let state = AppState::new(db, redis, config.node_id.clone());
+        let verifier = switchboard_auth::Verifier::new(&switchboard_auth::JwtConfig {
+            secret: config.jwt_secret.clone(),
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+        });
+        let state = AppState::new(db, redis, verifier, config.node_id.clone());
         let router = switchboard_api::router(state.clone());
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;

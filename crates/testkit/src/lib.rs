@@ -105,3 +105,42 @@ pub fn user_token(tenant: TenantId, user: UserId, role: Role) -> String {
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
+
+/// A platform operator's token (`role: service_role`, no tenant).
+pub fn platform_token() -> String {
+    let claims = Claims {
+        sub: Some("platform-test".to_owned()),
+        role: Some("service_role".to_owned()),
+        exp: now() + 600,
+        ..Claims::default()
+    };
+    mint_token(&SecretString::from(JWT_SECRET), &claims).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A token signed with `JWT_SECRET` that expired ten minutes ago.
+pub fn expired_token(tenant: TenantId, user: UserId) -> String {
+    let claims = Claims {
+        sub: Some(user.to_string()),
+        tenant_id: Some(tenant.to_string()),
+        exp: now() - 600,
+        ..Claims::default()
+    };
+    mint_token(&SecretString::from(JWT_SECRET), &claims).unwrap_or_else(|e| panic!("{e}"))
+}
+
+impl TestApp {
+    /// Creates a tenant through the platform route; returns its id.
+    pub async fn create_tenant(&self, name: &str) -> TenantId {
+        let res = self
+            .http
+            .post(self.url("/api/v1/tenants"))
+            .bearer_auth(platform_token())
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(res.status(), 201, "creating a tenant");
+        let body: serde_json::Value = res.json().await.unwrap_or_else(|e| panic!("{e}"));
+        body["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no id in {body}"))
+    }
+}

@@ -63,3 +63,32 @@ pub async fn list(tx: &mut TenantTx, before: Option<Uuid>, limit: i64) -> Result
     .fetch_all(tx.conn())
     .await?)
 }
+
+/// Changes the given fields; `None` leaves a field as it is.
+pub async fn update(
+    tx: &mut TenantTx,
+    id: ProjectId,
+    name: Option<&str>,
+    description: Option<&str>,
+    metadata: Option<&Value>,
+) -> Result<Project, DbError> {
+    sqlx::query_as(&format!(
+        "UPDATE projects SET name = COALESCE($2, name), description = COALESCE($3, description),
+                metadata = COALESCE($4, metadata), updated_at = now()
+          WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id.as_uuid())
+    .bind(name)
+    .bind(description)
+    .bind(metadata)
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or(DbError::NotFound)
+}
+
+/// Deletes a project with its conversations, messages and runs.
+pub async fn delete(tx: &mut TenantTx, id: ProjectId) -> Result<(), DbError> {
+    let done =
+        sqlx::query("DELETE FROM projects WHERE id = $1").bind(id.as_uuid()).execute(tx.conn()).await?;
+    if done.rows_affected() == 0 { Err(DbError::NotFound) } else { Ok(()) }
+}

@@ -77,3 +77,25 @@ pub async fn delete(tx: &mut PlatformTx, id: TenantId) -> Result<(), DbError> {
     let done = sqlx::query("DELETE FROM tenants WHERE id = $1").bind(id.as_uuid()).execute(tx.conn()).await?;
     if done.rows_affected() == 0 { Err(DbError::NotFound) } else { Ok(()) }
 }
+
+/// Changes name, status and/or limits (limits replace the stored overrides).
+pub async fn update(
+    tx: &mut PlatformTx,
+    id: TenantId,
+    name: Option<&str>,
+    status: Option<TenantStatus>,
+    limits: Option<&Value>,
+) -> Result<Tenant, DbError> {
+    sqlx::query_as(&format!(
+        "UPDATE tenants SET name = COALESCE($2, name), status = COALESCE($3, status),
+                limits = COALESCE($4, limits), updated_at = now()
+          WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id.as_uuid())
+    .bind(name)
+    .bind(status.map(TenantStatus::as_str))
+    .bind(limits)
+    .fetch_optional(tx.conn())
+    .await?
+    .ok_or(DbError::NotFound)
+}

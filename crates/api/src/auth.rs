@@ -1,0 +1,122 @@
+//! Who is calling: extractors that authenticate the request and say, in the
+//! handler's signature, which principal and role it needs.
+//!
+//! - [`Caller`]: any authenticated principal, with the request id and client IP.
+//! - [`Member`]: a principal of a tenant (user token or API key).
+//! - [`Admin`]: a tenant's owner or admin (or an API key with the `admin` scope).
+//! - [`Platform`]: a platform operator (`service_role` token).
+//!
+//! Tokens come as `Authorization: Bearer …` and are verified by the same
+//! verifier the Socket.IO handshake uses.
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use std::net::{IpAddr, SocketAddr};
+use switchboard_db::TenantContext;
+use switchboard_db::repo::audit::Actor;
+use switchboard_domain::{ErrorKind, Principal};
+
+/// An authenticated request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub request_id: Option<String>,
+    pub ip: Option<IpAddr>,
+}
+
+impl Caller {
+    /// The audit log's view of this caller.
+    pub fn actor(&self) -> Actor {
+        let (kind, id) = match &self.principal {
+            Principal::User { user_id, .. } => ("user", user_id.to_string()),
+            Principal::ApiKey { key_id, .. } => ("api_key", key_id.to_string()),
+            Principal::Platform { subject } => ("platform", subject.clone()),
+        };
+        Actor { kind, id, request_id: self.request_id.clone(), ip: self.ip }
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or_else(|| {
+            ApiError::new(ErrorKind::Unauthenticated, "send a token as `Authorization: Bearer …`")
+        })?;
+        let principal = state.verifier.verify(token).map_err(|e| ApiError::new(e.kind(), e.to_string()))?;
+        let request_id =
+            parts.headers.get(&crate::REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        if let Some(tenant) = principal.tenant_id() {
+            tracing::Span::current().record("tenant_id", tracing::field::display(tenant));
+        }
+        Ok(Caller { principal, request_id, ip })
+    }
+}
+
+/// A caller acting inside a tenant.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub caller: Caller,
+    pub ctx: TenantContext,
+}
+
+impl FromRequestParts<AppState> for Member {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let ctx = TenantContext::for_principal(&caller.principal).ok_or_else(|| {
+            ApiError::new(ErrorKind::Forbidden, "this route acts inside a tenant; a platform token has none")
+        })?;
+        Ok(Member { caller, ctx })
+    }
+}
+
+/// A tenant's owner or admin.
+#[derive(Debug, Clone)]
+pub struct Admin(pub Member);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let member = Member::from_request_parts(parts, state).await?;
+        let allowed = match &member.caller.principal {
+            Principal::User { role, .. } => role.is_admin(),
+            Principal::ApiKey { scopes, .. } => scopes.iter().any(|s| s == "admin"),
+            Principal::Platform { .. } => false,
+        };
+        if !allowed {
+            return Err(ApiError::new(ErrorKind::Forbidden, "this route needs a tenant owner or admin"));
+        }
+        Ok(Admin(member))
+    }
+}
+
+/// A platform operator.
+#[derive(Debug, Clone)]
+pub struct Platform(pub Caller);
+
+impl FromRequestParts<AppState> for Platform {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if !matches!(caller.principal, Principal::Platform { .. }) {
+            return Err(ApiError::new(
+                ErrorKind::Forbidden,
+                "this route is for platform operators (service_role)",
+            ));
+        }
+        Ok(Platform(caller))
+    }
+}

@@ -1,0 +1,129 @@
+//! Validated input: [`ValidJson`] parses a JSON body and runs its `validator`
+//! rules, so bad input gets 400 (unparsable), 413 (too large) or 422 (invalid,
+//! with the failing fields in `details`) and never reaches a handler.
+//! [`Page`] is the cursor pagination every list route takes.
+
+use crate::error::ApiError;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use switchboard_domain::ErrorKind;
+use uuid::Uuid;
+use validator::{Validate, ValidationErrors};
+
+/// The largest JSON body any route accepts.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+pub struct ValidJson<T>(pub T);
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(ErrorKind::PayloadTooLarge, format!("the body is over {MAX_BODY_BYTES} bytes"))
+            }
+            // Well-formed JSON of the wrong shape (missing field, wrong type).
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                ApiError::new(ErrorKind::Validation, "the body does not match")
+                    .with_details(json!({ "body": rejection.body_text() }))
+            }
+            _ => ApiError::new(ErrorKind::BadRequest, rejection.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::new(ErrorKind::Validation, "invalid query parameters")
+            .with_details(json!({ "query": rejection.body_text() }))
+    }
+}
+
+/// `validator`'s errors as `{ field: [code, …] }`.
+pub fn validation_details(errors: &ValidationErrors) -> Value {
+    let fields: serde_json::Map<String, Value> = errors
+        .field_errors()
+        .into_iter()
+        .map(|(field, errs)| {
+            let codes: Vec<Value> = errs
+                .iter()
+                .map(|e| e.message.as_ref().map(|m| json!(m)).unwrap_or_else(|| json!(e.code)))
+                .collect();
+            (field.to_string(), Value::Array(codes))
+        })
+        .collect();
+    Value::Object(fields)
+}
+
+impl<S, T> FromRequest<S> for ValidJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Validate,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        value.validate().map_err(|e| {
+            ApiError::new(ErrorKind::Validation, "invalid fields").with_details(validation_details(&e))
+        })?;
+        Ok(ValidJson(value))
+    }
+}
+
+/// `?limit=&cursor=`: at most `limit` items (1-100, default 50) after `cursor`,
+/// the `next_cursor` of the previous page.
+#[derive(Debug, Clone, Deserialize, Validate)]
+pub struct PageQuery {
+    #[validate(range(min = 1, max = 100))]
+    pub limit: Option<i64>,
+    pub cursor: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub limit: i64,
+    pub cursor: Option<Uuid>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Page {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(q) =
+            axum::extract::Query::<PageQuery>::from_request_parts(parts, state).await?;
+        q.validate().map_err(|e| {
+            ApiError::new(ErrorKind::Validation, "invalid query parameters")
+                .with_details(validation_details(&e))
+        })?;
+        Ok(Page { limit: q.limit.unwrap_or(50), cursor: q.cursor })
+    }
+}
+
+impl Page {
+    /// Asks the repository for one more than the page, to know if another follows.
+    pub fn fetch_limit(&self) -> i64 {
+        self.limit + 1
+    }
+}
+
+/// A page of items and the cursor of the next one (`null` on the last page).
+#[derive(Debug, Serialize)]
+pub struct Paged<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<Uuid>,
+}
+
+impl<T> Paged<T> {
+    /// Trims the extra item fetched by [`Page::fetch_limit`].
+    pub fn new(mut items: Vec<T>, page: Page, id: impl Fn(&T) -> Uuid) -> Self {
+        let more = items.len() as i64 > page.limit;
+        items.truncate(page.limit.max(0) as usize);
+        let next_cursor = if more { items.last().map(id) } else { None };
+        Paged { data: items, next_cursor }
+    }
+}

@@ -1,0 +1,155 @@
+//! Platform routes for the tenants registry: `POST/GET /tenants`,
+//! `GET/PATCH/DELETE /tenants/{id}`. Each change writes the tenant's audit row
+//! in the same transaction.
+
+use crate::AppState;
+use crate::auth::Platform;
+use crate::error::ApiError;
+use crate::extract::{Page, Paged, ValidJson};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use switchboard_db::repo::audit::{self, Entry};
+use switchboard_db::repo::tenants::{self, Tenant};
+use switchboard_domain::{ErrorKind, Limits, TenantId, TenantStatus};
+use validator::Validate;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/tenants", get(list).post(create))
+        .route("/tenants/{id}", get(show).patch(update).delete(remove))
+}
+
+/// A tenant as the API shows it: stored overrides and the effective limits.
+#[derive(Debug, Serialize)]
+pub struct TenantView {
+    #[serde(flatten)]
+    tenant: Tenant,
+    effective_limits: Limits,
+}
+
+impl From<Tenant> for TenantView {
+    fn from(tenant: Tenant) -> Self {
+        let effective_limits = Limits::default().with_overrides(&tenant.limits);
+        Self { tenant, effective_limits }
+    }
+}
+
+#[derive(Debug, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    #[validate(length(min = 1, max = 200))]
+    name: String,
+    limits: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct PatchTenant {
+    #[validate(length(min = 1, max = 200))]
+    name: Option<String>,
+    status: Option<TenantStatus>,
+    limits: Option<Value>,
+}
+
+fn check_limits(limits: Option<&Value>) -> Result<(), ApiError> {
+    match limits {
+        None => Ok(()),
+        Some(v) => Limits::validate_overrides(v).map_err(|e| {
+            ApiError::new(ErrorKind::Validation, "invalid fields")
+                .with_details(json!({ "limits": [e.to_string()] }))
+        }),
+    }
+}
+
+fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
+    // A malformed id cannot name any tenant: not found, like any other unknown id.
+    raw.parse().map_err(|_| ApiError::new(ErrorKind::NotFound, "not found"))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Platform(caller): Platform,
+    ValidJson(body): ValidJson<CreateTenant>,
+) -> Result<(StatusCode, Json<TenantView>), ApiError> {
+    check_limits(body.limits.as_ref())?;
+    let mut tx = state.db.begin_platform().await?;
+    let tenant =
+        tenants::create(&mut tx, None, &body.name, body.limits.as_ref().unwrap_or(&json!({}))).await?;
+    let id = TenantId(tenant.id);
+    let entry = Entry {
+        action: "tenant.create",
+        target_type: "tenant",
+        target_id: tenant.id.to_string(),
+        details: json!({ "name": tenant.name, "limits": tenant.limits }),
+    };
+    audit::record_platform(&mut tx, id, &caller.actor(), &entry).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(tenant.into())))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Platform(_): Platform,
+    page: Page,
+) -> Result<Json<Paged<TenantView>>, ApiError> {
+    let mut tx = state.db.begin_platform().await?;
+    let rows = tenants::list(&mut tx, page.cursor, page.fetch_limit()).await?;
+    tx.commit().await?;
+    let views = rows.into_iter().map(TenantView::from).collect();
+    Ok(Json(Paged::new(views, page, |t: &TenantView| t.tenant.id)))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    Platform(_): Platform,
+    Path(id): Path<String>,
+) -> Result<Json<TenantView>, ApiError> {
+    let mut tx = state.db.begin_platform().await?;
+    let tenant = tenants::get(&mut tx, tenant_id(&id)?).await?;
+    tx.commit().await?;
+    Ok(Json(tenant.into()))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    Platform(caller): Platform,
+    Path(id): Path<String>,
+    ValidJson(body): ValidJson<PatchTenant>,
+) -> Result<Json<TenantView>, ApiError> {
+    let id = tenant_id(&id)?;
+    check_limits(body.limits.as_ref())?;
+    if body.name.is_none() && body.status.is_none() && body.limits.is_none() {
+        return Err(ApiError::new(ErrorKind::Validation, "send at least one of name, status, limits")
+            .with_details(json!({ "body": ["empty"] })));
+    }
+    let mut tx = state.db.begin_platform().await?;
+    let tenant =
+        tenants::update(&mut tx, id, body.name.as_deref(), body.status, body.limits.as_ref()).await?;
+    let entry = Entry {
+        action: "tenant.update",
+        target_type: "tenant",
+        target_id: id.to_string(),
+        details: json!({ "name": body.name, "status": body.status, "limits": body.limits }),
+    };
+    audit::record_platform(&mut tx, id, &caller.actor(), &entry).await?;
+    tx.commit().await?;
+    Ok(Json(tenant.into()))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Platform(caller): Platform,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = tenant_id(&id)?;
+    let mut tx = state.db.begin_platform().await?;
+    tenants::delete(&mut tx, id).await?;
+    tx.commit().await?;
+    // The tenant's audit log goes with it, so the deletion is recorded in the log stream.
+    tracing::info!(tenant_id = %id, actor = %caller.actor().id, "tenant deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
