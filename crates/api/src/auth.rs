@@ -6,8 +6,10 @@
 //! - [`Admin`]: a tenant's owner or admin (or an API key with the `admin` scope).
 //! - [`Platform`]: a platform operator (`service_role` token).
 //!
-//! Tokens come as `Authorization: Bearer …` and are verified by the same
-//! verifier the Socket.IO handshake uses.
+//! Credentials come as `Authorization: Bearer …` (a JWT, verified by the same
+//! verifier the Socket.IO handshake uses, or an `sb_…` API key) or `X-API-Key`.
+//! An API key acts as its tenant's `service` role within its scopes: `read` for
+//! GET, `write` for changes, `admin` for everything.
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -15,6 +17,7 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use std::net::{IpAddr, SocketAddr};
 use switchboard_db::TenantContext;
+use switchboard_db::repo::api_keys;
 use switchboard_db::repo::audit::Actor;
 use switchboard_domain::{ErrorKind, Principal};
 
@@ -44,14 +47,42 @@ fn bearer(parts: &Parts) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+fn x_api_key(parts: &Parts) -> Option<&str> {
+    parts.headers.get("x-api-key")?.to_str().ok().map(str::trim)
+}
+
+async fn api_key_principal(state: &AppState, key: &str) -> Result<Principal, ApiError> {
+    let invalid = || ApiError::new(ErrorKind::TokenInvalid, "the API key is not valid or was revoked");
+    if !switchboard_auth::api_key::is_api_key(key) {
+        return Err(invalid());
+    }
+    let hash = state.key_hasher.hash(key);
+    let mut tx = state.db.begin_platform().await?;
+    let grant = api_keys::lookup(&mut tx, &hash).await?;
+    tx.commit().await?;
+    let grant = grant.ok_or_else(invalid)?;
+    Ok(Principal::ApiKey { tenant_id: grant.tenant(), key_id: grant.id, scopes: grant.scopes })
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or_else(|| {
-            ApiError::new(ErrorKind::Unauthenticated, "send a token as `Authorization: Bearer …`")
-        })?;
-        let principal = state.verifier.verify(token).map_err(|e| ApiError::new(e.kind(), e.to_string()))?;
+        let principal = match (x_api_key(parts), bearer(parts)) {
+            (Some(key), _) => api_key_principal(state, key).await?,
+            (None, Some(token)) if token.starts_with(switchboard_auth::api_key::PREFIX) => {
+                api_key_principal(state, token).await?
+            }
+            (None, Some(token)) => {
+                state.verifier.verify(token).map_err(|e| ApiError::new(e.kind(), e.to_string()))?
+            }
+            (None, None) => {
+                return Err(ApiError::new(
+                    ErrorKind::Unauthenticated,
+                    "send a token as `Authorization: Bearer …` or an API key as `X-API-Key`",
+                ));
+            }
+        };
         let request_id =
             parts.headers.get(&crate::REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
@@ -77,6 +108,15 @@ impl FromRequestParts<AppState> for Member {
         let ctx = TenantContext::for_principal(&caller.principal).ok_or_else(|| {
             ApiError::new(ErrorKind::Forbidden, "this route acts inside a tenant; a platform token has none")
         })?;
+        if let Principal::ApiKey { scopes, .. } = &caller.principal {
+            let needed = if parts.method.is_safe() { "read" } else { "write" };
+            if !scopes.iter().any(|s| s == needed || s == "admin") {
+                return Err(ApiError::new(
+                    ErrorKind::Forbidden,
+                    format!("this API key lacks the `{needed}` scope"),
+                ));
+            }
+        }
         Ok(Member { caller, ctx })
     }
 }

@@ -2,6 +2,7 @@
 //! `router()`, and [`error::ApiError`], the single `ErrorKind` → HTTP mapping.
 //! Every response carries `x-request-id`; every error body carries it too.
 
+mod api_keys;
 pub mod auth;
 pub mod error;
 pub mod extract;
@@ -24,7 +25,11 @@ pub use request_id::REQUEST_ID;
 
 /// The whole HTTP application: routes, request ids, request spans, error bodies.
 pub fn router(state: AppState) -> Router {
-    let v1 = Router::new().merge(tenants::router()).merge(me::router()).merge(projects::router());
+    let v1 = Router::new()
+        .merge(api_keys::router())
+        .merge(tenants::router())
+        .merge(me::router())
+        .merge(projects::router());
     Router::new()
         .merge(health::router())
         .nest("/api/v1", v1)

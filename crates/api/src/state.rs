@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use switchboard_auth::Verifier;
+use switchboard_auth::{ApiKeyHasher, Verifier};
 use switchboard_cluster::Redis;
 use switchboard_db::Database;
 
@@ -12,16 +12,24 @@ pub struct AppState {
     pub redis: Option<Redis>,
     pub node_id: Arc<str>,
     pub verifier: Arc<Verifier>,
+    pub key_hasher: ApiKeyHasher,
     draining: Arc<AtomicBool>,
 }
 
 impl AppState {
-    pub fn new(db: Database, redis: Option<Redis>, verifier: Verifier, node_id: impl Into<Arc<str>>) -> Self {
+    pub fn new(
+        db: Database,
+        redis: Option<Redis>,
+        verifier: Verifier,
+        key_hasher: ApiKeyHasher,
+        node_id: impl Into<Arc<str>>,
+    ) -> Self {
         Self {
             db,
             redis,
             node_id: node_id.into(),
             verifier: Arc::new(verifier),
+            key_hasher,
             draining: Arc::new(AtomicBool::new(false)),
         }
     }

@@ -5,6 +5,8 @@
 //! the contract's claim layout. The same verifier serves the Socket.IO handshake
 //! and REST.
 
+pub mod api_key;
 pub mod jwt;
 
+pub use api_key::{ApiKeyHasher, GeneratedKey};
 pub use jwt::{AuthError, Claims, JwtConfig, Verifier, mint_token};

@@ -17,6 +17,8 @@ pub struct Config {
     pub jwt_jwks_url: Option<String>,
     pub jwt_issuer: Option<String>,
     pub jwt_audience: Option<String>,
+    /// Keys the stored hashes of API keys; falls back to JWT_SECRET.
+    pub api_key_secret: SecretString,
     pub cors_allowed_origins: Vec<String>,
     pub node_id: String,
 }
@@ -132,6 +134,14 @@ impl Config {
             }
         }
 
+        let api_key_secret = env.get("API_KEY_SECRET").or_else(|| jwt_secret.clone());
+        if api_key_secret.is_none() && jwt_jwks_url.is_some() {
+            problems.push(
+                "API_KEY_SECRET: required when JWT_SECRET is not set; it keys the stored hashes of API keys"
+                    .to_owned(),
+            );
+        }
+
         let mut cors_allowed_origins = Vec::new();
         for origin in env.get("CORS_ALLOWED_ORIGINS").iter().flat_map(|v| v.split(',')) {
             let origin = origin.trim();
@@ -161,6 +171,7 @@ impl Config {
             jwt_jwks_url,
             jwt_issuer: env.get("JWT_ISSUER"),
             jwt_audience: env.get("JWT_AUDIENCE"),
+            api_key_secret: api_key_secret.unwrap_or_default().into(),
             cors_allowed_origins,
             node_id,
         })

@@ -60,7 +60,8 @@ impl Application {
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
         });
-        let state = AppState::new(db, redis, verifier, config.node_id.clone());
+        let hasher = switchboard_auth::ApiKeyHasher::new(config.api_key_secret.expose_secret().as_bytes());
+        let state = AppState::new(db, redis, verifier, hasher, config.node_id.clone());
         let router = switchboard_api::router(state.clone());
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;

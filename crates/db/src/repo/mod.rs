@@ -2,6 +2,7 @@
 //! that scopes it ([`TenantTx`](crate::TenantTx) or, for the registry,
 //! [`PlatformTx`](crate::PlatformTx)); none can reach the pool.
 
+pub mod api_keys;
 pub mod audit;
 pub mod conversations;
 pub mod projects;

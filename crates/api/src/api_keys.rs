@@ -1,0 +1,106 @@
+//! `GET/POST /api-keys`, `DELETE /api-keys/{id}` (owners and admins): the key is
+//! returned once, at creation; listing shows its prefix and scopes only.
+//! Creation and revocation are audited in the same transaction.
+
+use crate::AppState;
+use crate::auth::Admin;
+use crate::error::ApiError;
+use crate::extract::{Page, Paged, ValidJson};
+use crate::projects::path_id;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use switchboard_db::repo::api_keys::{self, ApiKey};
+use switchboard_db::repo::audit::{self, Entry};
+use switchboard_domain::ErrorKind;
+use uuid::Uuid;
+use validator::{Validate, ValidationError};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api-keys", get(list).post(create)).route("/api-keys/{id}", delete(revoke))
+}
+
+const SCOPES: [&str; 4] = ["read", "write", "broadcast", "admin"];
+
+fn known_scopes(scopes: &[String]) -> Result<(), ValidationError> {
+    if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
+        return Err(ValidationError::new("scopes")
+            .with_message("one or more of read, write, broadcast, admin".into()));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    #[validate(length(min = 1, max = 200))]
+    name: String,
+    #[validate(custom(function = "known_scopes"))]
+    scopes: Vec<String>,
+}
+
+/// The one response that carries the key.
+#[derive(Debug, Serialize)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    api_key: ApiKey,
+    key: String,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    Admin(member): Admin,
+    ValidJson(mut body): ValidJson<CreateKey>,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    body.scopes.sort();
+    body.scopes.dedup();
+    let generated = state
+        .key_hasher
+        .generate()
+        .map_err(|_| ApiError::new(ErrorKind::Internal, "the system random generator failed"))?;
+    let hash = state.key_hasher.hash(&generated.key);
+    let mut tx = state.db.begin(&member.ctx).await?;
+    let api_key = api_keys::create(&mut tx, &body.name, &generated.prefix, &hash, &body.scopes).await?;
+    let entry = Entry {
+        action: "api_key.create",
+        target_type: "api_key",
+        target_id: api_key.id.to_string(),
+        details: json!({ "name": api_key.name, "scopes": api_key.scopes, "prefix": api_key.prefix }),
+    };
+    audit::record(&mut tx, &member.caller.actor(), &entry).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(CreatedKey { api_key, key: generated.key })))
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Admin(member): Admin,
+    page: Page,
+) -> Result<Json<Paged<ApiKey>>, ApiError> {
+    let mut tx = state.db.begin(&member.ctx).await?;
+    let rows = api_keys::list(&mut tx, page.cursor, page.fetch_limit()).await?;
+    tx.commit().await?;
+    Ok(Json(Paged::new(rows, page, |k: &ApiKey| k.id)))
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    Admin(member): Admin,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id: Uuid = path_id(&id)?;
+    let mut tx = state.db.begin(&member.ctx).await?;
+    api_keys::revoke(&mut tx, id).await?;
+    let entry = Entry {
+        action: "api_key.revoke",
+        target_type: "api_key",
+        target_id: id.to_string(),
+        details: json!({}),
+    };
+    audit::record(&mut tx, &member.caller.actor(), &entry).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
