@@ -4,10 +4,12 @@
 
 mod api_keys;
 pub mod auth;
+mod conversations;
 pub mod error;
 pub mod extract;
 pub mod health;
 mod me;
+mod messages;
 mod projects;
 mod request_id;
 mod state;
@@ -29,7 +31,9 @@ pub fn router(state: AppState) -> Router {
         .merge(api_keys::router())
         .merge(tenants::router())
         .merge(me::router())
-        .merge(projects::router());
+        .merge(projects::router())
+        .merge(conversations::router())
+        .merge(messages::router());
     Router::new()
         .merge(health::router())
         .nest("/api/v1", v1)

@@ -6,6 +6,8 @@ use switchboard_domain::ErrorKind;
 pub enum DbError {
     #[error("not found")]
     NotFound,
+    #[error("the idempotency key was already used for a different request")]
+    IdempotencyMismatch,
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
@@ -19,6 +21,7 @@ impl DbError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             DbError::NotFound => ErrorKind::NotFound,
+            DbError::IdempotencyMismatch => ErrorKind::Conflict,
             DbError::Config(_) | DbError::Migrate(_) => ErrorKind::Internal,
             DbError::Sqlx(sqlx::Error::RowNotFound) => ErrorKind::NotFound,
             DbError::Sqlx(sqlx::Error::Database(db)) => match db.code().as_deref() {

@@ -65,3 +65,32 @@ pub async fn add_participant(tx: &mut TenantTx, id: ConversationId, user: Uuid) 
     .await?;
     Ok(())
 }
+
+/// A project's conversations the caller can see, newest first, before `before`.
+pub async fn list(
+    tx: &mut TenantTx,
+    project: ProjectId,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Conversation>, DbError> {
+    let tenant = tx.tenant_id().as_uuid();
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM conversations
+          WHERE tenant_id = $1 AND project_id = $2
+            AND ($3::uuid IS NULL OR (created_at, id) < (SELECT created_at, id FROM conversations WHERE id = $3))
+          ORDER BY created_at DESC, id DESC LIMIT $4"
+    ))
+    .bind(tenant)
+    .bind(project.as_uuid())
+    .bind(before)
+    .bind(limit)
+    .fetch_all(tx.conn())
+    .await?)
+}
+
+/// Deletes a conversation with its messages and participants.
+pub async fn delete(tx: &mut TenantTx, id: ConversationId) -> Result<(), DbError> {
+    let done =
+        sqlx::query("DELETE FROM conversations WHERE id = $1").bind(id.as_uuid()).execute(tx.conn()).await?;
+    if done.rows_affected() == 0 { Err(DbError::NotFound) } else { Ok(()) }
+}

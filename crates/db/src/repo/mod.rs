@@ -5,6 +5,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod conversations;
+pub mod messages;
 pub mod projects;
 pub mod seed;
 pub mod tenants;

@@ -1,0 +1,111 @@
+//! `GET /conversations/{id}/messages?limit&before` and `POST` the same, which
+//! honours `Idempotency-Key`: the same key again stores nothing new and answers
+//! with the stored message (`200`, `Idempotent-Replayed: true`); the same key for
+//! a different message is `409`.
+
+use crate::AppState;
+use crate::auth::Member;
+use crate::error::ApiError;
+use crate::extract::{Paged, ValidJson, validation_details};
+use crate::projects::path_id;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchboard_db::repo::conversations;
+use switchboard_db::repo::messages::{self, Created, Message, NewMessage};
+use switchboard_domain::{ConversationId, ErrorKind, Principal};
+use uuid::Uuid;
+use validator::Validate;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/conversations/{id}/messages", get(list).post(create))
+}
+
+#[derive(Debug, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    #[validate(length(min = 1, max = 65536))]
+    content: String,
+    metadata: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, Validate)]
+pub struct ListQuery {
+    #[validate(range(min = 1, max = 100))]
+    limit: Option<i64>,
+    before: Option<Uuid>,
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str().map(str::trim) {
+        Ok(key) if (1..=200).contains(&key.len()) => Ok(Some(key.to_owned())),
+        _ => Err(ApiError::new(ErrorKind::Validation, "invalid Idempotency-Key")
+            .with_details(json!({ "Idempotency-Key": ["1 to 200 visible ASCII characters"] }))),
+    }
+}
+
+async fn create(
+    State(state): State<AppState>,
+    member: Member,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ValidJson(body): ValidJson<SendMessage>,
+) -> Result<Response, ApiError> {
+    let conversation: ConversationId = path_id(&id)?;
+    let key = idempotency_key(&headers)?;
+    let metadata = body.metadata.unwrap_or_else(|| json!({}));
+    if !metadata.is_object() {
+        return Err(ApiError::new(ErrorKind::Validation, "invalid fields")
+            .with_details(json!({ "metadata": ["must be an object"] })));
+    }
+    let sender_kind = match member.caller.principal {
+        Principal::ApiKey { .. } => "agent",
+        _ => "user",
+    };
+    let mut tx = state.db.begin(&member.ctx).await?;
+    conversations::get(&mut tx, conversation).await?;
+    let new = NewMessage {
+        conversation,
+        sender_kind,
+        content: &body.content,
+        metadata: &metadata,
+        idempotency_key: key.as_deref(),
+    };
+    let created = messages::create(&mut tx, &new).await?;
+    tx.commit().await?;
+    Ok(match created {
+        Created::New(message) => (StatusCode::CREATED, Json(message)).into_response(),
+        Created::Replayed(message) => {
+            let mut response = (StatusCode::OK, Json(message)).into_response();
+            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response
+        }
+    })
+}
+
+async fn list(
+    State(state): State<AppState>,
+    member: Member,
+    Path(id): Path<String>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Paged<Message>>, ApiError> {
+    let conversation: ConversationId = path_id(&id)?;
+    let Query(query) = query?;
+    query.validate().map_err(|e| {
+        ApiError::new(ErrorKind::Validation, "invalid query parameters").with_details(validation_details(&e))
+    })?;
+    let limit = query.limit.unwrap_or(50);
+    let mut tx = state.db.begin(&member.ctx).await?;
+    conversations::get(&mut tx, conversation).await?;
+    let rows = messages::list(&mut tx, conversation, query.before, limit + 1).await?;
+    tx.commit().await?;
+    let page = crate::extract::Page { limit, cursor: query.before };
+    Ok(Json(Paged::new(rows, page, |m: &Message| m.id)))
+}
