@@ -1,6 +1,8 @@
 //! API keys over REST: shown once, hashed at rest, scoped, revocable, and
 //! managed by owners and admins only.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{Value, json};
 use switchboard_domain::{Role, UserId};
 use switchboard_testkit::{TestApp, env, user_token};

@@ -1,5 +1,7 @@
 //! Projects over REST: CRUD with audit, pagination, and another tenant's ids.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{Value, json};
 use switchboard_domain::{Role, UserId};
 use switchboard_testkit::{TestApp, user_token};

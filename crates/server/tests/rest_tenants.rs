@@ -1,6 +1,8 @@
 //! Platform tenant routes and `GET /me`: success, validation, credentials, roles,
 //! and the audit row written with each change.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde_json::{Value, json};
 use switchboard_domain::{Role, TenantId, UserId};
 use switchboard_testkit::{TestApp, expired_token, platform_token, user_token};
