@@ -6,6 +6,8 @@
 //! [`Redis`] owns the connection: it reconnects by itself, and a node whose Redis
 //! is down keeps serving and reports itself not ready.
 
+pub mod cache;
 mod redis;
 
+pub use cache::{Cache, CacheStats, Kind, Namespace};
 pub use redis::{ClusterError, Redis};

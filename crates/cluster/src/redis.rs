@@ -1,8 +1,14 @@
-//! The Redis connection every cluster role shares.
+//! The Redis connections every cluster role shares: one for commands and one
+//! subscriber (pub/sub needs its own connection), both reconnecting by themselves.
+//! After a reconnect the subscriber re-subscribes its channels, and roles that may
+//! have missed messages meanwhile hear about it through [`Redis::reconnects`].
 
+use fred::clients::SubscriberClient;
 use fred::prelude::*;
+use fred::types::Message;
 use std::time::Duration;
 use switchboard_domain::ErrorKind;
+use tokio::sync::broadcast;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -26,10 +32,11 @@ impl ClusterError {
 /// How long a readiness ping may take before Redis counts as unreachable.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A shared, self-reconnecting Redis client.
+/// A shared, self-reconnecting Redis client pair.
 #[derive(Clone)]
 pub struct Redis {
     client: Client,
+    subscriber: SubscriberClient,
 }
 
 impl std::fmt::Debug for Redis {
@@ -39,11 +46,12 @@ impl std::fmt::Debug for Redis {
 }
 
 impl Redis {
-    /// Starts the connection. Waits up to `wait` for it; a Redis that is down at
-    /// start is logged and retried in the background, not fatal.
+    /// Starts both connections. Waits up to `wait` for them; a Redis that is down
+    /// at start is logged and retried in the background, not fatal.
     pub async fn connect(url: &str, wait: Duration) -> Result<Self, ClusterError> {
         let config = Config::from_url(url).map_err(|e| ClusterError::Config(e.details().to_owned()))?;
-        let client = Builder::from_config(config)
+        let mut builder = Builder::from_config(config);
+        builder
             .with_connection_config(|c| {
                 c.connection_timeout = Duration::from_secs(2);
                 c.internal_command_timeout = Duration::from_secs(2);
@@ -51,17 +59,43 @@ impl Redis {
             .with_performance_config(|p| {
                 p.default_command_timeout = Duration::from_secs(2);
             })
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-            .build()?;
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+        let client = builder.build()?;
+        let subscriber = builder.build_subscriber_client()?;
         client.connect();
-        match tokio::time::timeout(wait, client.wait_for_connect()).await {
-            Ok(Ok(())) => {}
+        subscriber.connect();
+        let both = async { tokio::try_join!(client.wait_for_connect(), subscriber.wait_for_connect()) };
+        match tokio::time::timeout(wait, both).await {
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "redis is not reachable yet; retrying in the background")
             }
             Err(_) => tracing::warn!("redis is not reachable yet; retrying in the background"),
         }
-        Ok(Self { client })
+        // Re-subscribes every tracked channel after each reconnect.
+        subscriber.manage_subscriptions();
+        Ok(Self { client, subscriber })
+    }
+
+    /// The command connection, for the roles in this crate.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Subscribes to `channel` (kept across reconnects).
+    pub(crate) async fn subscribe(&self, channel: &str) -> Result<(), ClusterError> {
+        self.subscriber.subscribe(channel).await?;
+        Ok(())
+    }
+
+    /// Every pub/sub message this node receives.
+    pub(crate) fn messages(&self) -> broadcast::Receiver<Message> {
+        self.subscriber.message_rx()
+    }
+
+    /// Fires after the subscriber (re)connects: messages may have been missed.
+    pub(crate) fn reconnects(&self) -> broadcast::Receiver<fred::types::config::Server> {
+        self.subscriber.reconnect_rx()
     }
 
     /// One round trip, bounded by a timeout, for readiness.
@@ -73,10 +107,12 @@ impl Redis {
         }
     }
 
-    /// Closes the connection.
+    /// Closes both connections.
     pub async fn close(&self) {
-        if let Err(e) = self.client.quit().await {
-            tracing::debug!(error = %e, "redis quit failed");
+        for result in [self.subscriber.quit().await, self.client.quit().await] {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "redis quit failed");
+            }
         }
     }
 }

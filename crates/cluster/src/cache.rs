@@ -1,0 +1,351 @@
+//! The namespaced per-tenant cache: moka (L1) on every node, Redis (L2) shared.
+//!
+//! Guarantees:
+//! - Keys live in a namespace per tenant and [`Kind`], which carries a version.
+//!   [`Cache::invalidate`] bumps the version (in Redis, `INCR`) and publishes it;
+//!   every node drops to the new version on the message, so a change is seen
+//!   cluster-wide within a pub/sub hop. Entries of old versions are never read
+//!   again and age out.
+//! - If the subscriber reconnects (messages may have been missed), the node forgets
+//!   every version and L1 entry and re-reads versions from Redis.
+//! - Concurrent misses of one key on one node load once (moka's `try_get_with`).
+//! - L1 and L2 entries expire after their TTL with ±10% jitter, which bounds
+//!   staleness even if an invalidation were lost entirely.
+//! - Without Redis the cache is L1 only, and invalidation is local.
+//! - Redis errors never fail a lookup: the value is loaded from the source.
+
+use crate::Redis;
+use fred::prelude::*;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::any::Any;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use uuid::Uuid;
+
+const CHANNEL: &str = "sb:cache:invalidate";
+
+/// A key was read as a different type than it was stored as (a programming error).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("a cache key was read as a different type than it holds")]
+pub struct TypeMismatch;
+
+/// What a namespace holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A tenant's status and limits.
+    Tenant,
+    /// API-key lookups by hash (platform-wide, keyed by the nil tenant).
+    ApiKey,
+    /// Authorization answers (may this user subscribe to that conversation).
+    Authz,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Tenant => "tenant",
+            Kind::ApiKey => "api_key",
+            Kind::Authz => "authz",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tenant" => Some(Kind::Tenant),
+            "api_key" => Some(Kind::ApiKey),
+            "authz" => Some(Kind::Authz),
+            _ => None,
+        }
+    }
+}
+
+/// A tenant's namespace of one kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Namespace {
+    pub tenant: Uuid,
+    pub kind: Kind,
+}
+
+impl Namespace {
+    pub fn new(tenant: Uuid, kind: Kind) -> Self {
+        Self { tenant, kind }
+    }
+
+    fn version_key(&self) -> String {
+        format!("sb:cv:{}:{}", self.tenant, self.kind.as_str())
+    }
+
+    fn entry_key(&self, version: u64, key: &str) -> String {
+        format!("sb:c:{}:{}:{version}:{key}", self.tenant, self.kind.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct L1Key {
+    ns: Namespace,
+    version: u64,
+    key: String,
+}
+
+/// Hit and miss counts per layer since start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CacheStats {
+    pub l1_hits: u64,
+    pub l2_hits: u64,
+    /// Lookups that went to the source.
+    pub misses: u64,
+}
+
+impl CacheStats {
+    /// The share of lookups that did not reach the source.
+    pub fn hit_rate(&self) -> f64 {
+        let total = self.l1_hits + self.l2_hits + self.misses;
+        if total == 0 { 0.0 } else { (self.l1_hits + self.l2_hits) as f64 / total as f64 }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    l1_hits: AtomicU64,
+    l2_hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+type Value = Arc<dyn Any + Send + Sync>;
+
+struct Inner {
+    l1: moka::future::Cache<L1Key, Value>,
+    versions: moka::sync::Cache<Namespace, u64>,
+    redis: Option<Redis>,
+    l1_ttl: Duration,
+    l2_ttl: Duration,
+    counters: Counters,
+}
+
+/// The cache; cheap to clone.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("stats", &self.stats()).finish()
+    }
+}
+
+/// ±10% of `ttl`, so entries made together do not expire together.
+fn jittered(ttl: Duration) -> Duration {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let spread = ttl.as_millis() as u64 / 5;
+    if spread == 0 {
+        return ttl;
+    }
+    let offset = u64::from(nanos) % spread;
+    ttl - Duration::from_millis(spread / 2) + Duration::from_millis(offset)
+}
+
+struct JitterExpiry(Duration);
+
+impl moka::Expiry<L1Key, Value> for JitterExpiry {
+    fn expire_after_create(&self, _: &L1Key, _: &Value, _: std::time::Instant) -> Option<Duration> {
+        Some(jittered(self.0))
+    }
+}
+
+impl Cache {
+    /// A cache holding at most `capacity` L1 entries. With `redis`, it subscribes
+    /// to invalidations (call from within a tokio runtime).
+    pub async fn new(redis: Option<Redis>, capacity: u64, l1_ttl: Duration, l2_ttl: Duration) -> Self {
+        let inner = Arc::new(Inner {
+            l1: moka::future::Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(JitterExpiry(l1_ttl))
+                .build(),
+            versions: moka::sync::Cache::builder().max_capacity(capacity).build(),
+            redis,
+            l1_ttl,
+            l2_ttl,
+            counters: Counters::default(),
+        });
+        if let Some(redis) = &inner.redis {
+            if let Err(e) = redis.subscribe(CHANNEL).await {
+                tracing::warn!(error = %e, "cache: cannot subscribe to invalidations yet; will on reconnect");
+            }
+            tokio::spawn(listen(Arc::downgrade(&inner), redis.clone()));
+        }
+        Self { inner }
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.inner.counters;
+        CacheStats {
+            l1_hits: c.l1_hits.load(Ordering::Relaxed),
+            l2_hits: c.l2_hits.load(Ordering::Relaxed),
+            misses: c.misses.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The current version of `ns` as this node knows it (a Redis read the first
+    /// time a namespace is seen, then none until it changes).
+    async fn version(&self, ns: Namespace) -> u64 {
+        if let Some(v) = self.inner.versions.get(&ns) {
+            return v;
+        }
+        let v = match &self.inner.redis {
+            Some(redis) => match redis.client().get::<Option<u64>, _>(ns.version_key()).await {
+                Ok(v) => v.unwrap_or(0),
+                Err(e) => {
+                    // Not remembered: the next lookup asks Redis again.
+                    tracing::debug!(error = %e, "cache: version read failed");
+                    return 0;
+                }
+            },
+            None => 0,
+        };
+        self.inner.versions.insert(ns, v);
+        v
+    }
+
+    /// The value of `key` in `ns`: from L1, else L2, else `load` (whose result is
+    /// stored in both). Concurrent misses on this node share one `load`.
+    pub async fn get_or_load<T, E, F, Fut>(&self, ns: Namespace, key: &str, load: F) -> Result<T, Arc<E>>
+    where
+        T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: From<TypeMismatch> + Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let version = self.version(ns).await;
+        let l1_key = L1Key { ns, version, key: key.to_owned() };
+        let missed = AtomicBool::new(false);
+        let inner = &self.inner;
+        let value = inner
+            .l1
+            .try_get_with(l1_key, async {
+                missed.store(true, Ordering::Relaxed);
+                let l2_key = ns.entry_key(version, key);
+                if let Some(redis) = &inner.redis {
+                    match redis.client().get::<Option<String>, _>(&l2_key).await {
+                        Ok(Some(json)) => {
+                            if let Ok(v) = serde_json::from_str::<T>(&json) {
+                                inner.counters.l2_hits.fetch_add(1, Ordering::Relaxed);
+                                return Ok(Arc::new(v) as Value);
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => tracing::debug!(error = %e, "cache: L2 read failed"),
+                    }
+                }
+                inner.counters.misses.fetch_add(1, Ordering::Relaxed);
+                let v = load().await?;
+                if let (Some(redis), Ok(json)) = (&inner.redis, serde_json::to_string(&v)) {
+                    let ttl = jittered(inner.l2_ttl).as_secs().max(1) as i64;
+                    let set: Result<(), _> =
+                        redis.client().set(&l2_key, json, Some(Expiration::EX(ttl)), None, false).await;
+                    if let Err(e) = set {
+                        tracing::debug!(error = %e, "cache: L2 write failed");
+                    }
+                }
+                Ok(Arc::new(v) as Value)
+            })
+            .await?;
+        if !missed.load(Ordering::Relaxed) {
+            inner.counters.l1_hits.fetch_add(1, Ordering::Relaxed);
+        }
+        match value.downcast_ref::<T>() {
+            Some(v) => Ok(v.clone()),
+            // The same key read as two types: a bug. Drop the entry and say so.
+            None => {
+                tracing::error!(kind = ns.kind.as_str(), "cache: one key read as two types");
+                inner.l1.invalidate(&L1Key { ns, version, key: key.to_owned() }).await;
+                Err(Arc::new(E::from(TypeMismatch)))
+            }
+        }
+    }
+
+    /// Makes every node stop using what `ns` held.
+    pub async fn invalidate(&self, ns: Namespace) {
+        let bumped = match &self.inner.redis {
+            Some(redis) => {
+                let incr: Result<u64, _> = redis.client().incr(ns.version_key()).await;
+                match incr {
+                    Ok(v) => {
+                        let message = format!("{}:{}:{v}", ns.tenant, ns.kind.as_str());
+                        let published: Result<(), _> = redis.client().publish(CHANNEL, message).await;
+                        if let Err(e) = published {
+                            tracing::warn!(error = %e, "cache: invalidation not published; other nodes rely on TTL");
+                        }
+                        Some(v)
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cache: version bump failed; other nodes rely on TTL");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let local = self.inner.versions.get(&ns).unwrap_or(0);
+        self.inner.versions.insert(ns, bumped.unwrap_or(local + 1).max(local + 1));
+    }
+
+    /// The configured L1 TTL (for operators and tests).
+    pub fn l1_ttl(&self) -> Duration {
+        self.inner.l1_ttl
+    }
+}
+
+async fn listen(inner: std::sync::Weak<Inner>, redis: Redis) {
+    let mut messages = redis.messages();
+    let mut reconnects = redis.reconnects();
+    loop {
+        tokio::select! {
+            message = messages.recv() => match message {
+                Ok(m) if m.channel == CHANNEL => {
+                    let Some(inner) = inner.upgrade() else { return };
+                    if let Some(text) = m.value.as_string() {
+                        apply(&inner, &text);
+                    }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let Some(inner) = inner.upgrade() else { return };
+                    forget_all(&inner);
+                }
+                Err(_) => return,
+            },
+            reconnect = reconnects.recv() => match reconnect {
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    let Some(inner) = inner.upgrade() else { return };
+                    forget_all(&inner);
+                }
+                Err(_) => return,
+            },
+        }
+    }
+}
+
+fn apply(inner: &Inner, text: &str) {
+    let mut parts = text.splitn(3, ':');
+    let (Some(tenant), Some(kind), Some(version)) = (parts.next(), parts.next(), parts.next()) else {
+        return;
+    };
+    let (Ok(tenant), Some(kind), Ok(version)) =
+        (tenant.parse::<Uuid>(), Kind::parse(kind), version.parse::<u64>())
+    else {
+        return;
+    };
+    let ns = Namespace { tenant, kind };
+    let current = inner.versions.get(&ns).unwrap_or(0);
+    inner.versions.insert(ns, current.max(version));
+}
+
+/// After a gap in the message stream nothing local can be trusted.
+fn forget_all(inner: &Inner) {
+    inner.versions.invalidate_all();
+    inner.l1.invalidate_all();
+}
