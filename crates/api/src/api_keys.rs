@@ -102,5 +102,6 @@ async fn revoke(
     };
     audit::record(&mut tx, &member.caller.actor(), &entry).await?;
     tx.commit().await?;
+    state.directory.api_keys_changed().await;
     Ok(StatusCode::NO_CONTENT)
 }

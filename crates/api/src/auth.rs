@@ -17,9 +17,8 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use std::net::{IpAddr, SocketAddr};
 use switchboard_db::TenantContext;
-use switchboard_db::repo::api_keys;
 use switchboard_db::repo::audit::Actor;
-use switchboard_domain::{ErrorKind, Principal};
+use switchboard_domain::{ErrorKind, Principal, TenantStatus};
 
 /// An authenticated request.
 #[derive(Debug, Clone)]
@@ -57,10 +56,7 @@ async fn api_key_principal(state: &AppState, key: &str) -> Result<Principal, Api
         return Err(invalid());
     }
     let hash = state.key_hasher.hash(key);
-    let mut tx = state.db.begin_platform().await?;
-    let grant = api_keys::lookup(&mut tx, &hash).await?;
-    tx.commit().await?;
-    let grant = grant.ok_or_else(invalid)?;
+    let grant = state.directory.api_key(&hash).await?.ok_or_else(invalid)?;
     Ok(Principal::ApiKey { tenant_id: grant.tenant(), key_id: grant.id, scopes: grant.scopes })
 }
 
@@ -108,6 +104,13 @@ impl FromRequestParts<AppState> for Member {
         let ctx = TenantContext::for_principal(&caller.principal).ok_or_else(|| {
             ApiError::new(ErrorKind::Forbidden, "this route acts inside a tenant; a platform token has none")
         })?;
+        match state.directory.tenant(ctx.tenant_id).await? {
+            None => return Err(ApiError::new(ErrorKind::Forbidden, "the tenant does not exist")),
+            Some(info) if info.status == TenantStatus::Suspended => {
+                return Err(ApiError::new(ErrorKind::TenantSuspended, "the tenant is suspended"));
+            }
+            Some(_) => {}
+        }
         if let Principal::ApiKey { scopes, .. } = &caller.principal {
             let needed = if parts.method.is_safe() { "read" } else { "write" };
             if !scopes.iter().any(|s| s == needed || s == "admin") {

@@ -94,3 +94,25 @@ impl From<switchboard_db::DbError> for ApiError {
         ApiError::new(kind, message)
     }
 }
+
+impl From<std::sync::Arc<switchboard_realtime::DirectoryError>> for ApiError {
+    fn from(e: std::sync::Arc<switchboard_realtime::DirectoryError>) -> Self {
+        match &*e {
+            switchboard_realtime::DirectoryError::Db(db) => {
+                let kind = db.kind();
+                if kind == ErrorKind::Internal {
+                    tracing::error!(error = %db, "directory lookup failed");
+                }
+                ApiError::new(
+                    kind,
+                    if kind == ErrorKind::Unavailable {
+                        "the database is unavailable"
+                    } else {
+                        "lookup failed"
+                    },
+                )
+            }
+            other => ApiError::new(ErrorKind::Internal, other.to_string()),
+        }
+    }
+}

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use switchboard_auth::{ApiKeyHasher, Verifier};
 use switchboard_cluster::Redis;
 use switchboard_db::Database;
+use switchboard_realtime::Directory;
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -13,6 +14,7 @@ pub struct AppState {
     pub node_id: Arc<str>,
     pub verifier: Arc<Verifier>,
     pub key_hasher: ApiKeyHasher,
+    pub directory: Directory,
     draining: Arc<AtomicBool>,
 }
 
@@ -22,6 +24,7 @@ impl AppState {
         redis: Option<Redis>,
         verifier: Verifier,
         key_hasher: ApiKeyHasher,
+        directory: Directory,
         node_id: impl Into<Arc<str>>,
     ) -> Self {
         Self {
@@ -30,6 +33,7 @@ impl AppState {
             node_id: node_id.into(),
             verifier: Arc::new(verifier),
             key_hasher,
+            directory,
             draining: Arc::new(AtomicBool::new(false)),
         }
     }

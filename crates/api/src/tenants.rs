@@ -137,6 +137,7 @@ async fn update(
     };
     audit::record_platform(&mut tx, id, &caller.actor(), &entry).await?;
     tx.commit().await?;
+    state.directory.tenant_changed(id).await;
     Ok(Json(tenant.into()))
 }
 
@@ -149,6 +150,8 @@ async fn remove(
     let mut tx = state.db.begin_platform().await?;
     tenants::delete(&mut tx, id).await?;
     tx.commit().await?;
+    state.directory.tenant_changed(id).await;
+    state.directory.api_keys_changed().await;
     // The tenant's audit log goes with it, so the deletion is recorded in the log stream.
     tracing::info!(tenant_id = %id, actor = %caller.actor().id, "tenant deleted");
     Ok(StatusCode::NO_CONTENT)

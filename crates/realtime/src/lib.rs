@@ -4,3 +4,6 @@
 //! sees.
 
 pub mod codes;
+pub mod directory;
+
+pub use directory::{Directory, DirectoryError, TenantInfo};

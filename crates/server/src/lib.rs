@@ -16,6 +16,9 @@ use switchboard_cluster::Redis;
 use switchboard_db::Database;
 use tokio::net::TcpListener;
 
+/// Entries the per-node (L1) cache holds at most.
+const CACHE_CAPACITY: u64 = 100_000;
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -61,7 +64,16 @@ impl Application {
             audience: config.jwt_audience.clone(),
         });
         let hasher = switchboard_auth::ApiKeyHasher::new(config.api_key_secret.expose_secret().as_bytes());
-        let state = AppState::new(db, redis, verifier, hasher, config.node_id.clone());
+        let cache = switchboard_cluster::Cache::new(
+            redis.clone(),
+            CACHE_CAPACITY,
+            Duration::from_secs(60),
+            Duration::from_secs(300),
+        )
+        .await;
+        let directory =
+            switchboard_realtime::Directory::new(db.clone(), cache, switchboard_domain::Limits::default());
+        let state = AppState::new(db, redis, verifier, hasher, directory, config.node_id.clone());
         let router = switchboard_api::router(state.clone());
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;

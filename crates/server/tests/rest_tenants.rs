@@ -43,12 +43,11 @@ async fn a_platform_operator_creates_reads_patches_and_deletes_a_tenant() {
     assert_eq!(patched["status"], "suspended");
     assert_eq!(patched["effective_limits"]["events_per_second"], 5);
 
-    // The tenant's own admin sees both actions in its audit log, through /me's tenant.
+    // The tenant's own admin is now refused, with the precise code.
     let admin = user_token(id.parse().unwrap(), UserId::new(), Role::Admin);
-    let me: Value =
-        app.http.get(app.url("/api/v1/me")).bearer_auth(&admin).send().await.unwrap().json().await.unwrap();
-    assert_eq!(me["tenant"]["status"], "suspended");
-    assert_eq!(me["role"], "admin");
+    let res = app.http.get(app.url("/api/v1/me")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(res.status(), 403);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"]["code"], "tenant_suspended");
 
     assert_eq!(app.http.delete(&url).bearer_auth(&token).send().await.unwrap().status(), 204);
     assert_eq!(app.http.get(&url).bearer_auth(&token).send().await.unwrap().status(), 404);

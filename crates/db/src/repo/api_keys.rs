@@ -69,7 +69,7 @@ pub async fn revoke(tx: &mut TenantTx, id: Uuid) -> Result<(), DbError> {
 }
 
 /// What authenticating with a key needs.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, Serialize, serde::Deserialize)]
 pub struct KeyGrant {
     pub id: Uuid,
     pub tenant_id: Uuid,

@@ -1,0 +1,100 @@
+//! The directory every request and handshake consults: a tenant's status and
+//! limits, and the grant behind an API key, read through the per-tenant cache so
+//! a warm lookup makes no Postgres round trip. Changes go through
+//! [`Directory::tenant_changed`] and [`Directory::api_keys_changed`], which
+//! invalidate across the cluster.
+
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use switchboard_cluster::cache::TypeMismatch;
+use switchboard_cluster::{Cache, Kind, Namespace};
+use switchboard_db::repo::api_keys::{self, KeyGrant};
+use switchboard_db::repo::tenants;
+use switchboard_db::{Database, DbError};
+use switchboard_domain::{ErrorKind, Limits, TenantId, TenantStatus};
+use uuid::Uuid;
+
+/// What the directory knows of a tenant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantInfo {
+    pub status: TenantStatus,
+    pub limits: Limits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Cache(#[from] TypeMismatch),
+}
+
+impl DirectoryError {
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            DirectoryError::Db(e) => e.kind(),
+            DirectoryError::Cache(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Tenants and API keys, cached.
+#[derive(Clone, Debug)]
+pub struct Directory {
+    db: Database,
+    cache: Cache,
+    defaults: Limits,
+}
+
+impl Directory {
+    pub fn new(db: Database, cache: Cache, defaults: Limits) -> Self {
+        Self { db, cache, defaults }
+    }
+
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// A tenant's status and effective limits; `None` if it does not exist.
+    pub async fn tenant(&self, id: TenantId) -> Result<Option<TenantInfo>, Arc<DirectoryError>> {
+        let (db, defaults) = (self.db.clone(), self.defaults);
+        self.cache
+            .get_or_load(Namespace::new(id.as_uuid(), Kind::Tenant), "info", || async move {
+                let mut tx = db.begin_platform().await?;
+                let found = match tenants::get(&mut tx, id).await {
+                    Ok(t) => {
+                        Some(TenantInfo { status: t.status(), limits: defaults.with_overrides(&t.limits) })
+                    }
+                    Err(DbError::NotFound) => None,
+                    Err(e) => return Err(DirectoryError::Db(e)),
+                };
+                tx.commit().await?;
+                Ok(found)
+            })
+            .await
+    }
+
+    /// The live grant for a key hash; `None` for unknown or revoked keys.
+    pub async fn api_key(&self, hash: &[u8]) -> Result<Option<KeyGrant>, Arc<DirectoryError>> {
+        let key: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        let (db, hash) = (self.db.clone(), hash.to_vec());
+        self.cache
+            .get_or_load(Namespace::new(Uuid::nil(), Kind::ApiKey), &key, || async move {
+                let mut tx = db.begin_platform().await?;
+                let grant = api_keys::lookup(&mut tx, &hash).await?;
+                tx.commit().await?;
+                Ok(grant)
+            })
+            .await
+    }
+
+    /// Call after a tenant's status or limits changed (or it was deleted).
+    pub async fn tenant_changed(&self, id: TenantId) {
+        self.cache.invalidate(Namespace::new(id.as_uuid(), Kind::Tenant)).await;
+    }
+
+    /// Call after an API key was revoked.
+    pub async fn api_keys_changed(&self) {
+        self.cache.invalidate(Namespace::new(Uuid::nil(), Kind::ApiKey)).await;
+    }
+}
