@@ -7,7 +7,9 @@
 //! is down keeps serving and reports itself not ready.
 
 pub mod cache;
+pub mod ratelimit;
 mod redis;
 
 pub use cache::{Cache, CacheStats, Kind, Namespace};
+pub use ratelimit::{Decision, Quota, RateLimiter};
 pub use redis::{ClusterError, Redis};

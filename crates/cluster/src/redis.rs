@@ -82,6 +82,11 @@ impl Redis {
         &self.client
     }
 
+    /// Whether the command connection is up right now (no I/O).
+    pub fn is_connected(&self) -> bool {
+        self.client.is_connected()
+    }
+
     /// Subscribes to `channel` (kept across reconnects).
     pub(crate) async fn subscribe(&self, channel: &str) -> Result<(), ClusterError> {
         self.subscriber.subscribe(channel).await?;
