@@ -64,6 +64,10 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // Already authenticated by the rate-limit middleware.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
         let principal = match (x_api_key(parts), bearer(parts)) {
             (Some(key), _) => api_key_principal(state, key).await?,
             (None, Some(token)) if token.starts_with(switchboard_auth::api_key::PREFIX) => {

@@ -11,6 +11,7 @@ pub mod health;
 mod me;
 mod messages;
 mod projects;
+pub mod ratelimit;
 mod request_id;
 mod state;
 mod tenants;
@@ -33,13 +34,15 @@ pub fn router(state: AppState) -> Router {
         .merge(me::router())
         .merge(projects::router())
         .merge(conversations::router())
-        .merge(messages::router());
+        .merge(messages::router())
+        .layer(middleware::from_fn_with_state(state.clone(), ratelimit::per_tenant));
     Router::new()
         .merge(health::router())
         .nest("/api/v1", v1)
         .fallback(error::not_found)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
+        .layer(ratelimit::per_ip())
         .layer(middleware::from_fn(request_id::stamp_error_bodies))
         .layer(
             TraceLayer::new_for_http()

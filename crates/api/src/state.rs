@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use switchboard_auth::{ApiKeyHasher, Verifier};
-use switchboard_cluster::Redis;
+use switchboard_cluster::{RateLimiter, Redis};
 use switchboard_db::Database;
 use switchboard_realtime::Directory;
 
@@ -15,6 +15,7 @@ pub struct AppState {
     pub verifier: Arc<Verifier>,
     pub key_hasher: ApiKeyHasher,
     pub directory: Directory,
+    pub limiter: RateLimiter,
     draining: Arc<AtomicBool>,
 }
 
@@ -25,6 +26,7 @@ impl AppState {
         verifier: Verifier,
         key_hasher: ApiKeyHasher,
         directory: Directory,
+        limiter: RateLimiter,
         node_id: impl Into<Arc<str>>,
     ) -> Self {
         Self {
@@ -34,6 +36,7 @@ impl AppState {
             verifier: Arc::new(verifier),
             key_hasher,
             directory,
+            limiter,
             draining: Arc::new(AtomicBool::new(false)),
         }
     }
