@@ -3,6 +3,7 @@
 //! Every response carries `x-request-id`; every error body carries it too.
 
 mod api_keys;
+mod audit_logs;
 pub mod auth;
 mod conversations;
 pub mod error;
@@ -10,11 +11,13 @@ pub mod extract;
 pub mod health;
 mod me;
 mod messages;
+mod metrics;
 mod projects;
 pub mod ratelimit;
 mod request_id;
 mod state;
 mod tenants;
+mod usage;
 
 pub use state::AppState;
 
@@ -35,9 +38,12 @@ pub fn router(state: AppState) -> Router {
         .merge(projects::router())
         .merge(conversations::router())
         .merge(messages::router())
+        .merge(audit_logs::router())
+        .merge(usage::router())
         .layer(middleware::from_fn_with_state(state.clone(), ratelimit::per_tenant));
     Router::new()
         .merge(health::router())
+        .merge(metrics::router())
         .nest("/api/v1", v1)
         .fallback(error::not_found)
         .with_state(state)

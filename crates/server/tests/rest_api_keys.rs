@@ -127,7 +127,7 @@ async fn a_revoked_key_stops_working_and_revocation_is_audited() {
 
     let db = switchboard_db::Database::connect(&env("DATABASE_URL")).await.unwrap();
     let mut tx = db.begin(&switchboard_db::TenantContext::new(tenant, None, Role::Admin)).await.unwrap();
-    let logs = switchboard_db::repo::audit::list(&mut tx, None, None, 10).await.unwrap();
+    let logs = switchboard_db::repo::audit::list(&mut tx, &Default::default(), None, 10).await.unwrap();
     let actions: Vec<&str> = logs.iter().map(|l| l.action.as_str()).collect();
     assert_eq!(&actions[..2], ["api_key.revoke", "api_key.create"]);
     app.stop().await;

@@ -64,7 +64,7 @@ async fn a_member_creates_lists_patches_and_deletes_projects_and_each_change_is_
     // The audit log (read straight from Postgres in the tenant's context).
     let db = switchboard_db::Database::connect(&switchboard_testkit::env("DATABASE_URL")).await.unwrap();
     let mut tx = db.begin(&switchboard_db::TenantContext::new(tenant, None, Role::Admin)).await.unwrap();
-    let logs = switchboard_db::repo::audit::list(&mut tx, None, None, 50).await.unwrap();
+    let logs = switchboard_db::repo::audit::list(&mut tx, &Default::default(), None, 50).await.unwrap();
     let actions: Vec<&str> = logs.iter().map(|l| l.action.as_str()).collect();
     assert_eq!(
         actions,

@@ -83,10 +83,21 @@ pub async fn record_platform(
     insert(tx.conn(), tenant, actor, entry).await
 }
 
-/// Newest first, before the cursor `before` (an id), optionally one action only.
+/// Filters for [`list`]; every one is optional.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub action: Option<String>,
+    pub actor_id: Option<String>,
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Newest first, matching `filter`, older than the entry `before`, at most `limit`.
 pub async fn list(
     tx: &mut TenantTx,
-    action: Option<&str>,
+    filter: &Filter,
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<AuditLog>, DbError> {
@@ -96,11 +107,21 @@ pub async fn list(
            FROM audit_logs
           WHERE tenant_id = $1
             AND ($2::text IS NULL OR action = $2)
-            AND ($3::uuid IS NULL OR (created_at, id) < (SELECT created_at, id FROM audit_logs WHERE id = $3))
-          ORDER BY created_at DESC, id DESC LIMIT $4",
+            AND ($3::text IS NULL OR actor_id = $3)
+            AND ($4::text IS NULL OR target_type = $4)
+            AND ($5::text IS NULL OR target_id = $5)
+            AND ($6::timestamptz IS NULL OR created_at >= $6)
+            AND ($7::timestamptz IS NULL OR created_at < $7)
+            AND ($8::uuid IS NULL OR (created_at, id) < (SELECT created_at, id FROM audit_logs WHERE id = $8 AND tenant_id = $1))
+          ORDER BY created_at DESC, id DESC LIMIT $9",
     )
     .bind(tenant)
-    .bind(action)
+    .bind(&filter.action)
+    .bind(&filter.actor_id)
+    .bind(&filter.target_type)
+    .bind(&filter.target_id)
+    .bind(filter.since)
+    .bind(filter.until)
     .bind(before)
     .bind(limit)
     .fetch_all(tx.conn())

@@ -9,3 +9,4 @@ pub mod messages;
 pub mod projects;
 pub mod seed;
 pub mod tenants;
+pub mod usage;

@@ -1,0 +1,37 @@
+//! `GET /metrics`: Prometheus text for operators. Labels are bounded (layer,
+//! node), never per tenant.
+
+use crate::AppState;
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use std::fmt::Write;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let cache = state.directory.cache().stats();
+    let node = &*state.node_id;
+    let mut out = String::new();
+    let mut line = |text: String| {
+        let _ = writeln!(out, "{text}");
+    };
+    line("# HELP switchboard_cache_hits_total Cache lookups answered without the source, by layer.".into());
+    line("# TYPE switchboard_cache_hits_total counter".into());
+    line(format!("switchboard_cache_hits_total{{node=\"{node}\",layer=\"l1\"}} {}", cache.l1_hits));
+    line(format!("switchboard_cache_hits_total{{node=\"{node}\",layer=\"l2\"}} {}", cache.l2_hits));
+    line("# HELP switchboard_cache_misses_total Cache lookups that went to the source.".into());
+    line("# TYPE switchboard_cache_misses_total counter".into());
+    line(format!("switchboard_cache_misses_total{{node=\"{node}\"}} {}", cache.misses));
+    line("# HELP switchboard_live_nodes Nodes seen beating in the last 10 s.".into());
+    line("# TYPE switchboard_live_nodes gauge".into());
+    line(format!("switchboard_live_nodes{{node=\"{node}\"}} {}", state.limiter.live_nodes()));
+    line("# HELP switchboard_draining Whether this node is draining.".into());
+    line("# TYPE switchboard_draining gauge".into());
+    line(format!("switchboard_draining{{node=\"{node}\"}} {}", u8::from(state.is_draining())));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

@@ -1,0 +1,47 @@
+//! `GET /usage?from&to&metric`: the tenant's usage per day and metric (tokens,
+//! cost, …), oldest first. The range defaults to the last 30 days and spans at
+//! most 366.
+
+use crate::AppState;
+use crate::auth::Member;
+use crate::error::ApiError;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{Days, NaiveDate, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchboard_db::repo::usage;
+use switchboard_domain::ErrorKind;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/usage", get(show))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+    metric: Option<String>,
+}
+
+async fn show(
+    State(state): State<AppState>,
+    member: Member,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query?;
+    let to = q.to.unwrap_or_else(|| Utc::now().date_naive());
+    let from = q.from.unwrap_or_else(|| to.checked_sub_days(Days::new(29)).unwrap_or(to));
+    let span = (to - from).num_days();
+    if !(0..366).contains(&span) {
+        return Err(ApiError::new(ErrorKind::Validation, "invalid range")
+            .with_details(json!({ "from": ["must be on or before `to`, at most 366 days earlier"] })));
+    }
+    let mut tx = state.db.begin(&member.ctx).await?;
+    let rows = usage::list(&mut tx, from, to, q.metric.as_deref()).await?;
+    tx.commit().await?;
+    Ok(Json(json!({ "from": from, "to": to, "data": rows })))
+}
