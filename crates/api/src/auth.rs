@@ -19,6 +19,7 @@ use std::net::{IpAddr, SocketAddr};
 use switchboard_db::TenantContext;
 use switchboard_db::repo::audit::Actor;
 use switchboard_domain::{ErrorKind, Principal, TenantStatus};
+use switchboard_realtime::TenantInfo;
 
 /// An authenticated request.
 #[derive(Debug, Clone)]
@@ -108,7 +109,11 @@ impl FromRequestParts<AppState> for Member {
         let ctx = TenantContext::for_principal(&caller.principal).ok_or_else(|| {
             ApiError::new(ErrorKind::Forbidden, "this route acts inside a tenant; a platform token has none")
         })?;
-        match state.directory.tenant(ctx.tenant_id).await? {
+        let info = match parts.extensions.get::<TenantInfo>() {
+            Some(info) => Some(*info),
+            None => state.directory.tenant(ctx.tenant_id).await?,
+        };
+        match info {
             None => return Err(ApiError::new(ErrorKind::Forbidden, "the tenant does not exist")),
             Some(info) if info.status == TenantStatus::Suspended => {
                 return Err(ApiError::new(ErrorKind::TenantSuspended, "the tenant is suspended"));

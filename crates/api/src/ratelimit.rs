@@ -6,8 +6,9 @@
 //!    from the distributed limiter (one Redis round trip), keyed by tenant and
 //!    route class (`read` for safe methods, `write` otherwise). Every limited
 //!    response carries `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`;
-//!    a 429 adds `Retry-After`. The authenticated caller is left in the request's
-//!    extensions so the handler's extractor does not verify it twice.
+//!    a 429 adds `Retry-After`. The authenticated caller and its tenant's record are
+//!    left in the request's extensions so the handler's extractors do not look
+//!    them up twice.
 
 use crate::AppState;
 use crate::auth::Caller;
@@ -99,6 +100,7 @@ pub async fn per_tenant(State(state): State<AppState>, request: Request, next: N
         return response;
     }
     parts.extensions.insert(caller);
+    parts.extensions.insert(info);
     let mut response = next.run(Request::from_parts(parts, body)).await;
     set_headers(response.headers_mut(), &decision);
     response
