@@ -23,34 +23,56 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api-keys", get(list).post(create)).route("/api-keys/{id}", delete(revoke))
 }
 
-const SCOPES: [&str; 4] = ["read", "write", "broadcast", "admin"];
+/// What a key may do: `read` (GET), `write` (changes), `broadcast`, `admin` (all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    Read,
+    Write,
+    Broadcast,
+    Admin,
+}
 
-fn known_scopes(scopes: &[String]) -> Result<(), ValidationError> {
-    if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
+impl Scope {
+    fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Broadcast => "broadcast",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+fn known_scopes(scopes: &[Scope]) -> Result<(), ValidationError> {
+    if scopes.is_empty() {
         return Err(ValidationError::new("scopes")
-            .with_message("one or more of read, write, broadcast, admin".into()));
+            .with_message("at least one of read, write, broadcast, admin".into()));
     }
     Ok(())
 }
 
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     #[validate(length(min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     #[validate(custom(function = "known_scopes"))]
-    scopes: Vec<String>,
+    #[schema(min_items = 1)]
+    scopes: Vec<Scope>,
 }
 
 /// The one response that carries the key.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     #[serde(flatten)]
     api_key: ApiKey,
     key: String,
 }
 
-async fn create(
+#[utoipa::path(post, path = "/api/v1/api-keys", tag = "api keys", request_body = CreateKey, responses((status = 201, body = CreatedKey), crate::openapi::CommonErrors))]
+pub(crate) async fn create(
     State(state): State<AppState>,
     Admin(member): Admin,
     ValidJson(mut body): ValidJson<CreateKey>,
@@ -63,7 +85,8 @@ async fn create(
         .map_err(|_| ApiError::new(ErrorKind::Internal, "the system random generator failed"))?;
     let hash = state.key_hasher.hash(&generated.key);
     let mut tx = state.db.begin(&member.ctx).await?;
-    let api_key = api_keys::create(&mut tx, &body.name, &generated.prefix, &hash, &body.scopes).await?;
+    let scopes: Vec<String> = body.scopes.iter().map(|s| s.as_str().to_owned()).collect();
+    let api_key = api_keys::create(&mut tx, &body.name, &generated.prefix, &hash, &scopes).await?;
     let entry = Entry {
         action: "api_key.create",
         target_type: "api_key",
@@ -75,7 +98,8 @@ async fn create(
     Ok((StatusCode::CREATED, Json(CreatedKey { api_key, key: generated.key })))
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "api keys", params(crate::extract::PageQuery), responses((status = 200, body = Paged<ApiKey>), crate::openapi::CommonErrors))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     Admin(member): Admin,
     page: Page,
@@ -86,7 +110,8 @@ async fn list(
     Ok(Json(Paged::new(rows, page, |k: &ApiKey| k.id)))
 }
 
-async fn revoke(
+#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "api keys", params(("id" = Uuid, Path)), responses((status = 204), crate::openapi::CommonErrors))]
+pub(crate) async fn revoke(
     State(state): State<AppState>,
     Admin(member): Admin,
     Path(id): Path<String>,

@@ -20,25 +20,32 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/audit-logs", get(list))
 }
 
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     #[validate(range(min = 1, max = 100))]
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     cursor: Option<Uuid>,
     #[validate(length(min = 1, max = 100))]
+    #[param(min_length = 1, max_length = 100)]
     action: Option<String>,
     #[validate(length(min = 1, max = 200))]
+    #[param(min_length = 1, max_length = 200)]
     actor_id: Option<String>,
     #[validate(length(min = 1, max = 100))]
+    #[param(min_length = 1, max_length = 100)]
     target_type: Option<String>,
     #[validate(length(min = 1, max = 200))]
+    #[param(min_length = 1, max_length = 200)]
     target_id: Option<String>,
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/v1/audit-logs", tag = "audit", params(AuditQuery), responses((status = 200, body = Paged<AuditLog>), crate::openapi::CommonErrors))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     Admin(member): Admin,
     query: Result<Query<AuditQuery>, QueryRejection>,

@@ -27,10 +27,11 @@ pub fn router() -> Router<AppState> {
         .route("/conversations/{id}", get(show).delete(remove))
 }
 
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateConversation {
     #[validate(length(max = 500))]
+    #[schema(max_length = 500)]
     title: Option<String>,
     #[serde(default)]
     private: bool,
@@ -40,7 +41,8 @@ pub struct CreateConversation {
     participants: Vec<Uuid>,
 }
 
-async fn create(
+#[utoipa::path(post, path = "/api/v1/projects/{id}/conversations", tag = "conversations", params(("id" = Uuid, Path)), request_body = CreateConversation, responses((status = 201, body = Conversation), crate::openapi::CommonErrors))]
+pub(crate) async fn create(
     State(state): State<AppState>,
     member: Member,
     Path(project): Path<String>,
@@ -60,7 +62,8 @@ async fn create(
     Ok((StatusCode::CREATED, Json(conversation)))
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/v1/projects/{id}/conversations", tag = "conversations", params(("id" = Uuid, Path), crate::extract::PageQuery), responses((status = 200, body = Paged<Conversation>), crate::openapi::CommonErrors))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     member: Member,
     Path(project): Path<String>,
@@ -74,7 +77,8 @@ async fn list(
     Ok(Json(Paged::new(rows, page, |c: &Conversation| c.id)))
 }
 
-async fn show(
+#[utoipa::path(get, path = "/api/v1/conversations/{id}", tag = "conversations", params(("id" = Uuid, Path)), responses((status = 200, body = Conversation), crate::openapi::CommonErrors))]
+pub(crate) async fn show(
     State(state): State<AppState>,
     member: Member,
     Path(id): Path<String>,
@@ -86,7 +90,8 @@ async fn show(
     Ok(Json(conversation))
 }
 
-async fn remove(
+#[utoipa::path(delete, path = "/api/v1/conversations/{id}", tag = "conversations", params(("id" = Uuid, Path)), responses((status = 204), crate::openapi::CommonErrors))]
+pub(crate) async fn remove(
     State(state): State<AppState>,
     member: Member,
     Path(id): Path<String>,

@@ -77,9 +77,11 @@ where
 
 /// `?limit=&cursor=`: at most `limit` items (1-100, default 50) after `cursor`,
 /// the `next_cursor` of the previous page.
-#[derive(Debug, Clone, Deserialize, Validate)]
+#[derive(Debug, Clone, Deserialize, Validate, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     #[validate(range(min = 1, max = 100))]
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     pub cursor: Option<Uuid>,
 }
@@ -112,7 +114,7 @@ impl Page {
 }
 
 /// A page of items and the cursor of the next one (`null` on the last page).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Paged<T> {
     pub data: Vec<T>,
     pub next_cursor: Option<Uuid>,
@@ -125,5 +127,35 @@ impl<T> Paged<T> {
         items.truncate(page.limit.max(0) as usize);
         let next_cursor = if more { items.last().map(id) } else { None };
         Paged { data: items, next_cursor }
+    }
+}
+
+/// Deepest nesting accepted in client-supplied JSON (metadata and the like).
+const MAX_JSON_DEPTH: usize = 32;
+
+/// Checks a client-supplied JSON object (`metadata`, …) before it is stored: an
+/// object, nested at most 32 deep, with numbers that survive Postgres's jsonb
+/// (which keeps them as exact decimals: beyond ±1e300 they no longer read back
+/// as doubles).
+pub fn check_json_object(field: &str, value: &Value) -> Result<(), ApiError> {
+    fn walk(v: &Value, depth: usize) -> Result<(), &'static str> {
+        if depth > MAX_JSON_DEPTH {
+            return Err("nested too deeply (at most 32 levels)");
+        }
+        match v {
+            Value::Number(n) if n.as_f64().is_some_and(|f| f.abs() > 1e300) => {
+                Err("has a number beyond ±1e300")
+            }
+            Value::Array(items) => items.iter().try_for_each(|i| walk(i, depth + 1)),
+            Value::Object(map) => map.values().try_for_each(|i| walk(i, depth + 1)),
+            _ => Ok(()),
+        }
+    }
+    let problem = if value.is_object() { walk(value, 0).err() } else { Some("must be an object") };
+    match problem {
+        None => Ok(()),
+        Some(p) => {
+            Err(ApiError::new(ErrorKind::Validation, "invalid fields").with_details(json!({ field: [p] })))
+        }
     }
 }

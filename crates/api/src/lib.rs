@@ -12,6 +12,7 @@ pub mod health;
 mod me;
 mod messages;
 mod metrics;
+pub mod openapi;
 mod projects;
 pub mod ratelimit;
 mod request_id;
@@ -44,6 +45,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(metrics::router())
+        .merge(openapi::router())
         .nest("/api/v1", v1)
         .fallback(error::not_found)
         .with_state(state)

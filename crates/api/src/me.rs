@@ -15,7 +15,8 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/me", get(me))
 }
 
-async fn me(State(state): State<AppState>, member: Member) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/me", tag = "tenant", responses((status = 200, body = Object), crate::openapi::CommonErrors))]
+pub(crate) async fn me(State(state): State<AppState>, member: Member) -> Result<Json<Value>, ApiError> {
     let mut tx = state.db.begin(&member.ctx).await?;
     let tenant = tenants::own(&mut tx).await?;
     tx.commit().await?;

@@ -6,7 +6,7 @@
 use crate::AppState;
 use crate::auth::Member;
 use crate::error::ApiError;
-use crate::extract::{Paged, ValidJson, validation_details};
+use crate::extract::{Paged, ValidJson, check_json_object, validation_details};
 use crate::projects::path_id;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -25,17 +25,21 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/conversations/{id}/messages", get(list).post(create))
 }
 
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendMessage {
     #[validate(length(min = 1, max = 65536))]
+    #[schema(min_length = 1, max_length = 65536)]
     content: String,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[validate(range(min = 1, max = 100))]
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     before: Option<Uuid>,
 }
@@ -51,7 +55,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-async fn create(
+#[utoipa::path(post, path = "/api/v1/conversations/{id}/messages", tag = "messages", params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key, same message: stored once", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$")), request_body = SendMessage, responses((status = 201, body = Message), (status = 200, body = Message, description = "Replayed for a repeated Idempotency-Key"), crate::openapi::CommonErrors))]
+pub(crate) async fn create(
     State(state): State<AppState>,
     member: Member,
     Path(id): Path<String>,
@@ -61,10 +66,7 @@ async fn create(
     let conversation: ConversationId = path_id(&id)?;
     let key = idempotency_key(&headers)?;
     let metadata = body.metadata.unwrap_or_else(|| json!({}));
-    if !metadata.is_object() {
-        return Err(ApiError::new(ErrorKind::Validation, "invalid fields")
-            .with_details(json!({ "metadata": ["must be an object"] })));
-    }
+    check_json_object("metadata", &metadata)?;
     let sender_kind = match member.caller.principal {
         Principal::ApiKey { .. } => "agent",
         _ => "user",
@@ -90,7 +92,8 @@ async fn create(
     })
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/v1/conversations/{id}/messages", tag = "messages", params(("id" = Uuid, Path), ListQuery), responses((status = 200, body = Paged<Message>), crate::openapi::CommonErrors))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     member: Member,
     Path(id): Path<String>,

@@ -4,7 +4,7 @@
 use crate::AppState;
 use crate::auth::Member;
 use crate::error::ApiError;
-use crate::extract::{Page, Paged, ValidJson};
+use crate::extract::{Page, Paged, ValidJson, check_json_object};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -22,22 +22,27 @@ pub fn router() -> Router<AppState> {
         .route("/projects/{id}", get(show).patch(update).delete(remove))
 }
 
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProject {
     #[validate(length(min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     #[validate(length(max = 2000))]
+    #[schema(max_length = 2000)]
     description: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchProject {
     #[validate(length(min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
     #[validate(length(max = 2000))]
+    #[schema(max_length = 2000)]
     description: Option<String>,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
 }
 
@@ -46,7 +51,8 @@ pub(crate) fn path_id<T: std::str::FromStr>(raw: &str) -> Result<T, ApiError> {
     raw.parse().map_err(|_| ApiError::new(ErrorKind::NotFound, "not found"))
 }
 
-async fn create(
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects", request_body = CreateProject, responses((status = 201, body = Project), crate::openapi::CommonErrors))]
+pub(crate) async fn create(
     State(state): State<AppState>,
     member: Member,
     ValidJson(body): ValidJson<CreateProject>,
@@ -65,7 +71,8 @@ async fn create(
     Ok((StatusCode::CREATED, Json(project)))
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects", params(crate::extract::PageQuery), responses((status = 200, body = Paged<Project>), crate::openapi::CommonErrors))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     member: Member,
     page: Page,
@@ -76,7 +83,8 @@ async fn list(
     Ok(Json(Paged::new(rows, page, |p: &Project| p.id)))
 }
 
-async fn show(
+#[utoipa::path(get, path = "/api/v1/projects/{id}", tag = "projects", params(("id" = Uuid, Path)), responses((status = 200, body = Project), crate::openapi::CommonErrors))]
+pub(crate) async fn show(
     State(state): State<AppState>,
     member: Member,
     Path(id): Path<String>,
@@ -88,7 +96,8 @@ async fn show(
     Ok(Json(project))
 }
 
-async fn update(
+#[utoipa::path(patch, path = "/api/v1/projects/{id}", tag = "projects", params(("id" = Uuid, Path)), request_body = PatchProject, responses((status = 200, body = Project), crate::openapi::CommonErrors))]
+pub(crate) async fn update(
     State(state): State<AppState>,
     member: Member,
     Path(id): Path<String>,
@@ -96,10 +105,7 @@ async fn update(
 ) -> Result<Json<Project>, ApiError> {
     let id: ProjectId = path_id(&id)?;
     if let Some(m) = &body.metadata {
-        if !m.is_object() {
-            return Err(ApiError::new(ErrorKind::Validation, "invalid fields")
-                .with_details(json!({ "metadata": ["must be an object"] })));
-        }
+        check_json_object("metadata", m)?;
     }
     let mut tx = state.db.begin(&member.ctx).await?;
     let project = projects::update(
@@ -121,7 +127,8 @@ async fn update(
     Ok(Json(project))
 }
 
-async fn remove(
+#[utoipa::path(delete, path = "/api/v1/projects/{id}", tag = "projects", params(("id" = Uuid, Path)), responses((status = 204), crate::openapi::CommonErrors))]
+pub(crate) async fn remove(
     State(state): State<AppState>,
     member: Member,
     Path(id): Path<String>,

@@ -24,10 +24,11 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A tenant as the API shows it: stored overrides and the effective limits.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TenantView {
     #[serde(flatten)]
     tenant: Tenant,
+    #[schema(value_type = Object)]
     effective_limits: Limits,
 }
 
@@ -38,20 +39,25 @@ impl From<Tenant> for TenantView {
     }
 }
 
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     #[validate(length(min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+    #[schema(value_type = Option<Object>)]
     limits: Option<Value>,
 }
 
-#[derive(Debug, Deserialize, Validate)]
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchTenant {
     #[validate(length(min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
+    #[schema(value_type = Option<String>, example = "suspended")]
     status: Option<TenantStatus>,
+    #[schema(value_type = Option<Object>)]
     limits: Option<Value>,
 }
 
@@ -70,7 +76,8 @@ fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
     raw.parse().map_err(|_| ApiError::new(ErrorKind::NotFound, "not found"))
 }
 
-async fn create(
+#[utoipa::path(post, path = "/api/v1/tenants", tag = "platform", request_body = CreateTenant, responses((status = 201, body = TenantView), crate::openapi::CommonErrors))]
+pub(crate) async fn create(
     State(state): State<AppState>,
     Platform(caller): Platform,
     ValidJson(body): ValidJson<CreateTenant>,
@@ -91,7 +98,8 @@ async fn create(
     Ok((StatusCode::CREATED, Json(tenant.into())))
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/v1/tenants", tag = "platform", params(crate::extract::PageQuery), responses((status = 200, body = Paged<TenantView>), crate::openapi::CommonErrors))]
+pub(crate) async fn list(
     State(state): State<AppState>,
     Platform(_): Platform,
     page: Page,
@@ -103,7 +111,8 @@ async fn list(
     Ok(Json(Paged::new(views, page, |t: &TenantView| t.tenant.id)))
 }
 
-async fn show(
+#[utoipa::path(get, path = "/api/v1/tenants/{id}", tag = "platform", params(("id" = Uuid, Path)), responses((status = 200, body = TenantView), crate::openapi::CommonErrors))]
+pub(crate) async fn show(
     State(state): State<AppState>,
     Platform(_): Platform,
     Path(id): Path<String>,
@@ -114,7 +123,8 @@ async fn show(
     Ok(Json(tenant.into()))
 }
 
-async fn update(
+#[utoipa::path(patch, path = "/api/v1/tenants/{id}", tag = "platform", params(("id" = Uuid, Path)), request_body = PatchTenant, responses((status = 200, body = TenantView), crate::openapi::CommonErrors))]
+pub(crate) async fn update(
     State(state): State<AppState>,
     Platform(caller): Platform,
     Path(id): Path<String>,
@@ -141,7 +151,8 @@ async fn update(
     Ok(Json(tenant.into()))
 }
 
-async fn remove(
+#[utoipa::path(delete, path = "/api/v1/tenants/{id}", tag = "platform", params(("id" = Uuid, Path)), responses((status = 204), crate::openapi::CommonErrors))]
+pub(crate) async fn remove(
     State(state): State<AppState>,
     Platform(caller): Platform,
     Path(id): Path<String>,

@@ -1,6 +1,6 @@
 //! `GET /usage?from&to&metric`: the tenant's usage per day and metric (tokens,
-//! cost, …), oldest first. The range defaults to the last 30 days and spans at
-//! most 366.
+//! cost, …), oldest first. The range defaults to the last 30 days (with only
+//! `from`: a year from it, at most up to today) and spans at most 366 days.
 
 use crate::AppState;
 use crate::auth::Member;
@@ -19,7 +19,8 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/usage", get(show))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
     from: Option<NaiveDate>,
@@ -27,14 +28,23 @@ pub struct UsageQuery {
     metric: Option<String>,
 }
 
-async fn show(
+#[utoipa::path(get, path = "/api/v1/usage", tag = "usage", params(UsageQuery), responses((status = 200, body = Object), crate::openapi::CommonErrors))]
+pub(crate) async fn show(
     State(state): State<AppState>,
     member: Member,
     query: Result<Query<UsageQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = query?;
-    let to = q.to.unwrap_or_else(|| Utc::now().date_naive());
-    let from = q.from.unwrap_or_else(|| to.checked_sub_days(Days::new(29)).unwrap_or(to));
+    let today = Utc::now().date_naive();
+    let (from, to) = match (q.from, q.to) {
+        (Some(from), Some(to)) => (from, to),
+        // Only `from`: a year from it, or up to today.
+        (Some(from), None) => {
+            (from, from.checked_add_days(Days::new(365)).unwrap_or(from).min(today).max(from))
+        }
+        (None, Some(to)) => (to.checked_sub_days(Days::new(29)).unwrap_or(to), to),
+        (None, None) => (today.checked_sub_days(Days::new(29)).unwrap_or(today), today),
+    };
     let span = (to - from).num_days();
     if !(0..366).contains(&span) {
         return Err(ApiError::new(ErrorKind::Validation, "invalid range")

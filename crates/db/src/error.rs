@@ -28,7 +28,9 @@ impl DbError {
                 Some("23505") => ErrorKind::Conflict,
                 // A reference to a parent that does not exist in this tenant.
                 Some("23503") => ErrorKind::NotFound,
-                Some("23514") | Some("23502") | Some("22P02") | Some("22001") => ErrorKind::Validation,
+                // Check or not-null violation, bad text representation, value too
+                // long, or text Postgres cannot store (a NUL character, in text or jsonb).
+                Some("23514" | "23502" | "22P02" | "22001" | "22021" | "22P05") => ErrorKind::Validation,
                 // Row-level security refused a row, or a privilege is missing.
                 Some("42501") => ErrorKind::Forbidden,
                 _ => ErrorKind::Internal,

@@ -224,6 +224,8 @@ async fn message_input_is_validated_and_changes_nothing() {
         json!({ "content": "" }),
         json!({ "content": 1 }),
         json!({ "content": "x", "metadata": [1] }),
+        json!({ "content": "nul\u{0}" }),
+        json!({ "content": "x", "metadata": { "k": "nul\u{0}" } }),
     ] {
         let res = app.http.post(&url).bearer_auth(&token).json(&body).send().await.unwrap();
         assert_eq!(res.status(), 422, "{body}");

@@ -8,7 +8,7 @@ use switchboard_domain::TenantId;
 use uuid::Uuid;
 
 /// A key as listed: never the key or its hash.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ApiKey {
     pub id: Uuid,
     pub name: String,

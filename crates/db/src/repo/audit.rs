@@ -28,7 +28,7 @@ pub struct Entry<'a> {
     pub details: Value,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AuditLog {
     pub id: Uuid,
     pub actor_kind: String,
@@ -38,6 +38,7 @@ pub struct AuditLog {
     pub target_id: String,
     pub request_id: Option<String>,
     pub ip: Option<String>,
+    #[schema(value_type = Object)]
     pub details: Value,
     pub created_at: DateTime<Utc>,
 }

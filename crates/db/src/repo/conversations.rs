@@ -7,7 +7,7 @@ use serde::Serialize;
 use switchboard_domain::{ConversationId, ProjectId};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Conversation {
     pub id: Uuid,
     pub tenant_id: Uuid,

@@ -7,13 +7,14 @@ use serde_json::Value;
 use switchboard_domain::ConversationId;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq, utoipa::ToSchema)]
 pub struct Message {
     pub id: Uuid,
     pub conversation_id: Uuid,
     pub sender_id: Option<Uuid>,
     pub sender_kind: String,
     pub content: String,
+    #[schema(value_type = Object)]
     pub metadata: Value,
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,

@@ -7,12 +7,13 @@ use serde_json::Value;
 use switchboard_domain::ProjectId;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Project {
     pub id: Uuid,
     pub tenant_id: Uuid,
     pub name: String,
     pub description: String,
+    #[schema(value_type = Object)]
     pub metadata: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

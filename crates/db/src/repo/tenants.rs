@@ -7,11 +7,12 @@ use serde_json::Value;
 use switchboard_domain::{TenantId, TenantStatus};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Tenant {
     pub id: Uuid,
     pub name: String,
     pub status: String,
+    #[schema(value_type = Object)]
     pub limits: Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

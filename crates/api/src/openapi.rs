@@ -1,0 +1,106 @@
+//! The OpenAPI document, generated from the handlers' annotations, served at
+//! `/api/openapi.json`, with a reference page at `/api/docs`.
+
+use crate::AppState;
+use axum::response::Html;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
+
+/// `{ "error": { … } }`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorResponse {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code, e.g. `not_found`, `validation_failed`.
+    code: String,
+    message: String,
+    /// For 422: the failing fields and why.
+    #[schema(value_type = Option<Object>)]
+    details: Option<serde_json::Value>,
+    request_id: String,
+}
+
+/// The errors any authenticated route may answer.
+#[derive(IntoResponses)]
+pub enum CommonErrors {
+    #[response(status = 400, description = "Unparsable input")]
+    BadRequest(ErrorResponse),
+    #[response(status = 401, description = "Missing, invalid or expired credentials")]
+    Unauthorized(ErrorResponse),
+    #[response(status = 403, description = "Not allowed, or the tenant is suspended")]
+    Forbidden(ErrorResponse),
+    #[response(status = 404, description = "Not found (also another tenant's ids)")]
+    NotFound(ErrorResponse),
+    #[response(status = 409, description = "Conflicts with the current state")]
+    Conflict(ErrorResponse),
+    #[response(status = 413, description = "Body too large")]
+    TooLarge(ErrorResponse),
+    #[response(status = 422, description = "Invalid fields, listed in details")]
+    Invalid(ErrorResponse),
+    #[response(status = 429, description = "Rate limited; see Retry-After")]
+    RateLimited(ErrorResponse),
+    #[response(status = 503, description = "A dependency is unavailable")]
+    Unavailable(ErrorResponse),
+}
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT or sb_ API key").build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Switchboard", description = "Multi-tenant realtime platform: REST surface."),
+    paths(
+        crate::tenants::create, crate::tenants::list, crate::tenants::show, crate::tenants::update, crate::tenants::remove,
+        crate::me::me,
+        crate::api_keys::create, crate::api_keys::list, crate::api_keys::revoke,
+        crate::projects::create, crate::projects::list, crate::projects::show, crate::projects::update, crate::projects::remove,
+        crate::conversations::create, crate::conversations::list, crate::conversations::show, crate::conversations::remove,
+        crate::messages::create, crate::messages::list,
+        crate::audit_logs::list,
+        crate::usage::show,
+    ),
+    components(schemas(ErrorResponse, ErrorDetail)),
+    modifiers(&Security),
+    security(("bearer" = []), ("api_key" = [])),
+)]
+pub struct ApiDoc;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/openapi.json", get(document)).route("/api/docs", get(docs))
+}
+
+async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn docs() -> Html<&'static str> {
+    Html(
+        r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Switchboard API</title></head>
+<body><redoc spec-url="/api/openapi.json"></redoc>
+<script src="https://cdn.redoc.ly/redoc/latest/bundles/redoc.standalone.js"></script>
+<noscript>The API description is at <a href="/api/openapi.json">/api/openapi.json</a>.</noscript>
+</body></html>"#,
+    )
+}
