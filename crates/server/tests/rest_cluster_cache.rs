@@ -1,5 +1,5 @@
-//! Changes that must reach every node: two nodes on one Redis, each with a warm
-//! cache; a tenant's limits, suspension and an API-key revocation made through one
+//! Changes that must reach every node: two `switchboard` processes on one Redis,
+//! each with a warm cache; a tenant's limits, suspension and an API-key revocation made through one
 //! node take effect on the other within a second.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -7,7 +7,9 @@
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use switchboard_domain::{Role, UserId};
-use switchboard_testkit::{TestApp, platform_token, user_token};
+use switchboard_testkit::{Node, TestApp, platform_token, user_token};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
 /// Polls `probe` until it returns true, for at most a second.
 async fn within_a_second<F, Fut>(what: &str, mut probe: F)
@@ -24,10 +26,10 @@ where
 
 #[tokio::test]
 async fn a_limit_change_and_a_suspension_reach_the_other_node_within_a_second() {
-    let (a, b) = (TestApp::spawn().await, TestApp::spawn().await);
+    let (a, b) = (Node::spawn(BIN, "cache-a"), Node::spawn(BIN, "cache-b"));
     let tenant = a.create_tenant("two-nodes").await;
     let token = user_token(tenant, UserId::new(), Role::Member);
-    let me = |app: &TestApp| {
+    let me = |app: &Node| {
         let req = app.http.get(app.url("/api/v1/me")).bearer_auth(&token);
         async move { req.send().await.unwrap() }
     };
@@ -64,13 +66,11 @@ async fn a_limit_change_and_a_suspension_reach_the_other_node_within_a_second() 
 
     assert_eq!(patch(json!({ "status": "active" })).await.unwrap().status(), 200);
     within_a_second("reactivation", || async { me(&a).await.status() == 200 }).await;
-    a.stop().await;
-    b.stop().await;
 }
 
 #[tokio::test]
 async fn a_key_revoked_on_one_node_stops_working_on_the_other_within_a_second() {
-    let (a, b) = (TestApp::spawn().await, TestApp::spawn().await);
+    let (a, b) = (Node::spawn(BIN, "cache-a"), Node::spawn(BIN, "cache-b"));
     let tenant = a.create_tenant("revocation").await;
     let admin = user_token(tenant, UserId::new(), Role::Admin);
     let created: Value = b
@@ -94,8 +94,6 @@ async fn a_key_revoked_on_one_node_stops_working_on_the_other_within_a_second() 
     let revoke = b.url(&format!("/api/v1/api-keys/{}", created["id"].as_str().unwrap()));
     assert_eq!(b.http.delete(revoke).bearer_auth(&admin).send().await.unwrap().status(), 204);
     within_a_second("revocation", || async { use_key().await == 401 }).await;
-    a.stop().await;
-    b.stop().await;
 }
 
 #[tokio::test]

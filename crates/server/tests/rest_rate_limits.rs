@@ -6,12 +6,11 @@
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use switchboard_domain::{Role, TenantId, UserId};
-use switchboard_testkit::{TestApp, platform_token, user_token};
+use switchboard_testkit::{Node, TestApp, platform_token, user_token};
 
-async fn tenant_with_rate(app: &TestApp, rate: u32) -> TenantId {
-    let res = app
-        .http
-        .post(app.url("/api/v1/tenants"))
+async fn tenant_with_rate(http: &reqwest::Client, tenants_url: &str, rate: u32) -> TenantId {
+    let res = http
+        .post(tenants_url)
         .bearer_auth(platform_token())
         .json(&json!({ "name": "limited", "limits": { "http_requests_per_second": rate } }))
         .send()
@@ -23,7 +22,7 @@ async fn tenant_with_rate(app: &TestApp, rate: u32) -> TenantId {
 #[tokio::test]
 async fn over_the_tenant_rate_requests_get_429_with_retry_after_and_headers() {
     let app = TestApp::spawn().await;
-    let tenant = tenant_with_rate(&app, 5).await;
+    let tenant = tenant_with_rate(&app.http, &app.url("/api/v1/tenants"), 5).await;
     let token = user_token(tenant, UserId::new(), Role::Member);
     let mut statuses = Vec::new();
     let mut refused = None;
@@ -57,9 +56,10 @@ async fn over_the_tenant_rate_requests_get_429_with_retry_after_and_headers() {
 
 #[tokio::test]
 async fn two_nodes_share_one_tenant_budget() {
-    let (a, b) = (TestApp::spawn().await, TestApp::spawn().await);
+    let bin = env!("CARGO_BIN_EXE_switchboard");
+    let (a, b) = (Node::spawn(bin, "budget-a"), Node::spawn(bin, "budget-b"));
     let (rate, window) = (10u32, Duration::from_millis(1500));
-    let tenant = tenant_with_rate(&a, rate).await;
+    let tenant = tenant_with_rate(&a.http, &a.url("/api/v1/tenants"), rate).await;
     let token = user_token(tenant, UserId::new(), Role::Member);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -89,6 +89,4 @@ async fn two_nodes_share_one_tenant_budget() {
         "accepted {accepted} across both nodes in {elapsed:.2}s; limit+burst {ceiling:.1}"
     );
     assert!(accepted >= rate, "the budget was usable: {accepted}");
-    a.stop().await;
-    b.stop().await;
 }

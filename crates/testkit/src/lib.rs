@@ -1,5 +1,7 @@
 //! Test support (dev-only): the application on port 0 against the real Postgres
-//! and Redis that `scripts/services` starts, token minting, and fixtures.
+//! and Redis that `scripts/services` starts ([`TestApp`], in process), separate
+//! `switchboard` processes for cross-node tests ([`Node`]), token minting, and
+//! fixtures.
 //!
 //! Reads `DATABASE_URL`, `DATABASE_ADMIN_URL` and `REDIS_URL` from the environment
 //! (`scripts/test` exports them); a missing one fails the test with a clear message
@@ -131,16 +133,83 @@ pub fn expired_token(tenant: TenantId, user: UserId) -> String {
 impl TestApp {
     /// Creates a tenant through the platform route; returns its id.
     pub async fn create_tenant(&self, name: &str) -> TenantId {
-        let res = self
-            .http
-            .post(self.url("/api/v1/tenants"))
-            .bearer_auth(platform_token())
-            .json(&serde_json::json!({ "name": name }))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(res.status(), 201, "creating a tenant");
-        let body: serde_json::Value = res.json().await.unwrap_or_else(|e| panic!("{e}"));
-        body["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no id in {body}"))
+        create_tenant_at(&self.http, &self.url("/api/v1/tenants"), name).await
     }
+}
+
+/// A `switchboard serve` process on a free port, for cross-node tests: each node
+/// has its own memory (cache, limiter), sharing only Postgres and Redis. Killed
+/// (by pid) when dropped.
+pub struct Node {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    child: std::process::Child,
+}
+
+impl Node {
+    /// Starts `bin serve` (pass `env!("CARGO_BIN_EXE_switchboard")`) against the
+    /// test services and waits until it serves.
+    pub fn spawn(bin: &str, node_id: &str) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(bin)
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", env("DATABASE_URL"))
+            .env("REDIS_URL", env("REDIS_URL"))
+            .env("JWT_SECRET", JWT_SECRET)
+            .env("HOST", "127.0.0.1")
+            .env("PORT", "0")
+            .env("NODE_ID", node_id)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+        let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("node {node_id} exited before serving"))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+            if v["fields"]["message"] == "serving" {
+                break v["fields"]["addr"]
+                    .as_str()
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_else(|| panic!("{line}"));
+            }
+        };
+        // Keep draining the log so the node never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        Self { addr, http: reqwest::Client::new(), child }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn create_tenant(&self, name: &str) -> TenantId {
+        create_tenant_at(&self.http, &self.url("/api/v1/tenants"), name).await
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn create_tenant_at(http: &reqwest::Client, url: &str, name: &str) -> TenantId {
+    let res = http
+        .post(url)
+        .bearer_auth(platform_token())
+        .json(&serde_json::json!({ "name": name }))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 201, "creating a tenant");
+    let body: serde_json::Value = res.json().await.unwrap_or_else(|e| panic!("{e}"));
+    body["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no id in {body}"))
 }
