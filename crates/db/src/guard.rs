@@ -46,17 +46,17 @@ impl std::fmt::Debug for TenantTx {
 
 impl TenantTx {
     pub(crate) async fn begin(pool: &PgPool, ctx: &TenantContext) -> Result<Self, DbError> {
-        let mut tx = pool.begin().await?;
-        sqlx::query(
-            "SELECT set_config('app.tenant_id', $1, true),
-                    set_config('app.user_id', $2, true),
-                    set_config('app.role', $3, true)",
-        )
-        .bind(ctx.tenant_id.to_string())
-        .bind(ctx.user_id.map(|u| u.to_string()).unwrap_or_default())
-        .bind(ctx.role.as_str())
-        .execute(&mut *tx)
-        .await?;
+        // BEGIN and the context in one round trip (a simple query may hold several
+        // statements). Inlining is safe: the values are a UUID's and a role's
+        // canonical text, which cannot contain a quote.
+        let user = ctx.user_id.map(|u| u.to_string()).unwrap_or_default();
+        let begin = format!(
+            "BEGIN; SELECT set_config('app.tenant_id', '{}', true), set_config('app.user_id', '{user}', true), \
+             set_config('app.role', '{}', true)",
+            ctx.tenant_id,
+            ctx.role.as_str()
+        );
+        let tx = pool.begin_with(begin).await?;
         Ok(Self { tx, ctx: *ctx })
     }
 
@@ -100,8 +100,7 @@ impl std::fmt::Debug for PlatformTx {
 
 impl PlatformTx {
     pub(crate) async fn begin(pool: &PgPool) -> Result<Self, DbError> {
-        let mut tx = pool.begin().await?;
-        sqlx::query("SELECT set_config('app.platform', 'on', true)").execute(&mut *tx).await?;
+        let tx = pool.begin_with("BEGIN; SELECT set_config('app.platform', 'on', true)").await?;
         Ok(Self { tx })
     }
 
