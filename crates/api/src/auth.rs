@@ -75,7 +75,7 @@ impl FromRequestParts<AppState> for Caller {
                 api_key_principal(state, token).await?
             }
             (None, Some(token)) => {
-                state.verifier.verify(token).map_err(|e| ApiError::new(e.kind(), e.to_string()))?
+                state.verifier.verify(token).await.map_err(|e| ApiError::new(e.kind(), e.to_string()))?
             }
             (None, None) => {
                 return Err(ApiError::new(

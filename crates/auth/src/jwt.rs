@@ -4,12 +4,14 @@
 //! optionally `tenant_role` or `app_metadata.tenant_role`. A token with
 //! `role: service_role` and no tenant is a platform operator.
 
+use crate::jwks::Jwks;
 use jsonwebtoken::{
     Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind as JwtErrorKind,
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
 use switchboard_domain::{ErrorKind, Principal, Role, TenantId, UserId};
 
 /// Seconds of clock skew tolerated on `exp` and `nbf`.
@@ -49,6 +51,8 @@ impl AuthError {
 #[derive(Clone)]
 pub struct JwtConfig {
     pub secret: Option<SecretString>,
+    /// Fetched by [`Verifier::connect`]; `new` ignores it.
+    pub jwks_url: Option<String>,
     pub issuer: Option<String>,
     pub audience: Option<String>,
 }
@@ -57,6 +61,7 @@ impl std::fmt::Debug for JwtConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtConfig")
             .field("secret", &self.secret.as_ref().map(|_| "[redacted]"))
+            .field("jwks_url", &self.jwks_url)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .finish()
@@ -85,23 +90,25 @@ pub struct Claims {
     pub aud: Option<String>,
 }
 
-/// Verifies tokens against the configured keys.
+/// Verifies tokens against the configured keys: HS256 with the secret, and the
+/// asymmetric algorithms through the JWKS, each key allowing only its own.
 #[derive(Clone)]
 pub struct Verifier {
     hs: Option<DecodingKey>,
+    jwks: Option<Arc<Jwks>>,
     validation: Validation,
 }
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("hs256", &self.hs.is_some()).finish()
+        f.debug_struct("Verifier").field("hs256", &self.hs.is_some()).field("jwks", &self.jwks).finish()
     }
 }
 
 impl Verifier {
+    /// A verifier with the HS256 secret only.
     pub fn new(config: &JwtConfig) -> Self {
         let hs = config.secret.as_ref().map(|s| DecodingKey::from_secret(s.expose_secret().as_bytes()));
-        // The HS key verifies HS256 only: an RS/ES token, or `alg: none`, never passes.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
@@ -119,29 +126,54 @@ impl Verifier {
             None => validation.validate_aud = false,
         }
         validation.set_required_spec_claims(&required);
-        Self { hs, validation }
+        Self { hs, jwks: None, validation }
+    }
+
+    /// A verifier with the secret and, when configured, the JWKS (fetched now).
+    pub async fn connect(config: &JwtConfig) -> Self {
+        let mut verifier = Self::new(config);
+        if let Some(url) = &config.jwks_url {
+            verifier.jwks = Some(Arc::new(Jwks::new(url).await));
+        }
+        verifier
     }
 
     /// Verifies `token` and maps its claims to a principal.
-    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+    pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let token = token.trim();
         if token.is_empty() {
             return Err(AuthError::Missing);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Invalid("malformed"))?;
-        if header.alg != Algorithm::HS256 {
-            return Err(AuthError::Invalid("algorithm not allowed for the configured key"));
-        }
-        let key = self.hs.as_ref().ok_or(AuthError::Invalid("no key for this algorithm"))?;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, key, &self.validation).map_err(|e| match e.kind() {
-                JwtErrorKind::ExpiredSignature => AuthError::Expired,
-                JwtErrorKind::ImmatureSignature => AuthError::Invalid("not yet valid"),
-                JwtErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer"),
-                JwtErrorKind::InvalidAudience => AuthError::Invalid("wrong audience"),
-                JwtErrorKind::InvalidSignature => AuthError::Invalid("bad signature"),
-                _ => AuthError::Invalid("malformed"),
-            })?;
+        let key = match header.alg {
+            Algorithm::HS256 => self.hs.clone().ok_or(AuthError::Invalid("no key for this algorithm"))?,
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::ES256
+            | Algorithm::ES384
+            | Algorithm::EdDSA => {
+                let jwks = self.jwks.as_ref().ok_or(AuthError::Invalid("no key for this algorithm"))?;
+                let kid = header.kid.as_deref().ok_or(AuthError::Invalid("no kid in the header"))?;
+                let entry = jwks.key(kid).await.ok_or(AuthError::Invalid("unknown signing key"))?;
+                // The key decides the algorithm: an RS key never verifies an ES or HS token.
+                if entry.algorithm != header.alg {
+                    return Err(AuthError::Invalid("algorithm not allowed for this key"));
+                }
+                entry.key
+            }
+            _ => return Err(AuthError::Invalid("algorithm not allowed")),
+        };
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![header.alg];
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| match e.kind() {
+            JwtErrorKind::ExpiredSignature => AuthError::Expired,
+            JwtErrorKind::ImmatureSignature => AuthError::Invalid("not yet valid"),
+            JwtErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer"),
+            JwtErrorKind::InvalidAudience => AuthError::Invalid("wrong audience"),
+            JwtErrorKind::InvalidSignature => AuthError::Invalid("bad signature"),
+            _ => AuthError::Invalid("malformed"),
+        })?;
         principal_from_claims(&data.claims)
     }
 }
@@ -196,7 +228,12 @@ mod tests {
     }
 
     fn config() -> JwtConfig {
-        JwtConfig { secret: Some(SecretString::from("s3cret-for-tests")), issuer: None, audience: None }
+        JwtConfig {
+            secret: Some(SecretString::from("s3cret-for-tests")),
+            jwks_url: None,
+            issuer: None,
+            audience: None,
+        }
     }
 
     fn claims(tenant: TenantId, user: UserId) -> Claims {
@@ -208,20 +245,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_minted_token_verifies_to_its_tenant_user_and_role() {
+    #[tokio::test]
+    async fn a_minted_token_verifies_to_its_tenant_user_and_role() {
         let (t, u) = (TenantId::new(), UserId::new());
         let mut c = claims(t, u);
         c.tenant_role = Some("admin".into());
         let token = mint_token(config().secret.as_ref().unwrap(), &c).unwrap();
         assert_eq!(
-            Verifier::new(&config()).verify(&token),
+            Verifier::new(&config()).verify(&token).await,
             Ok(Principal::User { tenant_id: t, user_id: u, role: Role::Admin })
         );
     }
 
-    #[test]
-    fn supabase_app_metadata_carries_tenant_and_role() {
+    #[tokio::test]
+    async fn supabase_app_metadata_carries_tenant_and_role() {
         let (t, u) = (TenantId::new(), UserId::new());
         let c = Claims {
             sub: Some(u.to_string()),
@@ -231,53 +268,53 @@ mod tests {
         };
         let token = mint_token(config().secret.as_ref().unwrap(), &c).unwrap();
         assert_eq!(
-            Verifier::new(&config()).verify(&token),
+            Verifier::new(&config()).verify(&token).await,
             Ok(Principal::User { tenant_id: t, user_id: u, role: Role::Owner })
         );
     }
 
-    #[test]
-    fn expired_forged_and_unsigned_tokens_are_refused() {
+    #[tokio::test]
+    async fn expired_forged_and_unsigned_tokens_are_refused() {
         let (t, u) = (TenantId::new(), UserId::new());
         let v = Verifier::new(&config());
         let mut expired = claims(t, u);
         expired.exp = now() - 2 * LEEWAY_SECS;
         let token = mint_token(config().secret.as_ref().unwrap(), &expired).unwrap();
-        assert_eq!(v.verify(&token), Err(AuthError::Expired));
+        assert_eq!(v.verify(&token).await, Err(AuthError::Expired));
 
         let forged = mint_token(&SecretString::from("other"), &claims(t, u)).unwrap();
-        assert_eq!(v.verify(&forged).map_err(|e| e.code()), Err("token_invalid"));
+        assert_eq!(v.verify(&forged).await.map_err(|e| e.code()), Err("token_invalid"));
 
         // alg: none, with the payload of a valid token.
         let valid = mint_token(config().secret.as_ref().unwrap(), &claims(t, u)).unwrap();
         let payload = valid.split('.').nth(1).unwrap();
         let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
-        assert_eq!(v.verify(&none).map_err(|e| e.code()), Err("token_invalid"));
+        assert_eq!(v.verify(&none).await.map_err(|e| e.code()), Err("token_invalid"));
 
-        assert_eq!(v.verify(""), Err(AuthError::Missing));
-        assert_eq!(v.verify("garbage").map_err(|e| e.code()), Err("token_invalid"));
+        assert_eq!(v.verify("").await, Err(AuthError::Missing));
+        assert_eq!(v.verify("garbage").await.map_err(|e| e.code()), Err("token_invalid"));
     }
 
-    #[test]
-    fn a_service_role_token_without_tenant_is_a_platform_operator() {
+    #[tokio::test]
+    async fn a_service_role_token_without_tenant_is_a_platform_operator() {
         let c = Claims { role: Some("service_role".into()), exp: now() + 60, ..Claims::default() };
         let token = mint_token(config().secret.as_ref().unwrap(), &c).unwrap();
-        assert!(matches!(Verifier::new(&config()).verify(&token), Ok(Principal::Platform { .. })));
+        assert!(matches!(Verifier::new(&config()).verify(&token).await, Ok(Principal::Platform { .. })));
     }
 
-    #[test]
-    fn issuer_and_audience_are_checked_when_configured() {
+    #[tokio::test]
+    async fn issuer_and_audience_are_checked_when_configured() {
         let mut cfg = config();
         cfg.issuer = Some("https://issuer.example".into());
         cfg.audience = Some("switchboard".into());
         let (t, u) = (TenantId::new(), UserId::new());
         let secret = cfg.secret.clone().unwrap();
         let bare = mint_token(&secret, &claims(t, u)).unwrap();
-        assert!(Verifier::new(&cfg).verify(&bare).is_err());
+        assert!(Verifier::new(&cfg).verify(&bare).await.is_err());
         let mut c = claims(t, u);
         c.iss = Some("https://issuer.example".into());
         c.aud = Some("switchboard".into());
         let good = mint_token(&secret, &c).unwrap();
-        assert!(Verifier::new(&cfg).verify(&good).is_ok());
+        assert!(Verifier::new(&cfg).verify(&good).await.is_ok());
     }
 }

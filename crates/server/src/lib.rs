@@ -55,14 +55,13 @@ impl Application {
                 None
             }
         };
-        if config.jwt_secret.is_none() {
-            tracing::warn!("JWT_SECRET is not set: only tokens from JWT_JWKS_URL will verify");
-        }
-        let verifier = switchboard_auth::Verifier::new(&switchboard_auth::JwtConfig {
+        let verifier = switchboard_auth::Verifier::connect(&switchboard_auth::JwtConfig {
             secret: config.jwt_secret.clone(),
+            jwks_url: config.jwt_jwks_url.clone(),
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
-        });
+        })
+        .await;
         let hasher = switchboard_auth::ApiKeyHasher::new(config.api_key_secret.expose_secret().as_bytes());
         let cache = switchboard_cluster::Cache::new(
             redis.clone(),

@@ -76,8 +76,8 @@ mod tests {
         assert!(parse_ttl("0").is_err() && parse_ttl("1w").is_err() && parse_ttl("h").is_err());
     }
 
-    #[test]
-    fn a_minted_token_verifies_with_the_same_secret() {
+    #[tokio::test]
+    async fn a_minted_token_verifies_with_the_same_secret() {
         let secret = SecretString::from("0123456789abcdef0123");
         let request = TokenRequest {
             tenant: Some(TenantId::new()),
@@ -91,10 +91,11 @@ mod tests {
         let token = mint(&secret, &request).unwrap();
         let verifier = switchboard_auth::Verifier::new(&switchboard_auth::JwtConfig {
             secret: Some(secret),
+            jwks_url: None,
             issuer: None,
             audience: None,
         });
-        let principal = verifier.verify(&token).unwrap();
+        let principal = verifier.verify(&token).await.unwrap();
         assert_eq!(principal.tenant_id(), request.tenant);
         assert_eq!(principal.role(), Some(Role::Owner));
     }

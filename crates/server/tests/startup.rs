@@ -127,8 +127,8 @@ fn http_get(addr: &str, path: &str, request_id: &str) -> String {
     out
 }
 
-#[test]
-fn token_prints_a_token_that_the_server_verifies() {
+#[tokio::test]
+async fn token_prints_a_token_that_the_server_verifies() {
     let tenant = "5b0a0000-0000-4000-8000-000000000001";
     let out = bare()
         .args(["token", "--tenant", tenant, "--role", "admin", "--ttl", "15m"])
@@ -139,10 +139,11 @@ fn token_prints_a_token_that_the_server_verifies() {
     let token = String::from_utf8(out.stdout).unwrap();
     let verifier = switchboard_auth::Verifier::new(&switchboard_auth::JwtConfig {
         secret: Some(JWT_SECRET.to_owned().into()),
+        jwks_url: None,
         issuer: None,
         audience: None,
     });
-    let principal = verifier.verify(token.trim()).unwrap();
+    let principal = verifier.verify(token.trim()).await.unwrap();
     assert_eq!(principal.tenant_id().map(|t| t.to_string()).as_deref(), Some(tenant));
     assert_eq!(principal.role(), Some(switchboard_domain::Role::Admin));
 
