@@ -23,15 +23,50 @@ mod usage;
 pub use state::AppState;
 
 use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware;
 use std::time::Duration;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 pub use request_id::REQUEST_ID;
 
-/// The whole HTTP application: routes, request ids, request spans, error bodies.
-pub fn router(state: AppState) -> Router {
+/// Browser access from exact origins (`CORS_ALLOWED_ORIGINS`), with credentials;
+/// none listed means same-origin only. Clients may read the request id and the
+/// rate-limit headers.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let name = |n: &'static str| HeaderName::from_static(n);
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_credentials(true)
+            .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                name("x-api-key"),
+                name("idempotency-key"),
+                name("x-request-id"),
+            ])
+            .expose_headers([
+                name("x-request-id"),
+                name("ratelimit-limit"),
+                name("ratelimit-remaining"),
+                name("ratelimit-reset"),
+                name("retry-after"),
+                name("idempotent-replayed"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// The whole HTTP application: routes, CORS, request ids, request spans, error bodies.
+pub fn router(state: AppState, cors_origins: &[String]) -> Router {
     let v1 = Router::new()
         .merge(api_keys::router())
         .merge(tenants::router())
@@ -52,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(ratelimit::per_ip())
         .layer(middleware::from_fn(request_id::stamp_error_bodies))
+        .layer(tower::util::option_layer(cors(cors_origins)))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_id::make_span)

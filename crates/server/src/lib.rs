@@ -74,7 +74,7 @@ impl Application {
             switchboard_realtime::Directory::new(db.clone(), cache, switchboard_domain::Limits::default());
         let limiter = switchboard_cluster::RateLimiter::new(redis.clone(), &config.node_id);
         let state = AppState::new(db, redis, verifier, hasher, directory, limiter, config.node_id.clone());
-        let router = switchboard_api::router(state.clone());
+        let router = switchboard_api::router(state.clone(), &config.cors_allowed_origins);
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         Ok(Self { listener, state, router })

@@ -60,3 +60,46 @@ async fn unknown_routes_get_the_contract_error_shape_with_the_request_id() {
     assert!(!header.is_empty());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn browsers_from_listed_origins_may_call_with_credentials_and_others_may_not() {
+    let app =
+        TestApp::spawn_with(&[("CORS_ALLOWED_ORIGINS", "http://app.example:3000,https://admin.example")])
+            .await;
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, app.url("/api/v1/projects"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type,idempotency-key")
+            .send()
+    };
+    let ok = preflight("http://app.example:3000").await.unwrap();
+    assert!(ok.status().is_success());
+    assert_eq!(ok.headers()["access-control-allow-origin"], "http://app.example:3000");
+    assert_eq!(ok.headers()["access-control-allow-credentials"], "true");
+    let allowed = ok.headers()["access-control-allow-headers"].to_str().unwrap().to_lowercase();
+    assert!(allowed.contains("authorization") && allowed.contains("idempotency-key"), "{allowed}");
+
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    let res =
+        app.http.get(app.url("/health")).header("origin", "https://admin.example").send().await.unwrap();
+    assert_eq!(res.headers()["access-control-allow-origin"], "https://admin.example");
+    let exposed = res.headers()["access-control-expose-headers"].to_str().unwrap().to_lowercase();
+    assert!(exposed.contains("x-request-id") && exposed.contains("ratelimit-remaining"), "{exposed}");
+    app.stop().await;
+
+    // With no origins configured, no browser origin is allowed.
+    let closed = TestApp::spawn().await;
+    let res = closed
+        .http
+        .get(closed.url("/health"))
+        .header("origin", "http://app.example:3000")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+    closed.stop().await;
+}
