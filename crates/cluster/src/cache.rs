@@ -12,7 +12,8 @@
 //! - L1 and L2 entries expire after their TTL with ±10% jitter, which bounds
 //!   staleness even if an invalidation were lost entirely.
 //! - Without Redis the cache is L1 only, and invalidation is local.
-//! - Redis errors never fail a lookup: the value is loaded from the source.
+//! - Redis errors never fail a lookup: the value is loaded from the source, and
+//!   while Redis is down no lookup waits on it.
 
 use crate::Redis;
 use fred::prelude::*;
@@ -120,7 +121,6 @@ struct Inner {
     l1: moka::future::Cache<L1Key, Value>,
     versions: moka::sync::Cache<Namespace, u64>,
     redis: Option<Redis>,
-    l1_ttl: Duration,
     l2_ttl: Duration,
     counters: Counters,
 }
@@ -167,7 +167,6 @@ impl Cache {
                 .build(),
             versions: moka::sync::Cache::builder().max_capacity(capacity).build(),
             redis,
-            l1_ttl,
             l2_ttl,
             counters: Counters::default(),
         });
@@ -196,13 +195,16 @@ impl Cache {
             return v;
         }
         let v = match &self.inner.redis {
-            Some(redis) => match redis.client().get::<Option<u64>, _>(ns.version_key()).await {
-                Ok(v) => v.unwrap_or(0),
-                Err(e) => {
-                    // Not remembered: the next lookup asks Redis again.
-                    tracing::debug!(error = %e, "cache: version read failed");
-                    return 0;
-                }
+            Some(redis) => match redis.live() {
+                // Down: not remembered, so the next lookup asks Redis again.
+                None => return 0,
+                Some(client) => match client.get::<Option<u64>, _>(ns.version_key()).await {
+                    Ok(v) => v.unwrap_or(0),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cache: version read failed");
+                        return 0;
+                    }
+                },
             },
             None => 0,
         };
@@ -228,8 +230,8 @@ impl Cache {
             .try_get_with(l1_key, async {
                 missed.store(true, Ordering::Relaxed);
                 let l2_key = ns.entry_key(version, key);
-                if let Some(redis) = &inner.redis {
-                    match redis.client().get::<Option<String>, _>(&l2_key).await {
+                if let Some(client) = inner.redis.as_ref().and_then(Redis::live) {
+                    match client.get::<Option<String>, _>(&l2_key).await {
                         Ok(Some(json)) => {
                             if let Ok(v) = serde_json::from_str::<T>(&json) {
                                 inner.counters.l2_hits.fetch_add(1, Ordering::Relaxed);
@@ -242,10 +244,12 @@ impl Cache {
                 }
                 inner.counters.misses.fetch_add(1, Ordering::Relaxed);
                 let v = load().await?;
-                if let (Some(redis), Ok(json)) = (&inner.redis, serde_json::to_string(&v)) {
+                if let (Some(client), Ok(json)) =
+                    (inner.redis.as_ref().and_then(Redis::live), serde_json::to_string(&v))
+                {
                     let ttl = jittered(inner.l2_ttl).as_secs().max(1) as i64;
                     let set: Result<(), _> =
-                        redis.client().set(&l2_key, json, Some(Expiration::EX(ttl)), None, false).await;
+                        client.set(&l2_key, json, Some(Expiration::EX(ttl)), None, false).await;
                     if let Err(e) = set {
                         tracing::debug!(error = %e, "cache: L2 write failed");
                     }
@@ -269,13 +273,13 @@ impl Cache {
 
     /// Makes every node stop using what `ns` held.
     pub async fn invalidate(&self, ns: Namespace) {
-        let bumped = match &self.inner.redis {
-            Some(redis) => {
-                let incr: Result<u64, _> = redis.client().incr(ns.version_key()).await;
+        let bumped = match self.inner.redis.as_ref().and_then(Redis::live) {
+            Some(client) => {
+                let incr: Result<u64, _> = client.incr(ns.version_key()).await;
                 match incr {
                     Ok(v) => {
                         let message = format!("{}:{}:{v}", ns.tenant, ns.kind.as_str());
-                        let published: Result<(), _> = redis.client().publish(CHANNEL, message).await;
+                        let published: Result<(), _> = client.publish(CHANNEL, message).await;
                         if let Err(e) = published {
                             tracing::warn!(error = %e, "cache: invalidation not published; other nodes rely on TTL");
                         }
@@ -287,15 +291,14 @@ impl Cache {
                     }
                 }
             }
+            None if self.inner.redis.is_some() => {
+                tracing::warn!("cache: redis is down; invalidation is local, other nodes rely on TTL");
+                None
+            }
             None => None,
         };
         let local = self.inner.versions.get(&ns).unwrap_or(0);
         self.inner.versions.insert(ns, bumped.unwrap_or(local + 1).max(local + 1));
-    }
-
-    /// The configured L1 TTL (for operators and tests).
-    pub fn l1_ttl(&self) -> Duration {
-        self.inner.l1_ttl
     }
 }
 

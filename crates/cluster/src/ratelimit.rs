@@ -137,21 +137,18 @@ impl RateLimiter {
         let quota = Quota { per_second: quota.per_second.max(1), burst: quota.burst.max(1) };
         let interval = 1_000_000 / u64::from(quota.per_second);
         let tolerance = interval * u64::from(quota.burst);
-        if let Some(redis) = &self.inner.redis {
+        if self.inner.redis.is_some() {
             let redis_key = format!("sb:rl:{key}");
-            // A down connection answers locally at once rather than waiting on Redis.
-            let answer: Result<Vec<i64>, String> = if redis.is_connected() {
-                let call = self.inner.script.evalsha_with_reload(
-                    redis.client(),
-                    redis_key,
-                    vec![interval as i64, tolerance as i64],
-                );
-                match tokio::time::timeout(REDIS_TIMEOUT, call).await {
-                    Ok(r) => r.map_err(|e| e.to_string()),
-                    Err(_) => Err("timed out".to_owned()),
+            let answer: Result<Vec<i64>, String> = match self.inner.redis.as_ref().and_then(Redis::live) {
+                Some(client) => {
+                    let args = vec![interval as i64, tolerance as i64];
+                    let call = self.inner.script.evalsha_with_reload(client, redis_key, args);
+                    match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(_) => Err("timed out".to_owned()),
+                    }
                 }
-            } else {
-                Err("not connected".to_owned())
+                None => Err("not connected".to_owned()),
             };
             match answer {
                 Ok(v) if v.len() == 3 => {
@@ -195,12 +192,11 @@ impl RateLimiter {
 async fn heartbeat(inner: std::sync::Weak<Inner>, node_id: String) {
     loop {
         let Some(strong) = inner.upgrade() else { return };
-        if let Some(redis) = &strong.redis {
+        if let Some(client) = strong.redis.as_ref().and_then(Redis::live) {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0);
-            let client = redis.client();
             let beat = async {
                 let _: () = client.zadd(NODES_KEY, None, None, false, false, (now, node_id.as_str())).await?;
                 let _: () = client.zremrangebyscore(NODES_KEY, 0.0, now - NODE_EXPIRY.as_secs_f64()).await?;

@@ -77,14 +77,11 @@ impl Redis {
         Ok(Self { client, subscriber })
     }
 
-    /// The command connection, for the roles in this crate.
-    pub(crate) fn client(&self) -> &Client {
-        &self.client
-    }
-
-    /// Whether the command connection is up right now (no I/O).
-    pub fn is_connected(&self) -> bool {
-        self.client.is_connected()
+    /// The command connection while it is up, for the roles in this crate; `None`
+    /// while it is down, so callers fall back at once instead of queueing behind
+    /// the reconnect and waiting out the command timeout on a hot path.
+    pub(crate) fn live(&self) -> Option<&Client> {
+        self.client.is_connected().then_some(&self.client)
     }
 
     /// Subscribes to `channel` (kept across reconnects).

@@ -123,3 +123,17 @@ async fn without_redis_the_cache_is_local_and_invalidation_still_works() {
     let stats = cache.stats();
     assert_eq!((stats.misses, stats.l2_hits), (2, 0));
 }
+
+#[tokio::test]
+async fn with_redis_unreachable_lookups_load_from_the_source_and_invalidation_is_local() {
+    let down = Redis::connect("redis://127.0.0.1:1", Duration::from_millis(200)).await.unwrap();
+    let cache = Cache::new(Some(down), 100, Duration::from_secs(60), Duration::from_secs(60)).await;
+    let ns = Namespace::new(Uuid::new_v4(), Kind::Tenant);
+    let v: u32 = cache.get_or_load(ns, "k", || async { Ok::<_, LoadError>(1) }).await.unwrap();
+    let again: u32 = cache.get_or_load(ns, "k", || async { Ok::<_, LoadError>(9) }).await.unwrap();
+    assert_eq!((v, again), (1, 1), "L1 still serves");
+    cache.invalidate(ns).await;
+    let after: u32 = cache.get_or_load(ns, "k", || async { Ok::<_, LoadError>(2) }).await.unwrap();
+    assert_eq!(after, 2);
+    assert_eq!(cache.stats().l2_hits, 0);
+}
