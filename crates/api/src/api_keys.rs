@@ -5,8 +5,7 @@
 use crate::AppState;
 use crate::auth::Admin;
 use crate::error::ApiError;
-use crate::extract::{Page, Paged, ValidJson};
-use crate::projects::path_id;
+use crate::extract::{Page, Paged, ValidJson, path_id};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get};

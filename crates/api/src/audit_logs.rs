@@ -4,15 +4,13 @@
 use crate::AppState;
 use crate::auth::Admin;
 use crate::error::ApiError;
-use crate::extract::{Page, Paged, validation_details};
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use crate::extract::{Page, Paged, ValidQuery};
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use switchboard_db::repo::audit::{self, AuditLog, Filter};
-use switchboard_domain::ErrorKind;
 use uuid::Uuid;
 use validator::Validate;
 
@@ -48,12 +46,8 @@ pub struct AuditQuery {
 pub(crate) async fn list(
     State(state): State<AppState>,
     Admin(member): Admin,
-    query: Result<Query<AuditQuery>, QueryRejection>,
+    ValidQuery(q): ValidQuery<AuditQuery>,
 ) -> Result<Json<Paged<AuditLog>>, ApiError> {
-    let Query(q) = query?;
-    q.validate().map_err(|e| {
-        ApiError::new(ErrorKind::Validation, "invalid query parameters").with_details(validation_details(&e))
-    })?;
     let page = Page { limit: q.limit.unwrap_or(50), cursor: q.cursor };
     let filter = Filter {
         action: q.action,

@@ -75,6 +75,32 @@ where
     }
 }
 
+/// A query string parsed and run through its `validator` rules: 422 with the
+/// failing parameters in `details` otherwise.
+pub struct ValidQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ValidQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Validate,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Query(value) = axum::extract::Query::<T>::from_request_parts(parts, state).await?;
+        value.validate().map_err(|e| {
+            ApiError::new(ErrorKind::Validation, "invalid query parameters")
+                .with_details(validation_details(&e))
+        })?;
+        Ok(ValidQuery(value))
+    }
+}
+
+/// A path id that does not parse names nothing: 404, like another tenant's id.
+pub fn path_id<T: std::str::FromStr>(raw: &str) -> Result<T, ApiError> {
+    raw.parse().map_err(|_| ApiError::new(ErrorKind::NotFound, "not found"))
+}
+
 /// `?limit=&cursor=`: at most `limit` items (1-100, default 50) after `cursor`,
 /// the `next_cursor` of the previous page.
 #[derive(Debug, Clone, Deserialize, Validate, utoipa::IntoParams)]
@@ -96,12 +122,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Page {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::extract::Query(q) =
-            axum::extract::Query::<PageQuery>::from_request_parts(parts, state).await?;
-        q.validate().map_err(|e| {
-            ApiError::new(ErrorKind::Validation, "invalid query parameters")
-                .with_details(validation_details(&e))
-        })?;
+        let ValidQuery(q) = ValidQuery::<PageQuery>::from_request_parts(parts, state).await?;
         Ok(Page { limit: q.limit.unwrap_or(50), cursor: q.cursor })
     }
 }

@@ -6,9 +6,8 @@
 use crate::AppState;
 use crate::auth::Member;
 use crate::error::ApiError;
-use crate::extract::{Paged, ValidJson, check_json_object, validation_details};
-use crate::projects::path_id;
-use axum::extract::{Path, Query, State};
+use crate::extract::{Page, Paged, ValidJson, ValidQuery, check_json_object, path_id};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -97,18 +96,14 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     member: Member,
     Path(id): Path<String>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    ValidQuery(query): ValidQuery<ListQuery>,
 ) -> Result<Json<Paged<Message>>, ApiError> {
     let conversation: ConversationId = path_id(&id)?;
-    let Query(query) = query?;
-    query.validate().map_err(|e| {
-        ApiError::new(ErrorKind::Validation, "invalid query parameters").with_details(validation_details(&e))
-    })?;
     let limit = query.limit.unwrap_or(50);
     let mut tx = state.db.begin(&member.ctx).await?;
     conversations::get(&mut tx, conversation).await?;
     let rows = messages::list(&mut tx, conversation, query.before, limit + 1).await?;
     tx.commit().await?;
-    let page = crate::extract::Page { limit, cursor: query.before };
+    let page = Page { limit, cursor: query.before };
     Ok(Json(Paged::new(rows, page, |m: &Message| m.id)))
 }

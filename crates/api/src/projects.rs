@@ -4,7 +4,7 @@
 use crate::AppState;
 use crate::auth::Member;
 use crate::error::ApiError;
-use crate::extract::{Page, Paged, ValidJson, check_json_object};
+use crate::extract::{Page, Paged, ValidJson, check_json_object, path_id};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_db::repo::audit::{self, Entry};
 use switchboard_db::repo::projects::{self, Project};
-use switchboard_domain::{ErrorKind, ProjectId};
+use switchboard_domain::ProjectId;
 use validator::Validate;
 
 pub fn router() -> Router<AppState> {
@@ -44,11 +44,6 @@ pub struct PatchProject {
     description: Option<String>,
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
-}
-
-/// Path ids that are not UUIDs name nothing: 404, like another tenant's id.
-pub(crate) fn path_id<T: std::str::FromStr>(raw: &str) -> Result<T, ApiError> {
-    raw.parse().map_err(|_| ApiError::new(ErrorKind::NotFound, "not found"))
 }
 
 #[utoipa::path(post, path = "/api/v1/projects", tag = "projects", request_body = CreateProject, responses((status = 201, body = Project), crate::openapi::CommonErrors))]

@@ -5,7 +5,7 @@
 use crate::AppState;
 use crate::auth::Platform;
 use crate::error::ApiError;
-use crate::extract::{Page, Paged, ValidJson};
+use crate::extract::{Page, Paged, ValidJson, path_id};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -71,11 +71,6 @@ fn check_limits(limits: Option<&Value>) -> Result<(), ApiError> {
     }
 }
 
-fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
-    // A malformed id cannot name any tenant: not found, like any other unknown id.
-    raw.parse().map_err(|_| ApiError::new(ErrorKind::NotFound, "not found"))
-}
-
 #[utoipa::path(post, path = "/api/v1/tenants", tag = "platform", request_body = CreateTenant, responses((status = 201, body = TenantView), crate::openapi::CommonErrors))]
 pub(crate) async fn create(
     State(state): State<AppState>,
@@ -118,7 +113,7 @@ pub(crate) async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<TenantView>, ApiError> {
     let mut tx = state.db.begin_platform().await?;
-    let tenant = tenants::get(&mut tx, tenant_id(&id)?).await?;
+    let tenant = tenants::get(&mut tx, path_id::<TenantId>(&id)?).await?;
     tx.commit().await?;
     Ok(Json(tenant.into()))
 }
@@ -130,7 +125,7 @@ pub(crate) async fn update(
     Path(id): Path<String>,
     ValidJson(body): ValidJson<PatchTenant>,
 ) -> Result<Json<TenantView>, ApiError> {
-    let id = tenant_id(&id)?;
+    let id = path_id::<TenantId>(&id)?;
     check_limits(body.limits.as_ref())?;
     if body.name.is_none() && body.status.is_none() && body.limits.is_none() {
         return Err(ApiError::new(ErrorKind::Validation, "send at least one of name, status, limits")
@@ -157,7 +152,7 @@ pub(crate) async fn remove(
     Platform(caller): Platform,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let id = tenant_id(&id)?;
+    let id = path_id::<TenantId>(&id)?;
     let mut tx = state.db.begin_platform().await?;
     tenants::delete(&mut tx, id).await?;
     tx.commit().await?;

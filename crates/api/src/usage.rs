@@ -5,8 +5,8 @@
 use crate::AppState;
 use crate::auth::Member;
 use crate::error::ApiError;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use crate::extract::ValidQuery;
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{Days, NaiveDate, Utc};
@@ -19,7 +19,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/usage", get(show))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[derive(Debug, Deserialize, validator::Validate, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct UsageQuery {
@@ -32,9 +32,8 @@ pub struct UsageQuery {
 pub(crate) async fn show(
     State(state): State<AppState>,
     member: Member,
-    query: Result<Query<UsageQuery>, QueryRejection>,
+    ValidQuery(q): ValidQuery<UsageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query?;
     let today = Utc::now().date_naive();
     let (from, to) = match (q.from, q.to) {
         (Some(from), Some(to)) => (from, to),
