@@ -1,6 +1,7 @@
 //! Tenant API keys: created and revoked inside the tenant; looked up by hash on
 //! the platform path (the tenant is not known until the key is found).
 
+use super::one_row;
 use crate::{DbError, PlatformTx, TenantTx};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -65,7 +66,7 @@ pub async fn revoke(tx: &mut TenantTx, id: Uuid) -> Result<(), DbError> {
         .bind(id)
         .execute(tx.conn())
         .await?;
-    if done.rows_affected() == 0 { Err(DbError::NotFound) } else { Ok(()) }
+    one_row(done)
 }
 
 /// What authenticating with a key needs.

@@ -1,6 +1,7 @@
 //! Conversations of the current tenant. Private ones are visible (by RLS) to
 //! their participants, their creator, and the tenant's owners, admins and services.
 
+use super::one_row;
 use crate::{DbError, TenantTx};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -92,5 +93,5 @@ pub async fn list(
 pub async fn delete(tx: &mut TenantTx, id: ConversationId) -> Result<(), DbError> {
     let done =
         sqlx::query("DELETE FROM conversations WHERE id = $1").bind(id.as_uuid()).execute(tx.conn()).await?;
-    if done.rows_affected() == 0 { Err(DbError::NotFound) } else { Ok(()) }
+    one_row(done)
 }

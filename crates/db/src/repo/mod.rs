@@ -10,3 +10,9 @@ pub mod projects;
 pub mod seed;
 pub mod tenants;
 pub mod usage;
+
+/// The outcome of a change aimed at one row: done, or not found (absent, or not
+/// visible to this tenant, which RLS makes the same thing).
+pub(crate) fn one_row(done: sqlx::postgres::PgQueryResult) -> Result<(), crate::DbError> {
+    if done.rows_affected() == 0 { Err(crate::DbError::NotFound) } else { Ok(()) }
+}

@@ -1,5 +1,6 @@
 //! Projects of the current tenant.
 
+use super::one_row;
 use crate::{DbError, TenantTx};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -91,5 +92,5 @@ pub async fn update(
 pub async fn delete(tx: &mut TenantTx, id: ProjectId) -> Result<(), DbError> {
     let done =
         sqlx::query("DELETE FROM projects WHERE id = $1").bind(id.as_uuid()).execute(tx.conn()).await?;
-    if done.rows_affected() == 0 { Err(DbError::NotFound) } else { Ok(()) }
+    one_row(done)
 }

@@ -1,5 +1,6 @@
 //! The tenants registry (platform path), and a tenant's view of its own row.
 
+use super::one_row;
 use crate::{DbError, PlatformTx, TenantTx};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -76,7 +77,7 @@ pub async fn list(tx: &mut PlatformTx, after: Option<Uuid>, limit: i64) -> Resul
 
 pub async fn delete(tx: &mut PlatformTx, id: TenantId) -> Result<(), DbError> {
     let done = sqlx::query("DELETE FROM tenants WHERE id = $1").bind(id.as_uuid()).execute(tx.conn()).await?;
-    if done.rows_affected() == 0 { Err(DbError::NotFound) } else { Ok(()) }
+    one_row(done)
 }
 
 /// Changes name, status and/or limits (limits replace the stored overrides).
