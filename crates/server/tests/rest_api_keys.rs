@@ -29,16 +29,7 @@ async fn a_key_is_shown_once_stored_as_a_keyed_hash_and_works_as_bearer_or_heade
     let key = created["key"].as_str().unwrap().to_owned();
     assert!(key.starts_with("sb_") && key.starts_with(created["prefix"].as_str().unwrap()));
 
-    let listed: Value = app
-        .http
-        .get(app.url("/api/v1/api-keys"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = app.get_json("/api/v1/api-keys", &admin).await;
     assert_eq!(listed["data"][0]["id"], created["id"]);
     assert!(
         listed["data"][0].get("key").is_none() && !listed.to_string().contains(&key),
@@ -54,8 +45,7 @@ async fn a_key_is_shown_once_stored_as_a_keyed_hash_and_works_as_bearer_or_heade
         .unwrap_or_default();
     assert!(!stored.is_empty() && stored != key.as_bytes());
 
-    let me: Value =
-        app.http.get(app.url("/api/v1/me")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    let me: Value = app.get_json("/api/v1/me", &key).await;
     assert_eq!(me["kind"], "api_key");
     assert_eq!(me["role"], "service");
     assert_eq!(me["tenant"]["id"], tenant.to_string());
@@ -85,10 +75,7 @@ async fn scopes_bound_what_a_key_may_do() {
     let tenant = app.create_tenant("scopes").await;
     let admin = user_token(tenant, UserId::new(), Role::Owner);
     let read_only = create_key(&app, &admin, json!(["read"])).await["key"].as_str().unwrap().to_owned();
-    assert_eq!(
-        app.http.get(app.url("/api/v1/projects")).bearer_auth(&read_only).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(app.status_of(reqwest::Method::GET, "/api/v1/projects", &read_only).await, 200);
     let res = app
         .http
         .post(app.url("/api/v1/projects"))
@@ -98,16 +85,10 @@ async fn scopes_bound_what_a_key_may_do() {
         .await
         .unwrap();
     assert_eq!(res.status(), 403);
-    assert_eq!(
-        app.http.get(app.url("/api/v1/api-keys")).bearer_auth(&read_only).send().await.unwrap().status(),
-        403
-    );
+    assert_eq!(app.status_of(reqwest::Method::GET, "/api/v1/api-keys", &read_only).await, 403);
 
     let admin_key = create_key(&app, &admin, json!(["admin"])).await["key"].as_str().unwrap().to_owned();
-    assert_eq!(
-        app.http.get(app.url("/api/v1/api-keys")).bearer_auth(&admin_key).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(app.status_of(reqwest::Method::GET, "/api/v1/api-keys", &admin_key).await, 200);
     app.stop().await;
 }
 
@@ -138,10 +119,7 @@ async fn members_cannot_manage_keys_and_tenants_cannot_touch_each_others() {
     let app = TestApp::spawn().await;
     let (a, b) = (app.create_tenant("a").await, app.create_tenant("b").await);
     let member = user_token(a, UserId::new(), Role::Member);
-    assert_eq!(
-        app.http.get(app.url("/api/v1/api-keys")).bearer_auth(&member).send().await.unwrap().status(),
-        403
-    );
+    assert_eq!(app.status_of(reqwest::Method::GET, "/api/v1/api-keys", &member).await, 403);
     let res = app
         .http
         .post(app.url("/api/v1/api-keys"))

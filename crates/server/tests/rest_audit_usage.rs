@@ -43,16 +43,7 @@ async fn admins_read_their_audit_log_filtered_and_paged_and_no_one_elses() {
     let res = app.http.get(app.url("/api/v1/audit-logs")).bearer_auth(&member).send().await.unwrap();
     assert_eq!(res.status(), 403);
     let other_admin = user_token(other, UserId::new(), Role::Admin);
-    let theirs: Value = app
-        .http
-        .get(app.url("/api/v1/audit-logs"))
-        .bearer_auth(&other_admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let theirs: Value = app.get_json("/api/v1/audit-logs", &other_admin).await;
     assert!(theirs["data"].as_array().unwrap().iter().all(|l| l["action"] == "tenant.create"));
     app.stop().await;
 }
@@ -69,44 +60,17 @@ async fn usage_is_reported_per_day_and_metric_for_the_callers_tenant_only() {
     tx.commit().await.unwrap();
 
     let token = user_token(tenant, UserId::new(), Role::Member);
-    let usage: Value = app
-        .http
-        .get(app.url("/api/v1/usage"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let usage: Value = app.get_json("/api/v1/usage", &token).await;
     let rows = usage["data"].as_array().unwrap();
     let value = |m: &str| {
         rows.iter().find(|r| r["metric"] == m).map(|r| r["value"].as_str().unwrap().parse::<f64>().unwrap())
     };
     assert_eq!(value("tokens_in"), Some(150.0));
     assert_eq!(value("cost_usd"), Some(0.012345));
-    let only: Value = app
-        .http
-        .get(app.url("/api/v1/usage?metric=cost_usd"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let only: Value = app.get_json("/api/v1/usage?metric=cost_usd", &token).await;
     assert_eq!(only["data"].as_array().unwrap().len(), 1);
 
-    let theirs: Value = app
-        .http
-        .get(app.url("/api/v1/usage"))
-        .bearer_auth(user_token(other, UserId::new(), Role::Owner))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let theirs: Value = app.get_json("/api/v1/usage", user_token(other, UserId::new(), Role::Owner)).await;
     assert_eq!(theirs["data"], json!([]));
     for bad in ["?from=2026-02-01&to=2026-01-01", "?from=2020-01-01&to=2026-01-01", "?from=tomorrow"] {
         let res =

@@ -101,7 +101,7 @@ async fn a_deleted_tenants_tokens_stop_working() {
     let app = TestApp::spawn().await;
     let tenant = app.create_tenant("doomed").await;
     let token = user_token(tenant, UserId::new(), Role::Owner);
-    assert_eq!(app.http.get(app.url("/api/v1/me")).bearer_auth(&token).send().await.unwrap().status(), 200);
+    assert_eq!(app.status_of(reqwest::Method::GET, "/api/v1/me", &token).await, 200);
     let url = app.url(&format!("/api/v1/tenants/{tenant}"));
     assert_eq!(app.http.delete(url).bearer_auth(platform_token()).send().await.unwrap().status(), 204);
     let res = app.http.get(app.url("/api/v1/projects")).bearer_auth(&token).send().await.unwrap();

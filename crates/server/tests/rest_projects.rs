@@ -26,16 +26,7 @@ async fn a_member_creates_lists_patches_and_deletes_projects_and_each_change_is_
         assert_eq!(p["tenant_id"], tenant.to_string());
         ids.push(p["id"].as_str().unwrap().to_owned());
     }
-    let page: Value = app
-        .http
-        .get(app.url("/api/v1/projects?limit=2"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = app.get_json("/api/v1/projects?limit=2", &token).await;
     let names: Vec<&str> =
         page["data"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["gamma", "beta"], "newest first");
@@ -102,16 +93,7 @@ async fn another_tenants_project_is_not_found_for_read_update_and_delete() {
     let res = app.http.patch(&url).bearer_auth(&ta).json(&json!({ "name": "stolen" })).send().await.unwrap();
     assert_eq!(res.status(), 404);
     assert_eq!(app.http.delete(&url).bearer_auth(&ta).send().await.unwrap().status(), 404);
-    let list: Value = app
-        .http
-        .get(app.url("/api/v1/projects"))
-        .bearer_auth(&ta)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = app.get_json("/api/v1/projects", &ta).await;
     assert_eq!(list["data"], json!([]));
 
     let still: Value = app.http.get(&url).bearer_auth(&tb).send().await.unwrap().json().await.unwrap();
@@ -172,9 +154,6 @@ async fn project_input_is_validated() {
     let after: Value =
         app.http.get(&project_url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
     assert_eq!(after["metadata"], json!({}), "unchanged");
-    assert_eq!(
-        app.http.get(app.url("/api/v1/projects/123")).bearer_auth(&token).send().await.unwrap().status(),
-        404
-    );
+    assert_eq!(app.status_of(reqwest::Method::GET, "/api/v1/projects/123", &token).await, 404);
     app.stop().await;
 }

@@ -47,10 +47,7 @@ async fn over_the_tenant_rate_requests_get_429_with_retry_after_and_headers() {
 
     // Another tenant is not affected.
     let other = user_token(app.create_tenant("free").await, UserId::new(), Role::Member);
-    assert_eq!(
-        app.http.get(app.url("/api/v1/projects")).bearer_auth(&other).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(app.status_of(reqwest::Method::GET, "/api/v1/projects", &other).await, 200);
     app.stop().await;
 }
 

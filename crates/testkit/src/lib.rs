@@ -213,3 +213,44 @@ async fn create_tenant_at(http: &reqwest::Client, url: &str, name: &str) -> Tena
     let body: serde_json::Value = res.json().await.unwrap_or_else(|e| panic!("{e}"));
     body["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no id in {body}"))
 }
+
+/// `GET url` with a bearer token, answered as JSON.
+async fn get_json_at(http: &reqwest::Client, url: &str, token: impl std::fmt::Display) -> serde_json::Value {
+    let res = http.get(url).bearer_auth(token).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    res.json().await.unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
+/// The status of `method url` with a bearer token and no body.
+async fn status_at(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: impl std::fmt::Display,
+) -> reqwest::StatusCode {
+    let res = http.request(method, url).bearer_auth(token).send().await;
+    res.unwrap_or_else(|e| panic!("{url}: {e}")).status()
+}
+
+macro_rules! request_helpers {
+    ($t:ty) => {
+        impl $t {
+            /// `GET path` with a bearer token, answered as JSON.
+            pub async fn get_json(&self, path: &str, token: impl std::fmt::Display) -> serde_json::Value {
+                get_json_at(&self.http, &self.url(path), token).await
+            }
+
+            /// The status of `method path` with a bearer token and no body.
+            pub async fn status_of(
+                &self,
+                method: reqwest::Method,
+                path: &str,
+                token: impl std::fmt::Display,
+            ) -> reqwest::StatusCode {
+                status_at(&self.http, method, &self.url(path), token).await
+            }
+        }
+    };
+}
+
+request_helpers!(TestApp);
+request_helpers!(Node);
