@@ -95,10 +95,6 @@ impl Jwks {
         jwks
     }
 
-    pub fn key_count(&self) -> usize {
-        self.state.read().map(|s| s.keys.len()).unwrap_or(0)
-    }
-
     fn lookup(&self, kid: &str) -> Option<KeyEntry> {
         self.state.read().ok()?.keys.get(kid).cloned()
     }
