@@ -58,6 +58,7 @@ pub(crate) async fn create(
         conversations::add_participant(&mut tx, id, *user).await?;
     }
     tx.commit().await?;
+    state.directory.authz_changed(member.ctx.tenant_id).await;
     Ok((StatusCode::CREATED, Json(conversation)))
 }
 
@@ -115,5 +116,6 @@ pub(crate) async fn remove(
     };
     audit::record(&mut tx, &member.caller.actor(), &entry).await?;
     tx.commit().await?;
+    state.directory.authz_changed(member.ctx.tenant_id).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,9 +2,12 @@
 //! `router()`, and [`error::ApiError`], the single `ErrorKind` → HTTP mapping.
 //! Every response carries `x-request-id`; every error body carries it too.
 
+mod admin;
 mod api_keys;
 mod audit_logs;
 pub mod auth;
+mod broadcast;
+mod connections;
 mod conversations;
 pub mod error;
 pub mod extract;
@@ -13,6 +16,7 @@ mod me;
 mod messages;
 mod metrics;
 pub mod openapi;
+mod presence;
 mod projects;
 pub mod ratelimit;
 mod request_id;
@@ -65,8 +69,10 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// The whole HTTP application: routes, CORS, request ids, request spans, error bodies.
-pub fn router(state: AppState, cors_origins: &[String]) -> Router {
+/// The whole HTTP application: routes, CORS, request ids, request spans, error
+/// bodies. `socket_io` mounts the Socket.IO layer inside CORS, request ids and
+/// tracing but outside the per-IP and per-tenant limiters (sockets have their own).
+pub fn router(state: AppState, cors_origins: &[String], socket_io: impl FnOnce(Router) -> Router) -> Router {
     let v1 = Router::new()
         .merge(api_keys::router())
         .merge(tenants::router())
@@ -76,16 +82,21 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .merge(messages::router())
         .merge(audit_logs::router())
         .merge(usage::router())
+        .merge(broadcast::router())
+        .merge(presence::router())
+        .merge(connections::router())
         .layer(middleware::from_fn_with_state(state.clone(), ratelimit::per_tenant));
-    Router::new()
+    let http = Router::new()
         .merge(health::router())
         .merge(metrics::router())
         .merge(openapi::router())
+        .merge(admin::router())
         .nest("/api/v1", v1)
         .fallback(error::not_found)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
-        .layer(ratelimit::per_ip())
+        .layer(ratelimit::per_ip());
+    socket_io(http)
         .layer(middleware::from_fn(request_id::stamp_error_bodies))
         .layer(tower::util::option_layer(cors(cors_origins)))
         .layer(

@@ -1,7 +1,9 @@
 //! `GET /conversations/{id}/messages?limit&before` and `POST` the same, which
 //! honours `Idempotency-Key`: the same key again stores nothing new and answers
 //! with the stored message (`200`, `Idempotent-Replayed: true`); the same key for
-//! a different message is `409`.
+//! a different message is `409`. A newly stored message goes out as
+//! `message:new` to the conversation's subscribers (the same path as the
+//! `message:send` socket event).
 
 use crate::AppState;
 use crate::auth::Member;
@@ -15,7 +17,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_db::repo::conversations;
-use switchboard_db::repo::messages::{self, Created, Message, NewMessage};
+use switchboard_db::repo::messages::{self, Created, Message};
+use switchboard_realtime::messages::{Outgoing, send_message};
 use switchboard_domain::{ConversationId, ErrorKind, Principal};
 use uuid::Uuid;
 use validator::Validate;
@@ -70,17 +73,14 @@ pub(crate) async fn create(
         Principal::ApiKey { .. } => "agent",
         _ => "user",
     };
-    let mut tx = state.db.begin(&member.ctx).await?;
-    conversations::get(&mut tx, conversation).await?;
-    let new = NewMessage {
+    let out = Outgoing {
         conversation,
         sender_kind,
         content: &body.content,
         metadata: &metadata,
         idempotency_key: key.as_deref(),
     };
-    let created = messages::create(&mut tx, &new).await?;
-    tx.commit().await?;
+    let created = send_message(&state.realtime, &member.ctx, &out).await?;
     Ok(match created {
         Created::New(message) => (StatusCode::CREATED, Json(message)).into_response(),
         Created::Replayed(message) => {

@@ -79,6 +79,8 @@ impl Modify for Security {
         crate::messages::create, crate::messages::list,
         crate::audit_logs::list,
         crate::usage::show,
+        crate::broadcast::broadcast, crate::presence::show, crate::connections::disconnect,
+        crate::admin::drain,
     ),
     components(schemas(ErrorResponse, ErrorDetail)),
     modifiers(&Security),

@@ -139,5 +139,6 @@ pub(crate) async fn remove(
     };
     audit::record(&mut tx, &member.caller.actor(), &entry).await?;
     tx.commit().await?;
+    state.directory.authz_changed(member.ctx.tenant_id).await;
     Ok(StatusCode::NO_CONTENT)
 }

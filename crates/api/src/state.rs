@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use switchboard_auth::{ApiKeyHasher, Verifier};
 use switchboard_cluster::{RateLimiter, Redis};
 use switchboard_db::Database;
-use switchboard_realtime::Directory;
+use switchboard_realtime::{Directory, Realtime};
+use tokio::sync::Notify;
 
 #[derive(Clone, Debug)]
 pub struct AppState {
@@ -16,29 +17,46 @@ pub struct AppState {
     pub key_hasher: ApiKeyHasher,
     pub directory: Directory,
     pub limiter: RateLimiter,
+    pub realtime: Realtime,
     draining: Arc<AtomicBool>,
+    shutdown: Arc<Notify>,
 }
 
 impl AppState {
+    #[allow(clippy::too_many_arguments)] // each is one shared service, wired once at start
     pub fn new(
         db: Database,
         redis: Option<Redis>,
-        verifier: Verifier,
+        verifier: Arc<Verifier>,
         key_hasher: ApiKeyHasher,
         directory: Directory,
         limiter: RateLimiter,
+        realtime: Realtime,
         node_id: impl Into<Arc<str>>,
     ) -> Self {
         Self {
             db,
             redis,
             node_id: node_id.into(),
-            verifier: Arc::new(verifier),
+            verifier,
             key_hasher,
             directory,
             limiter,
+            realtime,
             draining: Arc::new(AtomicBool::new(false)),
+            shutdown: Arc::new(Notify::new()),
         }
+    }
+
+    /// Asks the server to drain and stop (`POST /admin/drain`).
+    pub fn request_shutdown(&self) {
+        self.start_draining();
+        self.shutdown.notify_one();
+    }
+
+    /// Completes once [`Self::request_shutdown`] was called.
+    pub async fn shutdown_requested(&self) {
+        self.shutdown.notified().await
     }
 
     /// Marks the node as draining: readiness answers 503 from now on.
@@ -47,6 +65,6 @@ impl AppState {
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
+        self.draining.load(Ordering::SeqCst) || self.realtime.is_draining()
     }
 }

@@ -143,6 +143,12 @@ pub(crate) async fn update(
     audit::record_platform(&mut tx, id, &caller.actor(), &entry).await?;
     tx.commit().await?;
     state.directory.tenant_changed(id).await;
+    if body.status == Some(TenantStatus::Suspended) {
+        // Open sockets go too, on every node; new ones are refused by the guard.
+        if let Err(kind) = state.realtime.disconnect_tenant(id).await {
+            tracing::error!(?kind, tenant_id = %id, "suspended tenant's sockets not disconnected");
+        }
+    }
     Ok(Json(tenant.into()))
 }
 
@@ -158,6 +164,9 @@ pub(crate) async fn remove(
     tx.commit().await?;
     state.directory.tenant_changed(id).await;
     state.directory.api_keys_changed().await;
+    if let Err(kind) = state.realtime.disconnect_tenant(id).await {
+        tracing::error!(?kind, tenant_id = %id, "deleted tenant's sockets not disconnected");
+    }
     // The tenant's audit log goes with it, so the deletion is recorded in the log stream.
     tracing::info!(tenant_id = %id, actor = %caller.actor().id, "tenant deleted");
     Ok(StatusCode::NO_CONTENT)

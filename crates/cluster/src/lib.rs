@@ -7,9 +7,15 @@
 //! is down keeps serving and reports itself not ready.
 
 pub mod cache;
+pub mod connections;
+pub mod presence;
 pub mod ratelimit;
 mod redis;
+pub mod topics;
 
+pub use connections::Connections;
+pub use presence::Presence;
 pub use cache::{Cache, CacheStats, Kind, Namespace};
 pub use ratelimit::{Decision, Quota, RateLimiter};
 pub use redis::{ClusterError, Redis};
+pub use topics::{Delivery, HistoryConfig, Offset, Replay, TopicEvent, Topics};

@@ -42,9 +42,10 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local tolerance = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3] or '1')
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
-local new_tat = tat + interval
+local new_tat = tat + interval * cost
 local allow_at = new_tat - tolerance
 if now < allow_at then
   return {0, allow_at - now, tat - now}
@@ -53,17 +54,23 @@ redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
 return {1, 0, new_tat - now}
 "#;
 
-const NODES_KEY: &str = "sb:nodes";
+pub(crate) const NODES_KEY: &str = "sb:nodes";
 /// A decision waits at most this long for Redis before falling back.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 const HEARTBEAT: Duration = Duration::from_secs(2);
-const NODE_EXPIRY: Duration = Duration::from_secs(10);
+pub(crate) const NODE_EXPIRY: Duration = Duration::from_secs(10);
 
 /// One GCRA step on local state: `tat` is the theoretical arrival time in µs
 /// since `epoch`. Returns (allowed, wait µs, µs until full).
+#[cfg(test)]
 fn gcra(tat: &mut u64, now: u64, interval: u64, tolerance: u64) -> (bool, u64, u64) {
+    gcra_n(tat, now, interval, tolerance, 1)
+}
+
+/// [`gcra`] for `cost` cells at once.
+fn gcra_n(tat: &mut u64, now: u64, interval: u64, tolerance: u64, cost: u64) -> (bool, u64, u64) {
     let current = (*tat).max(now);
-    let new_tat = current + interval;
+    let new_tat = current + interval * cost;
     let allow_at = new_tat.saturating_sub(tolerance);
     if now < allow_at {
         return (false, allow_at - now, current - now);
@@ -134,6 +141,13 @@ impl RateLimiter {
 
     /// Takes one request from `key`'s budget.
     pub async fn check(&self, key: &str, quota: Quota) -> Decision {
+        self.check_n(key, quota, 1).await
+    }
+
+    /// Takes `cost` cells from `key`'s budget at once, or none (a node leasing a
+    /// batch of event budget). `cost` above the burst is never admitted.
+    pub async fn check_n(&self, key: &str, quota: Quota, cost: u32) -> Decision {
+        let cost = u64::from(cost.max(1));
         let quota = Quota { per_second: quota.per_second.max(1), burst: quota.burst.max(1) };
         let interval = 1_000_000 / u64::from(quota.per_second);
         let tolerance = interval * u64::from(quota.burst);
@@ -141,7 +155,7 @@ impl RateLimiter {
             let redis_key = format!("sb:rl:{key}");
             let answer: Result<Vec<i64>, String> = match self.inner.redis.as_ref().and_then(Redis::live) {
                 Some(client) => {
-                    let args = vec![interval as i64, tolerance as i64];
+                    let args = vec![interval as i64, tolerance as i64, cost as i64];
                     let call = self.inner.script.evalsha_with_reload(client, redis_key, args);
                     match tokio::time::timeout(REDIS_TIMEOUT, call).await {
                         Ok(r) => r.map_err(|e| e.to_string()),
@@ -170,20 +184,20 @@ impl RateLimiter {
             let nodes = self.live_nodes();
             let share =
                 Quota { per_second: (quota.per_second / nodes).max(1), burst: (quota.burst / nodes).max(1) };
-            return self.check_local(&format!("fallback:{key}"), share);
+            return self.check_local(&format!("fallback:{key}"), share, cost);
         }
-        self.check_local(key, quota)
+        self.check_local(key, quota, cost)
     }
 
-    fn check_local(&self, key: &str, quota: Quota) -> Decision {
+    fn check_local(&self, key: &str, quota: Quota, cost: u64) -> Decision {
         let interval = 1_000_000 / u64::from(quota.per_second.max(1));
         let tolerance = interval * u64::from(quota.burst.max(1));
         let cell = self.inner.local.get_with(key.to_owned(), || Arc::new(Mutex::new(0)));
         let now = self.inner.epoch.elapsed().as_micros() as u64;
         let (allowed, wait, full) = match cell.lock() {
-            Ok(mut tat) => gcra(&mut tat, now, interval, tolerance),
+            Ok(mut tat) => gcra_n(&mut tat, now, interval, tolerance, cost),
             // A poisoned cell only means another request panicked mid-update.
-            Err(poisoned) => gcra(&mut poisoned.into_inner(), now, interval, tolerance),
+            Err(poisoned) => gcra_n(&mut poisoned.into_inner(), now, interval, tolerance, cost),
         };
         decision(quota, interval, allowed, wait, full)
     }

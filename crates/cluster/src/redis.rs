@@ -18,12 +18,14 @@ pub enum ClusterError {
     Redis(#[from] fred::error::Error),
     #[error("redis did not answer in time")]
     Timeout,
+    #[error("redis answered unexpectedly: {0}")]
+    Unexpected(String),
 }
 
 impl ClusterError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ClusterError::Config(_) => ErrorKind::Internal,
+            ClusterError::Config(_) | ClusterError::Unexpected(_) => ErrorKind::Internal,
             ClusterError::Redis(_) | ClusterError::Timeout => ErrorKind::Unavailable,
         }
     }
@@ -58,6 +60,9 @@ impl Redis {
             })
             .with_performance_config(|p| {
                 p.default_command_timeout = Duration::from_secs(2);
+                // Topic fan-out arrives through this channel; a reader that falls
+                // this far behind resynchronises from history instead.
+                p.broadcast_channel_capacity = 16_384;
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
         let client = builder.build()?;
@@ -88,6 +93,36 @@ impl Redis {
     pub(crate) async fn subscribe(&self, channel: &str) -> Result<(), ClusterError> {
         self.subscriber.subscribe(channel).await?;
         Ok(())
+    }
+
+    /// Whether Redis is a cluster, where topic channels are sharded
+    /// (`SSUBSCRIBE`/`SPUBLISH`) so fan-out capacity grows with the shards.
+    pub(crate) fn sharded(&self) -> bool {
+        self.client.is_clustered()
+    }
+
+    /// Subscribes to a topic channel, sharded on a cluster (kept across reconnects).
+    pub(crate) async fn subscribe_topic(&self, channel: &str) -> Result<(), ClusterError> {
+        if self.sharded() {
+            self.subscriber.ssubscribe(channel).await?;
+        } else {
+            self.subscriber.subscribe(channel).await?;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn unsubscribe_topic(&self, channel: &str) -> Result<(), ClusterError> {
+        if self.sharded() {
+            self.subscriber.sunsubscribe(channel).await?;
+        } else {
+            self.subscriber.unsubscribe(channel).await?;
+        }
+        Ok(())
+    }
+
+    /// The command connection, even while it reconnects (commands queue).
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Every pub/sub message this node receives.

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use switchboard_cluster::cache::TypeMismatch;
 use switchboard_cluster::{Cache, Kind, Namespace};
 use switchboard_db::repo::api_keys::{self, KeyGrant};
-use switchboard_db::repo::tenants;
-use switchboard_db::{Database, DbError};
-use switchboard_domain::{ErrorKind, Limits, TenantId, TenantStatus};
+use switchboard_db::repo::{conversations, projects, tenants};
+use switchboard_db::{Database, DbError, TenantContext};
+use switchboard_domain::{ErrorKind, Limits, TenantId, TenantStatus, Topic};
 use uuid::Uuid;
 
 /// What the directory knows of a tenant.
@@ -86,6 +86,41 @@ impl Directory {
                 Ok(grant)
             })
             .await
+    }
+
+    /// Whether the context's user may see (and so subscribe to) the topic's
+    /// target: a conversation RLS lets them read, a project of their tenant.
+    /// Channels and runs need only tenant membership. Cached per tenant until
+    /// [`Self::authz_changed`].
+    pub async fn may_subscribe(&self, ctx: &TenantContext, topic: &Topic) -> Result<bool, Arc<DirectoryError>> {
+        let key = match topic {
+            Topic::Conversation(id) => format!("c:{id}:{}:{}", ctx.user_id.map(|u| u.to_string()).unwrap_or_default(), ctx.role),
+            Topic::Project(id) => format!("p:{id}"),
+            Topic::Run(_) | Topic::Channel(_) => return Ok(true),
+        };
+        let (db, ctx, topic) = (self.db.clone(), *ctx, topic.clone());
+        self.cache
+            .get_or_load(Namespace::new(ctx.tenant_id.as_uuid(), Kind::Authz), &key, || async move {
+                let mut tx = db.begin(&ctx).await?;
+                let found = match topic {
+                    Topic::Conversation(id) => conversations::get(&mut tx, id).await.map(|_| ()),
+                    Topic::Project(id) => projects::get(&mut tx, id).await.map(|_| ()),
+                    Topic::Run(_) | Topic::Channel(_) => Ok(()),
+                };
+                tx.commit().await?;
+                match found {
+                    Ok(()) => Ok(true),
+                    Err(DbError::NotFound) => Ok(false),
+                    Err(e) => Err(DirectoryError::Db(e)),
+                }
+            })
+            .await
+    }
+
+    /// Call after something that answers [`Self::may_subscribe`] changed
+    /// (a conversation or project deleted, participants changed).
+    pub async fn authz_changed(&self, tenant: TenantId) {
+        self.cache.invalidate(Namespace::new(tenant.as_uuid(), Kind::Authz)).await;
     }
 
     /// Call after a tenant's status or limits changed (or it was deleted).

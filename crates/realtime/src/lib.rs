@@ -1,9 +1,222 @@
-//! The Socket.IO layer: the handshake guard, topics and their authorization, one
-//! file per event group, bus ↔ local rooms, and drain. [`codes`] is the one place
-//! an [`ErrorKind`](switchboard_domain::ErrorKind) becomes what a Socket.IO client
+//! The Socket.IO layer: the handshake guard ([`handshake`]), topics and their
+//! authorization ([`subscribe`]), presence ([`presence`]), `message:send`
+//! ([`messages`]), event limits ([`limits`]), the bus ↔ local rooms ([`hub`]) and
+//! drain ([`drain`]). [`codes`] is the one place an
+//! [`ErrorKind`](switchboard_domain::ErrorKind) becomes what a Socket.IO client
 //! sees.
+//!
+//! [`Realtime`] is also what REST reaches for: [`Realtime::publish`] (broadcasts,
+//! messages, runs), [`Realtime::presence`], [`Realtime::disconnect_user`] and
+//! [`Realtime::drain`] work across every node.
 
 pub mod codes;
 pub mod directory;
+pub mod drain;
+mod envelope;
+pub mod handshake;
+mod hub;
+pub mod limits;
+pub mod messages;
+pub mod presence;
+mod session;
+pub mod subscribe;
 
 pub use directory::{Directory, DirectoryError, TenantInfo};
+pub use envelope::From;
+pub use session::Session;
+pub use subscribe::check_event_name;
+
+use serde_json::value::RawValue;
+use socketioxide::SocketIo;
+use socketioxide::handler::ConnectHandler;
+use socketioxide::layer::SocketIoLayer;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use switchboard_auth::Verifier;
+use switchboard_cluster::{ClusterError, Connections, HistoryConfig, Offset, Presence, RateLimiter, Topics};
+use switchboard_db::Database;
+use switchboard_domain::{ErrorKind, TenantId, Topic, UserId};
+
+/// Node-wide settings of the Socket.IO layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RealtimeConfig {
+    /// Events one socket may send per second (also bounded by its tenant's rate).
+    pub socket_events_per_second: u32,
+    /// Most events a `subscribe` with `since` replays; more means `recovered: false`.
+    pub replay_limit: u32,
+    /// Per-topic history: count and age.
+    pub history: HistoryConfig,
+    /// Packets queued for one socket before it counts as too slow.
+    pub socket_buffer: usize,
+    /// Largest Socket.IO packet accepted from a client (bytes).
+    pub max_packet_bytes: u64,
+    /// How long a drain takes to close every socket.
+    pub drain_window: Duration,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        Self {
+            socket_events_per_second: 100,
+            replay_limit: 1_000,
+            history: HistoryConfig::default(),
+            socket_buffer: 256,
+            max_packet_bytes: 1024 * 1024,
+            drain_window: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What the layer needs from the rest of the node.
+#[derive(Clone, Debug)]
+pub struct Deps {
+    pub db: Database,
+    pub redis: Option<switchboard_cluster::Redis>,
+    pub verifier: Arc<Verifier>,
+    pub directory: Directory,
+    pub limiter: RateLimiter,
+    /// This process in the cluster: node id plus a random suffix.
+    pub instance: String,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: RealtimeConfig,
+    pub(crate) db: Database,
+    pub(crate) verifier: Arc<Verifier>,
+    pub(crate) directory: Directory,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) topics: Topics,
+    pub(crate) presence: Presence,
+    pub(crate) connections: Connections,
+    pub(crate) hub: hub::Hub,
+    pub(crate) budgets: limits::TenantBudgets,
+    pub(crate) draining: AtomicBool,
+    pub(crate) io: OnceLock<SocketIo>,
+}
+
+impl Inner {
+    pub(crate) async fn hub_offset(&self, room: &str) -> Option<String> {
+        self.hub.offset(room).await.map(|o| o.to_string())
+    }
+}
+
+/// The Socket.IO layer's handle; cheap to clone.
+#[derive(Clone)]
+pub struct Realtime {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Realtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Realtime").field("config", &self.inner.config).finish_non_exhaustive()
+    }
+}
+
+/// The control topic every node listens to (disconnects, ...).
+pub(crate) const CONTROL_ROOM: &str = "sys:control";
+
+impl Realtime {
+    /// Builds the layer to mount on the HTTP router and starts the bus reader.
+    /// Call from within a tokio runtime.
+    pub async fn new(deps: Deps, config: RealtimeConfig) -> Result<(Self, SocketIoLayer), ClusterError> {
+        let (topics, deliveries) = Topics::new(deps.redis.clone(), config.history);
+        let presence = Presence::new(deps.redis.clone(), &deps.instance);
+        let connections = Connections::new(deps.redis.clone(), &deps.instance, deps.limiter.clone());
+        let inner = Arc::new(Inner {
+            config,
+            db: deps.db,
+            verifier: deps.verifier,
+            directory: deps.directory,
+            limiter: deps.limiter.clone(),
+            topics,
+            presence,
+            connections,
+            hub: hub::Hub::default(),
+            budgets: limits::TenantBudgets::default(),
+            draining: AtomicBool::new(false),
+            io: OnceLock::new(),
+        });
+        let rt = Self { inner };
+        let (layer, io) = SocketIo::builder()
+            .with_state(rt.clone())
+            .max_buffer_size(config.socket_buffer)
+            .max_payload(config.max_packet_bytes)
+            .ws_max_message_size(config.max_packet_bytes as usize)
+            .ws_read_buffer_size(1024)
+            .ping_interval(Duration::from_secs(25))
+            .ping_timeout(Duration::from_secs(20))
+            .connect_timeout(Duration::from_secs(10))
+            .build_layer();
+        io.ns("/", handshake::on_connect.with(handshake::guard));
+        let _ = rt.inner.io.set(io.clone());
+        // The control topic is always subscribed; a failure here (Redis still
+        // connecting) is retried by the resubscription after reconnect.
+        if let Err(e) = rt.inner.topics.subscribe(CONTROL_ROOM).await {
+            tracing::warn!(error = %e, "control topic not subscribed yet");
+        }
+        tokio::spawn(hub::dispatch(Arc::downgrade(&rt.inner), io, deliveries));
+        tokio::spawn(presence::reaper(Arc::downgrade(&rt.inner)));
+        Ok((rt, layer))
+    }
+
+    /// Publishes `event` with `data` on `topic` in `tenant`, to subscribers on
+    /// every node (except the socket `except`, the sender), and into history.
+    pub async fn publish(
+        &self,
+        tenant: TenantId,
+        topic: &Topic,
+        event: &str,
+        data: &RawValue,
+        from: Option<&From>,
+        except: Option<&str>,
+    ) -> Result<Offset, ErrorKind> {
+        let room = topic.room(tenant);
+        let payload = envelope::stored(event, &topic.to_string(), data, from, except)?;
+        self.inner.topics.publish(&room, &payload).await.map_err(|e| {
+            tracing::error!(error = %e, room, "publish failed");
+            e.kind()
+        })
+    }
+
+    /// The presence entries on `topic` in `tenant`, from every node.
+    pub async fn presence(&self, tenant: TenantId, topic: &Topic) -> Result<Vec<serde_json::Value>, ErrorKind> {
+        presence::list(&self.inner, &topic.room(tenant)).await
+    }
+
+    /// Disconnects every socket of `user` in `tenant`, on every node; the number
+    /// is not known in advance (sockets on other nodes), so nothing is returned.
+    pub async fn disconnect_user(&self, tenant: TenantId, user: UserId) -> Result<(), ErrorKind> {
+        hub::send_control(&self.inner, &hub::Control::Disconnect { tenant, user }).await
+    }
+
+    /// Disconnects every socket of `tenant` on every node (it was suspended).
+    pub async fn disconnect_tenant(&self, tenant: TenantId) -> Result<(), ErrorKind> {
+        hub::send_control(&self.inner, &hub::Control::DisconnectTenant { tenant }).await
+    }
+
+    /// Whether `ctx`'s user may subscribe to `topic` (cached briefly).
+    pub async fn may_subscribe(&self, ctx: &switchboard_db::TenantContext, topic: &Topic) -> Result<bool, ErrorKind> {
+        self.inner.directory.may_subscribe(ctx, topic).await.map_err(|e| e.kind())
+    }
+
+    /// Topics this node has local subscribers for.
+    pub fn local_topics(&self) -> usize {
+        self.inner.hub.len()
+    }
+
+    /// Sockets connected to this node.
+    pub fn local_sockets(&self) -> usize {
+        self.inner.io.get().map(|io| io.sockets().len()).unwrap_or(0)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::SeqCst)
+    }
+
+    /// Refuses new connections from now on, tells every socket `system:drain` and
+    /// closes them in batches over the drain window. Returns when all are closed.
+    pub async fn drain(&self) {
+        drain::drain(&self.inner).await
+    }
+}

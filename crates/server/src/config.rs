@@ -21,6 +21,9 @@ pub struct Config {
     pub api_key_secret: SecretString,
     pub cors_allowed_origins: Vec<String>,
     pub node_id: String,
+    /// `TOPIC_HISTORY_SIZE`, `TOPIC_HISTORY_TTL_SECONDS`, `SOCKET_EVENTS_PER_SECOND`,
+    /// `DRAIN_SECONDS`: the Socket.IO layer's node-wide settings.
+    pub realtime: switchboard_realtime::RealtimeConfig,
 }
 
 impl fmt::Debug for Config {
@@ -159,6 +162,31 @@ impl Config {
 
         let node_id = env.get("NODE_ID").unwrap_or_else(default_node_id);
 
+        let mut realtime = switchboard_realtime::RealtimeConfig::default();
+        let mut number = |name: &str, max: u64, why: &str| -> Option<u64> {
+            let raw = env.get(name)?;
+            match raw.parse::<u64>() {
+                Ok(n) if (1..=max).contains(&n) => Some(n),
+                _ => {
+                    problems.push(format!("{name}: `{raw}` is not a whole number from 1 to {max} ({why})"));
+                    None
+                }
+            }
+        };
+        if let Some(n) = number("TOPIC_HISTORY_SIZE", 1_000_000, "events kept per topic for recovery") {
+            realtime.history.max_len = n as u32;
+        }
+        if let Some(n) = number("TOPIC_HISTORY_TTL_SECONDS", 30 * 24 * 3600, "how long a topic's events are kept") {
+            realtime.history.ttl = std::time::Duration::from_secs(n);
+        }
+        if let Some(n) = number("SOCKET_EVENTS_PER_SECOND", 1_000_000, "events one socket may send per second") {
+            realtime.socket_events_per_second = n as u32;
+        }
+        if let Some(n) = number("DRAIN_SECONDS", 3600, "how long a drain spreads its socket closes") {
+            realtime.drain_window = std::time::Duration::from_secs(n);
+        }
+        realtime.replay_limit = realtime.replay_limit.min(realtime.history.max_len);
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -174,6 +202,7 @@ impl Config {
             api_key_secret: api_key_secret.unwrap_or_default().into(),
             cors_allowed_origins,
             node_id,
+            realtime,
         })
     }
 }

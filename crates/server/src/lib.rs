@@ -72,9 +72,24 @@ impl Application {
         .await;
         let directory =
             switchboard_realtime::Directory::new(db.clone(), cache, switchboard_domain::Limits::default());
-        let limiter = switchboard_cluster::RateLimiter::new(redis.clone(), &config.node_id);
-        let state = AppState::new(db, redis, verifier, hasher, directory, limiter, config.node_id.clone());
-        let router = switchboard_api::router(state.clone(), &config.cors_allowed_origins);
+        // This process in the cluster: a restarted node is a new instance, so
+        // nothing the previous one held (connection shares, presence) is mistaken
+        // for its own.
+        let instance = format!("{}#{:08x}", config.node_id, uuid::Uuid::new_v4().as_u128() as u32);
+        let limiter = switchboard_cluster::RateLimiter::new(redis.clone(), &instance);
+        let verifier = std::sync::Arc::new(verifier);
+        let deps = switchboard_realtime::Deps {
+            db: db.clone(),
+            redis: redis.clone(),
+            verifier: verifier.clone(),
+            directory: directory.clone(),
+            limiter: limiter.clone(),
+            instance,
+        };
+        let (realtime, socket_io) = switchboard_realtime::Realtime::new(deps, config.realtime).await?;
+        let state =
+            AppState::new(db, redis, verifier, hasher, directory, limiter, realtime, config.node_id.clone());
+        let router = switchboard_api::router(state.clone(), &config.cors_allowed_origins, |r| r.layer(socket_io));
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         Ok(Self { listener, state, router })
@@ -98,9 +113,13 @@ impl Application {
         let drain_state = state.clone();
         axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
-                shutdown.await;
+                tokio::select! {
+                    () = shutdown => {}
+                    () = drain_state.shutdown_requested() => {}
+                }
                 tracing::info!("shutting down: draining");
                 drain_state.start_draining();
+                drain_state.realtime.drain().await;
             })
             .await
             .map_err(StartError::Serve)?;

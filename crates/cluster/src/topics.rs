@@ -1,0 +1,554 @@
+//! Per-topic fan-out and history: the bus that carries a topic's events to the
+//! nodes that have subscribers for it, and the bounded history a reconnecting
+//! client recovers from.
+//!
+//! Guarantees:
+//! - [`Topics::publish`] appends the event to the topic's history and publishes it
+//!   in one atomic step (a Lua script), so every event that any node receives live
+//!   is also in history, and history order is delivery order. It returns the
+//!   event's [`Offset`].
+//! - A node receives a topic's events only between [`Topics::subscribe`] and
+//!   [`Topics::unsubscribe`] (one Redis channel per topic; sharded pub/sub when
+//!   Redis is a cluster). The caller counts local subscribers and calls these on
+//!   the first and the last.
+//! - Live events reach the receiver returned by [`Topics::new`] in offset order
+//!   per topic. When they may have been interrupted (the subscriber reconnected,
+//!   or this node fell behind), the receiver gets [`Delivery::Resync`]: read each
+//!   topic from its last delivered offset to close the gap.
+//! - History keeps at most `max_len` events per topic, none older than `ttl`
+//!   (both checked on each publish), and the topic's keys expire `ttl` after its
+//!   last event. [`Topics::read`] answers `recovered: false` whenever an event
+//!   after `since` may be missing: trimmed, expired, or Redis lost the topic
+//!   (every topic has an epoch, renewed when its keys are gone, that is part of
+//!   each offset).
+//!
+//! Without Redis, [`Topics`] keeps the same promises inside the process.
+
+use crate::{ClusterError, Redis};
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{broadcast, mpsc};
+
+/// An event's place in its topic's history: the topic's epoch and a stream id.
+/// Written `"{epoch}:{ms}-{seq}"`; opaque to clients.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Offset {
+    epoch: Box<str>,
+    ms: u64,
+    seq: u64,
+}
+
+impl Offset {
+    pub fn parse(s: &str) -> Option<Self> {
+        let (epoch, id) = s.split_once(':')?;
+        let (ms, seq) = id.split_once('-')?;
+        let ok = (1..=32).contains(&epoch.len()) && epoch.bytes().all(|b| b.is_ascii_alphanumeric());
+        if !ok {
+            return None;
+        }
+        Some(Self { epoch: epoch.into(), ms: ms.parse().ok()?, seq: seq.parse().ok()? })
+    }
+
+    /// Whether `self` comes after `other` in the same epoch; `None` when the
+    /// epochs differ (the topic's history was lost in between).
+    pub fn is_after(&self, other: &Offset) -> Option<bool> {
+        (self.epoch == other.epoch).then(|| (self.ms, self.seq) > (other.ms, other.seq))
+    }
+
+    pub fn same_epoch(&self, other: &Offset) -> bool {
+        self.epoch == other.epoch
+    }
+
+    fn stream_id(&self) -> String {
+        format!("{}-{}", self.ms, self.seq)
+    }
+}
+
+impl fmt::Display for Offset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}-{}", self.epoch, self.ms, self.seq)
+    }
+}
+
+/// One event of a topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicEvent {
+    pub offset: Offset,
+    pub payload: Arc<str>,
+}
+
+/// What the bus hands to the node.
+#[derive(Clone, Debug)]
+pub enum Delivery {
+    /// A live event of a topic this node subscribes to.
+    Event { room: Arc<str>, event: TopicEvent },
+    /// Live events may have been missed: catch up from history.
+    Resync,
+}
+
+/// The answer of [`Topics::read`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Replay {
+    /// `true` only if `events` is everything after `since` (up to the bound).
+    pub recovered: bool,
+    pub events: Vec<TopicEvent>,
+}
+
+/// How much history each topic keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryConfig {
+    pub max_len: u32,
+    pub ttl: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self { max_len: 1_000, ttl: Duration::from_secs(300) }
+    }
+}
+
+/// Live events waiting for the node; beyond this the bus reader waits, and
+/// Redis's broadcast channel absorbs the rest or reports a lag (→ resync).
+const DELIVERY_QUEUE: usize = 16_384;
+
+const COMMON: &str = r#"
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function before(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am < bm or (am == bm and as < bs)
+end
+local function info(key)
+  if redis.call('EXISTS', key) == 0 then return nil end
+  local r = redis.call('XINFO', 'STREAM', key)
+  local m = {}
+  for i = 1, #r, 2 do m[r[i]] = r[i + 1] end
+  return m
+end
+"#;
+
+/// KEYS: stream, epoch. ARGV: payload, max_len, ttl_ms, fresh epoch, channel, sharded.
+const PUBLISH: &str = r#"
+local e = redis.call('GET', KEYS[2])
+if not e then e = ARGV[4] end
+redis.call('SET', KEYS[2], e, 'PX', ARGV[3])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'p', ARGV[1])
+local t = redis.call('TIME')
+local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
+if cutoff > 0 then redis.call('XTRIM', KEYS[1], 'MINID', cutoff) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local off = e .. ':' .. id
+if ARGV[6] == '1' then
+  redis.call('SPUBLISH', ARGV[5], off .. ' ' .. ARGV[1])
+else
+  redis.call('PUBLISH', ARGV[5], off .. ' ' .. ARGV[1])
+end
+return off
+"#;
+
+/// KEYS: stream, epoch. ARGV: fresh epoch, ttl_ms. The topic's current offset.
+const TOP: &str = r#"
+local e = redis.call('GET', KEYS[2])
+if not e then
+  e = ARGV[1]
+  redis.call('SET', KEYS[2], e, 'PX', ARGV[2])
+end
+local m = info(KEYS[1])
+local id = '0-0'
+if m then id = m['last-generated-id'] end
+return e .. ':' .. id
+"#;
+
+/// KEYS: stream, epoch. ARGV: since epoch, since id, upto id or '+', limit.
+/// Returns {recovered, id1, payload1, id2, payload2, ...}.
+const READ: &str = r#"
+local e = redis.call('GET', KEYS[2])
+if (not e) or e ~= ARGV[1] then return {0} end
+local m = info(KEYS[1])
+if not m then return {1} end
+if before(ARGV[2], m['max-deleted-entry-id']) then return {0} end
+local limit = tonumber(ARGV[4])
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], ARGV[3], 'COUNT', limit + 1)
+if #entries > limit then return {0} end
+local out = {1}
+for _, en in ipairs(entries) do
+  out[#out + 1] = en[1]
+  out[#out + 1] = en[2][2]
+end
+return out
+"#;
+
+fn keys(room: &str) -> (String, String, String) {
+    (format!("sb:{{{room}}}:h"), format!("sb:{{{room}}}:e"), format!("sb:{{{room}}}:c"))
+}
+
+fn room_of_channel(channel: &str) -> Option<&str> {
+    channel.strip_prefix("sb:{")?.strip_suffix("}:c")
+}
+
+fn fresh_epoch() -> String {
+    let v = uuid::Uuid::new_v4().as_u128();
+    format!("{:08x}", (v & 0xffff_ffff) as u32)
+}
+
+/// The topics bus and history; cheap to clone.
+#[derive(Clone)]
+pub struct Topics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: HistoryConfig,
+    backend: Backend,
+}
+
+enum Backend {
+    Redis { redis: Redis, publish: Script, top: Script, read: Script },
+    Local { streams: Mutex<HashMap<Arc<str>, LocalStream>>, subscribed: Mutex<HashMap<Arc<str>, ()>>, tx: mpsc::Sender<Delivery> },
+}
+
+impl fmt::Debug for Topics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.inner.backend {
+            Backend::Redis { .. } => "redis",
+            Backend::Local { .. } => "local",
+        };
+        f.debug_struct("Topics").field("backend", &kind).field("history", &self.inner.config).finish()
+    }
+}
+
+impl Topics {
+    /// The bus on `redis`, or in-process without it, and the receiver of live
+    /// events for the topics this node subscribes to.
+    pub fn new(redis: Option<Redis>, config: HistoryConfig) -> (Self, mpsc::Receiver<Delivery>) {
+        let (tx, rx) = mpsc::channel(DELIVERY_QUEUE);
+        let backend = match redis {
+            Some(redis) => {
+                tokio::spawn(read_bus(redis.messages(), redis.reconnects(), tx));
+                Backend::Redis {
+                    redis,
+                    publish: Script::from_lua(format!("{COMMON}{PUBLISH}")),
+                    top: Script::from_lua(format!("{COMMON}{TOP}")),
+                    read: Script::from_lua(format!("{COMMON}{READ}")),
+                }
+            }
+            None => Backend::Local {
+                streams: Mutex::new(HashMap::new()),
+                subscribed: Mutex::new(HashMap::new()),
+                tx,
+            },
+        };
+        (Self { inner: Arc::new(Inner { config, backend }) }, rx)
+    }
+
+    pub fn history(&self) -> HistoryConfig {
+        self.inner.config
+    }
+
+    /// Appends `payload` to `room`'s history and sends it to every subscribed node.
+    pub async fn publish(&self, room: &str, payload: &str) -> Result<Offset, ClusterError> {
+        let ttl_ms = self.inner.config.ttl.as_millis().max(1) as u64;
+        match &self.inner.backend {
+            Backend::Redis { redis, publish, .. } => {
+                let (stream, epoch, channel) = keys(room);
+                let args: Vec<String> = vec![
+                    payload.to_owned(),
+                    self.inner.config.max_len.max(1).to_string(),
+                    ttl_ms.to_string(),
+                    fresh_epoch(),
+                    channel,
+                    if redis.sharded() { "1" } else { "0" }.to_owned(),
+                ];
+                let off: String = publish.evalsha_with_reload(redis.client(), vec![stream, epoch], args).await?;
+                Offset::parse(&off).ok_or_else(|| ClusterError::Unexpected(format!("offset {off}")))
+            }
+            Backend::Local { streams, subscribed, tx } => {
+                let (room, event) = {
+                    let mut streams = lock(streams);
+                    let (key, stream) = local_stream(&mut streams, room, self.inner.config);
+                    let event = stream.push(payload, self.inner.config);
+                    (key, event)
+                };
+                let listening = lock(subscribed).contains_key(&room);
+                if listening {
+                    // A full queue means the node is far behind: it resyncs.
+                    if tx.try_send(Delivery::Event { room, event: event.clone() }).is_err() {
+                        let _ = tx.try_send(Delivery::Resync);
+                    }
+                }
+                Ok(event.offset)
+            }
+        }
+    }
+
+    /// Starts receiving `room`'s live events on this node; returns the topic's
+    /// offset at a moment after the subscription took effect, so every later
+    /// event arrives live.
+    pub async fn subscribe(&self, room: &str) -> Result<Offset, ClusterError> {
+        match &self.inner.backend {
+            Backend::Redis { redis, .. } => {
+                let (_, _, channel) = keys(room);
+                redis.subscribe_topic(&channel).await?;
+                self.top(room).await
+            }
+            Backend::Local { subscribed, .. } => {
+                lock(subscribed).insert(room.into(), ());
+                self.top(room).await
+            }
+        }
+    }
+
+    /// Stops receiving `room`'s live events on this node.
+    pub async fn unsubscribe(&self, room: &str) -> Result<(), ClusterError> {
+        match &self.inner.backend {
+            Backend::Redis { redis, .. } => {
+                let (_, _, channel) = keys(room);
+                redis.unsubscribe_topic(&channel).await
+            }
+            Backend::Local { subscribed, .. } => {
+                lock(subscribed).remove(room);
+                Ok(())
+            }
+        }
+    }
+
+    /// The offset of the topic's latest event (or its start, in its current epoch).
+    pub async fn top(&self, room: &str) -> Result<Offset, ClusterError> {
+        let ttl_ms = self.inner.config.ttl.as_millis().max(1) as u64;
+        match &self.inner.backend {
+            Backend::Redis { redis, top, .. } => {
+                let (stream, epoch, _) = keys(room);
+                let args = vec![fresh_epoch(), ttl_ms.to_string()];
+                let off: String = top.evalsha_with_reload(redis.client(), vec![stream, epoch], args).await?;
+                Offset::parse(&off).ok_or_else(|| ClusterError::Unexpected(format!("offset {off}")))
+            }
+            Backend::Local { streams, .. } => {
+                let mut streams = lock(streams);
+                let (_, stream) = local_stream(&mut streams, room, self.inner.config);
+                Ok(stream.top())
+            }
+        }
+    }
+
+    /// The events after `since` up to `upto` (inclusive; `None` = latest), at
+    /// most `limit` of them; `recovered: false` (and no events) when some may be
+    /// missing or there are more than `limit`.
+    pub async fn read(
+        &self,
+        room: &str,
+        since: &Offset,
+        upto: Option<&Offset>,
+        limit: u32,
+    ) -> Result<Replay, ClusterError> {
+        if let Some(upto) = upto {
+            if !upto.same_epoch(since) {
+                return Ok(Replay { recovered: false, events: Vec::new() });
+            }
+            if upto.is_after(since) != Some(true) {
+                return Ok(Replay { recovered: true, events: Vec::new() });
+            }
+        }
+        match &self.inner.backend {
+            Backend::Redis { redis, read, .. } => {
+                let (stream, epoch, _) = keys(room);
+                let upto_id = upto.map_or_else(|| "+".to_owned(), Offset::stream_id);
+                let args = vec![since.epoch.to_string(), since.stream_id(), upto_id, limit.to_string()];
+                let raw: Vec<Value> = read.evalsha_with_reload(redis.client(), vec![stream, epoch], args).await?;
+                let recovered = raw.first().and_then(Value::as_i64) == Some(1);
+                let mut events = Vec::with_capacity(raw.len() / 2);
+                for pair in raw.get(1..).unwrap_or_default().chunks(2) {
+                    let (Some(id), Some(payload)) = (pair.first().and_then(Value::as_str), pair.get(1).and_then(Value::as_str))
+                    else {
+                        return Err(ClusterError::Unexpected("history entry".to_owned()));
+                    };
+                    let offset = Offset::parse(&format!("{}:{id}", since.epoch))
+                        .ok_or_else(|| ClusterError::Unexpected(format!("stream id {id}")))?;
+                    events.push(TopicEvent { offset, payload: Arc::from(&*payload) });
+                }
+                Ok(Replay { recovered, events })
+            }
+            Backend::Local { streams, .. } => {
+                let mut streams = lock(streams);
+                let (_, stream) = local_stream(&mut streams, room, self.inner.config);
+                Ok(stream.read(since, upto, limit))
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Forwards topic messages from Redis to the node, in order; a reconnect or a lag
+/// becomes a [`Delivery::Resync`].
+async fn read_bus(
+    mut messages: broadcast::Receiver<fred::types::Message>,
+    mut reconnects: broadcast::Receiver<fred::types::config::Server>,
+    tx: mpsc::Sender<Delivery>,
+) {
+    loop {
+        let delivery = tokio::select! {
+            m = messages.recv() => match m {
+                Ok(m) => {
+                    let Some(room) = room_of_channel(&m.channel) else { continue };
+                    let Some(text) = m.value.as_str() else { continue };
+                    let Some((offset, payload)) = text.split_once(' ') else { continue };
+                    let Some(offset) = Offset::parse(offset) else { continue };
+                    Delivery::Event {
+                        room: Arc::from(room),
+                        event: TopicEvent { offset, payload: Arc::from(payload) },
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "topic bus: fell behind redis; resynchronising from history");
+                    Delivery::Resync
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            r = reconnects.recv() => match r {
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    tracing::info!("topic bus: redis reconnected; resynchronising from history");
+                    Delivery::Resync
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        if tx.send(delivery).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The in-process history of one topic.
+struct LocalStream {
+    epoch: Box<str>,
+    entries: VecDeque<(u64, u64, Arc<str>)>,
+    last: (u64, u64),
+    max_deleted: (u64, u64),
+    touched: Instant,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn local_stream<'a>(
+    streams: &'a mut HashMap<Arc<str>, LocalStream>,
+    room: &str,
+    config: HistoryConfig,
+) -> (Arc<str>, &'a mut LocalStream) {
+    // Expire idle topics the way Redis keys expire.
+    if streams.len() > 1_024 {
+        streams.retain(|_, s| s.touched.elapsed() < config.ttl);
+    }
+    if streams.get(room).is_some_and(|s| s.touched.elapsed() >= config.ttl) {
+        streams.remove(room);
+    }
+    let key = streams.get_key_value(room).map_or_else(|| Arc::from(room), |(k, _)| k.clone());
+    let stream = streams.entry(key.clone()).or_insert_with(|| LocalStream {
+        epoch: fresh_epoch().into(),
+        entries: VecDeque::new(),
+        last: (0, 0),
+        max_deleted: (0, 0),
+        touched: Instant::now(),
+    });
+    (key, stream)
+}
+
+impl LocalStream {
+    fn offset(&self, (ms, seq): (u64, u64)) -> Offset {
+        Offset { epoch: self.epoch.clone(), ms, seq }
+    }
+
+    fn top(&mut self) -> Offset {
+        self.touched = Instant::now();
+        self.offset(self.last)
+    }
+
+    fn push(&mut self, payload: &str, config: HistoryConfig) -> TopicEvent {
+        self.touched = Instant::now();
+        let ms = now_ms().max(self.last.0);
+        let id = if ms == self.last.0 { (ms, self.last.1 + 1) } else { (ms, 0) };
+        self.last = id;
+        let payload: Arc<str> = Arc::from(payload);
+        self.entries.push_back((id.0, id.1, payload.clone()));
+        let cutoff = ms.saturating_sub(config.ttl.as_millis() as u64);
+        while self.entries.len() > config.max_len.max(1) as usize
+            || self.entries.front().is_some_and(|e| e.0 < cutoff)
+        {
+            if let Some((m, s, _)) = self.entries.pop_front() {
+                self.max_deleted = (m, s);
+            }
+        }
+        TopicEvent { offset: self.offset(id), payload }
+    }
+
+    fn read(&mut self, since: &Offset, upto: Option<&Offset>, limit: u32) -> Replay {
+        self.touched = Instant::now();
+        let lost = Replay { recovered: false, events: Vec::new() };
+        if *since.epoch != *self.epoch || (since.ms, since.seq) < self.max_deleted {
+            return lost;
+        }
+        let upto = upto.map_or((u64::MAX, u64::MAX), |u| (u.ms, u.seq));
+        let events: Vec<TopicEvent> = self
+            .entries
+            .iter()
+            .filter(|(m, s, _)| (*m, *s) > (since.ms, since.seq) && (*m, *s) <= upto)
+            .take(limit as usize + 1)
+            .map(|(m, s, p)| TopicEvent { offset: self.offset((*m, *s)), payload: p.clone() })
+            .collect();
+        if events.len() > limit as usize {
+            return lost;
+        }
+        Replay { recovered: true, events }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_round_trip_and_compare_within_an_epoch() {
+        let a = Offset::parse("ab12cd34:1700000000000-0").unwrap();
+        let b = Offset::parse("ab12cd34:1700000000000-1").unwrap();
+        assert_eq!(a.to_string(), "ab12cd34:1700000000000-0");
+        assert_eq!(b.is_after(&a), Some(true));
+        assert_eq!(a.is_after(&b), Some(false));
+        let other = Offset::parse("ffffffff:1-0").unwrap();
+        assert_eq!(other.is_after(&a), None);
+        for bad in ["", "x", "ab:1", "ab:1-", "ab:-1", "a b:1-0", ":1-0", "ab:1-0-0"] {
+            assert!(Offset::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_local_stream_trims_by_count_and_says_so() {
+        let config = HistoryConfig { max_len: 3, ttl: Duration::from_secs(60) };
+        let mut s = LocalStream {
+            epoch: "e".into(),
+            entries: VecDeque::new(),
+            last: (0, 0),
+            max_deleted: (0, 0),
+            touched: Instant::now(),
+        };
+        let start = s.top();
+        let offsets: Vec<Offset> = (0..5).map(|i| s.push(&i.to_string(), config).offset).collect();
+        assert_eq!(s.entries.len(), 3);
+        assert!(!s.read(&start, None, 100).recovered, "two events were trimmed after `start`");
+        let r = s.read(&offsets[1], None, 100);
+        assert!(r.recovered);
+        assert_eq!(r.events.iter().map(|e| &*e.payload).collect::<Vec<_>>(), ["2", "3", "4"]);
+        let r = s.read(&offsets[2], Some(&offsets[3]), 100);
+        assert_eq!(r.events.len(), 1);
+        assert!(!s.read(&offsets[1], None, 2).recovered, "more than the limit");
+    }
+}

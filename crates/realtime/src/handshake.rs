@@ -1,0 +1,116 @@
+//! The handshake guard (a socketioxide connect middleware) and the connect
+//! handler. The guard reads the token (`auth.token`, else `Authorization:
+//! Bearer`), verifies it, loads the tenant through the cached directory (no
+//! Postgres round trip when warm), takes a slot in the tenant's cluster-wide
+//! connection count, and refuses with the contract's message and code otherwise.
+
+use crate::codes::{EventError, Refusal};
+use crate::{Realtime, Session, messages, presence, subscribe};
+use serde_json::Value;
+use socketioxide::extract::{Event, SocketRef, State, TryData};
+use std::sync::Arc;
+use switchboard_domain::{ErrorKind, Principal, TenantStatus};
+
+fn token<E>(s: &SocketRef, auth: &Result<Value, E>) -> Option<String> {
+    if let Ok(auth) = auth
+        && let Some(t) = auth.get("token").and_then(Value::as_str)
+    {
+        return Some(t.trim().to_owned()).filter(|t| !t.is_empty());
+    }
+    let header = s.req_parts().headers.get("authorization")?.to_str().ok()?;
+    let (scheme, value) = header.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| value.trim().to_owned()).filter(|t| !t.is_empty())
+}
+
+/// The connect middleware: `Ok` admits the socket with a [`Session`] in its
+/// extensions.
+pub async fn guard(
+    s: SocketRef,
+    State(rt): State<Realtime>,
+    TryData(auth): TryData<Value>,
+) -> Result<(), Refusal> {
+    let inner = &rt.inner;
+    if rt.is_draining() {
+        return Err(Refusal::new(ErrorKind::OverCapacity, "node_draining", "this node is draining; reconnect"));
+    }
+    let Some(token) = token(&s, &auth) else {
+        return Err(Refusal::new(
+            ErrorKind::Unauthenticated,
+            "token_missing",
+            "send a token as auth.token or Authorization: Bearer",
+        ));
+    };
+    if switchboard_auth::api_key::is_api_key(&token) {
+        return Err(Refusal::new(
+            ErrorKind::TokenInvalid,
+            "token_invalid",
+            "API keys authenticate REST calls; sockets need a user token",
+        ));
+    }
+    let principal = inner.verifier.verify(&token).await.map_err(|e| Refusal::new(e.kind(), e.code(), e.to_string()))?;
+    let Principal::User { tenant_id, user_id, role } = principal else {
+        return Err(Refusal::new(
+            ErrorKind::Forbidden,
+            "tenant_required",
+            "this token names no tenant; connect with a tenant user's token",
+        ));
+    };
+    let info = match inner.directory.tenant(tenant_id).await {
+        Ok(Some(info)) => info,
+        Ok(None) => return Err(Refusal::new(ErrorKind::Forbidden, "tenant_unknown", "no such tenant")),
+        Err(e) => {
+            tracing::error!(error = %e, tenant_id = %tenant_id, "handshake: directory lookup failed");
+            return Err(Refusal::new(ErrorKind::Unavailable, "unavailable", "try again shortly"));
+        }
+    };
+    if info.status == TenantStatus::Suspended {
+        return Err(Refusal::new(ErrorKind::TenantSuspended, "tenant_suspended", "this tenant is suspended"));
+    }
+    if !inner.connections.acquire(tenant_id.as_uuid(), info.limits.max_connections).await {
+        return Err(Refusal::new(
+            ErrorKind::OverCapacity,
+            "tenant_connection_limit",
+            format!("the tenant has its {} connections", info.limits.max_connections),
+        ));
+    }
+    let session = Session::new(tenant_id, user_id, role, inner.connections.clone());
+    s.extensions.insert(Arc::new(session));
+    Ok(())
+}
+
+/// Runs after the guard admitted the socket: joins its tenant and user rooms and
+/// registers the event handlers.
+pub async fn on_connect(s: SocketRef) {
+    let Some(session) = s.extensions.get::<Arc<Session>>() else {
+        tracing::error!(sid = %s.id, "connected without a session; closing");
+        let _ = s.disconnect();
+        return;
+    };
+    s.join([Session::tenant_room(session.tenant), Session::user_room(session.tenant, session.user)]);
+    tracing::debug!(sid = %s.id, tenant_id = %session.tenant, user_id = %session.user, "socket connected");
+    s.on("subscribe", subscribe::subscribe);
+    s.on("unsubscribe", subscribe::unsubscribe);
+    s.on("publish", subscribe::publish);
+    s.on("presence:track", presence::track);
+    s.on("presence:list", presence::list_event);
+    s.on("message:send", messages::send);
+    s.on_fallback(unknown_event);
+    s.on_disconnect(on_disconnect);
+}
+
+async fn unknown_event(s: SocketRef, Event(event): Event) {
+    let name: String = event.chars().take(64).collect();
+    let err = EventError::invalid(format!("unknown event `{name}`"));
+    let _ = s.emit("error", &err.body());
+}
+
+async fn on_disconnect(s: SocketRef, State(rt): State<Realtime>) {
+    let Some(session) = s.extensions.get::<Arc<Session>>() else { return };
+    let sid = s.id.to_string();
+    presence::untrack_all(&rt, &session, &sid).await;
+    let rooms: Vec<Box<str>> = std::mem::take(&mut *crate::session::lock(&session.topics));
+    for room in rooms {
+        rt.inner.hub.leave(&rt.inner, &room);
+    }
+    tracing::debug!(sid = %sid, tenant_id = %session.tenant, "socket disconnected");
+}

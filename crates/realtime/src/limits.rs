@@ -1,0 +1,157 @@
+//! Event limits, with no I/O on the common path.
+//!
+//! - Per socket: a GCRA bucket in the session (rate = the smaller of the node's
+//!   per-socket rate and the tenant's, burst twice that). A socket that keeps
+//!   sending after being refused (more than [`ABUSE_REFUSALS`] refusals within
+//!   [`ABUSE_WINDOW`]) is disconnected; one that slows down stays connected.
+//! - Per tenant, across the cluster: each node leases a tenth of a second of the
+//!   tenant's `events_per_second` at a time from the distributed limiter (one
+//!   Redis round trip per lease, not per event) and spends it locally. A lease
+//!   unspent after a second is dropped, so a node cannot hoard budget.
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use switchboard_cluster::{Quota, RateLimiter};
+use switchboard_domain::TenantId;
+
+pub const ABUSE_REFUSALS: u32 = 200;
+pub const ABUSE_WINDOW: Duration = Duration::from_secs(10);
+const LEASE_LIFETIME: Duration = Duration::from_secs(1);
+
+fn micros_since_start(now: Instant) -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    now.saturating_duration_since(*START.get_or_init(Instant::now)).as_micros() as u64
+}
+
+/// A refused event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub retry_after: Duration,
+    /// The socket kept going while refused: disconnect it.
+    pub abusive: bool,
+}
+
+/// One socket's event budget.
+#[derive(Debug, Default)]
+pub struct SocketBucket {
+    tat: u64,
+    refusals: u32,
+    window_start: Option<Instant>,
+}
+
+impl SocketBucket {
+    /// Takes one event at `per_second` (burst twice that).
+    pub fn take(&mut self, now: Instant, per_second: u32) -> Result<(), Refused> {
+        let now_us = micros_since_start(now);
+        let per_second = u64::from(per_second.max(1));
+        let interval = 1_000_000 / per_second;
+        let tolerance = interval * per_second.saturating_mul(2).max(1);
+        let current = self.tat.max(now_us);
+        let new_tat = current + interval;
+        let allow_at = new_tat.saturating_sub(tolerance);
+        if now_us >= allow_at {
+            self.tat = new_tat;
+            return Ok(());
+        }
+        match self.window_start {
+            Some(start) if now.saturating_duration_since(start) < ABUSE_WINDOW => self.refusals += 1,
+            _ => {
+                self.window_start = Some(now);
+                self.refusals = 1;
+            }
+        }
+        Err(Refused {
+            retry_after: Duration::from_micros(allow_at - now_us),
+            abusive: self.refusals > ABUSE_REFUSALS,
+        })
+    }
+}
+
+struct Budget {
+    lease: Mutex<(u32, Instant)>,
+    refill: tokio::sync::Mutex<()>,
+}
+
+impl Budget {
+    fn spend(&self) -> bool {
+        let mut lease = self.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if lease.0 > 0 && lease.1.elapsed() < LEASE_LIFETIME {
+            lease.0 -= 1;
+            return true;
+        }
+        false
+    }
+}
+
+/// Every tenant's leased budget on this node.
+pub struct TenantBudgets {
+    budgets: moka::sync::Cache<TenantId, Arc<Budget>>,
+}
+
+impl Default for TenantBudgets {
+    fn default() -> Self {
+        Self {
+            budgets: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(60))
+                .build(),
+        }
+    }
+}
+
+impl TenantBudgets {
+    /// Takes one event from `tenant`'s cluster-wide budget of `per_second`.
+    pub async fn take(&self, limiter: &RateLimiter, tenant: TenantId, per_second: u32) -> Result<(), Duration> {
+        let budget = self.budgets.get_with(tenant, || {
+            Arc::new(Budget { lease: Mutex::new((0, Instant::now())), refill: tokio::sync::Mutex::new(()) })
+        });
+        if budget.spend() {
+            return Ok(());
+        }
+        let _refilling = budget.refill.lock().await;
+        if budget.spend() {
+            return Ok(());
+        }
+        let per_second = per_second.max(1);
+        let quota = Quota { per_second, burst: per_second };
+        let key = format!("ev:{tenant}");
+        let mut last = Duration::ZERO;
+        for size in [(per_second / 10).max(1), 1] {
+            let d = limiter.check_n(&key, quota, size).await;
+            if d.allowed {
+                let mut lease = budget.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                *lease = (size - 1, Instant::now());
+                return Ok(());
+            }
+            last = d.retry_after;
+            if size == 1 {
+                break;
+            }
+        }
+        Err(last.max(Duration::from_millis(1)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_gets_twice_its_rate_at_once_then_its_rate() {
+        let mut b = SocketBucket::default();
+        let t0 = Instant::now();
+        let admitted = (0..100).filter(|_| b.take(t0, 10).is_ok()).count();
+        assert_eq!(admitted, 20);
+        let refused = b.take(t0, 10).unwrap_err();
+        assert!(refused.retry_after > Duration::ZERO && !refused.abusive);
+        assert!(b.take(t0 + Duration::from_millis(100), 10).is_ok());
+    }
+
+    #[test]
+    fn a_socket_that_keeps_sending_while_refused_is_abusive() {
+        let mut b = SocketBucket::default();
+        let t0 = Instant::now();
+        let last = (0..(ABUSE_REFUSALS + 10)).map(|_| b.take(t0, 1)).last();
+        assert!(matches!(last, Some(Err(Refused { abusive: true, .. }))));
+    }
+}

@@ -1,0 +1,169 @@
+//! `presence:track` and `presence:list`, and the `presence:join` /
+//! `presence:leave` events subscribers receive on every node. An entry is
+//! `{ user_id, conn_id, state }`; it leaves when its socket unsubscribes or
+//! disconnects, and, when its node dies, within the heartbeat expiry (the
+//! [`reaper`] on any surviving node announces it once).
+
+use crate::codes::EventError;
+use crate::session::lock;
+use crate::subscribe::{admit, payload, reply, sized, topic};
+use crate::{From, Inner, Realtime, Session};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use serde_json::value::RawValue;
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use std::borrow::Cow;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use switchboard_domain::{ErrorKind, Topic};
+
+const REAP_EVERY: Duration = Duration::from_secs(2);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrackReq {
+    topic: String,
+    #[serde(default)]
+    state: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListReq {
+    topic: String,
+}
+
+/// The topic string inside a room name `t:{tenant}:{topic}`.
+fn topic_of_room(room: &str) -> Option<(switchboard_domain::TenantId, Topic)> {
+    let rest = room.strip_prefix("t:")?;
+    let (tenant, topic) = rest.split_once(':')?;
+    Some((tenant.parse().ok()?, Topic::parse(topic).ok()?))
+}
+
+async fn announce(inner: &Inner, room: &str, event: &str, entry: &str) {
+    let Some((tenant, topic)) = topic_of_room(room) else { return };
+    let Ok(data) = RawValue::from_string(entry.to_owned()) else { return };
+    let from = From { user_id: None, kind: Cow::Borrowed("system") };
+    let Ok(payload) = crate::envelope::stored(event, &topic.to_string(), &data, Some(&from), None) else { return };
+    if let Err(e) = inner.topics.publish(&topic.room(tenant), &payload).await {
+        tracing::warn!(error = %e, room, event, "presence event not published");
+    }
+}
+
+pub(crate) async fn track(
+    s: SocketRef,
+    State(rt): State<Realtime>,
+    Extension(session): Extension<Arc<Session>>,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+) {
+    let result = async {
+        let limits = admit(&rt, &s, &session).await?;
+        let req: TrackReq = payload(data)?;
+        let topic = topic(&req.topic)?;
+        let room = topic.room(session.tenant);
+        if !session.has_topic(&room) {
+            return Err(EventError::not_subscribed(&topic.to_string()));
+        }
+        if !(req.state.is_object() || req.state.is_null()) {
+            return Err(EventError::invalid("state must be an object"));
+        }
+        let state = if req.state.is_null() { json!({}) } else { req.state };
+        sized(&state, &limits)?;
+        let sid = s.id.to_string();
+        let entry = json!({ "user_id": session.user, "conn_id": sid, "state": state }).to_string();
+        rt.inner.presence.track(&room, &sid, &entry).await.map_err(|e| {
+            tracing::warn!(error = %e, "presence track failed");
+            EventError::new(e.kind(), "presence is unavailable; try again")
+        })?;
+        {
+            let mut tracked = lock(&session.presence);
+            if !tracked.iter().any(|r| **r == *room) {
+                tracked.push(room.clone().into_boxed_str());
+            }
+        }
+        if !s.connected() {
+            untrack(&rt, &session, &sid, &room).await;
+            return Err(EventError::new(ErrorKind::Unavailable, "disconnected"));
+        }
+        announce(&rt.inner, &room, "presence:join", &entry).await;
+        Ok(json!({ "ok": true, "topic": topic.to_string() }))
+    }
+    .await;
+    reply(ack, result);
+}
+
+pub(crate) async fn list_event(
+    s: SocketRef,
+    State(rt): State<Realtime>,
+    Extension(session): Extension<Arc<Session>>,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+) {
+    let result = async {
+        admit(&rt, &s, &session).await?;
+        let req: ListReq = payload(data)?;
+        let topic = topic(&req.topic)?;
+        let room = topic.room(session.tenant);
+        if !session.has_topic(&room) {
+            return Err(EventError::not_subscribed(&topic.to_string()));
+        }
+        let entries = list(&rt.inner, &room).await.map_err(|k| EventError::new(k, "presence is unavailable"))?;
+        Ok(json!({ "ok": true, "topic": topic.to_string(), "entries": entries }))
+    }
+    .await;
+    reply(ack, result);
+}
+
+/// The live entries on `room`, from every node.
+pub(crate) async fn list(inner: &Inner, room: &str) -> Result<Vec<Value>, ErrorKind> {
+    let raw = inner.presence.list(room).await.map_err(|e| {
+        tracing::warn!(error = %e, "presence list failed");
+        e.kind()
+    })?;
+    Ok(raw.iter().filter_map(|e| serde_json::from_str(e).ok()).collect())
+}
+
+/// Removes this socket's entry on `room`, announcing the departure.
+pub(crate) async fn untrack(rt: &Realtime, session: &Session, sid: &str, room: &str) {
+    let had = {
+        let mut tracked = lock(&session.presence);
+        let before = tracked.len();
+        tracked.retain(|r| **r != *room);
+        before != tracked.len()
+    };
+    if !had {
+        return;
+    }
+    match rt.inner.presence.untrack(room, sid).await {
+        Ok(Some(entry)) => announce(&rt.inner, room, "presence:leave", &entry).await,
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "presence untrack failed; the entry leaves with the node"),
+    }
+}
+
+/// Removes every entry of a socket that is going away.
+pub(crate) async fn untrack_all(rt: &Realtime, session: &Session, sid: &str) {
+    let rooms: Vec<Box<str>> = lock(&session.presence).clone();
+    for room in rooms {
+        untrack(rt, session, sid, &room).await;
+    }
+}
+
+/// Announces the departures of entries whose node died (every node runs this;
+/// the cluster script hands each entry to exactly one).
+pub(crate) async fn reaper(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(REAP_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        match inner.presence.reap_dead().await {
+            Ok(gone) => {
+                for (room, entry) in gone {
+                    announce(&inner, &room, "presence:leave", &entry).await;
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "presence reap failed"),
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! `subscribe`, `unsubscribe` and `publish`, and what every client event goes
+//! through first ([`admit`]): the tenant's current limits, the socket's and the
+//! tenant's event budgets, and the payload cap.
+
+use crate::codes::EventError;
+use crate::session::lock;
+use crate::{From, Realtime, Session};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use socketioxide::ParserError;
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+use switchboard_db::TenantContext;
+use switchboard_domain::{ErrorKind, Limits, TenantStatus, Topic};
+
+/// Answers an event through its ack (a no-op when the client sent none).
+pub(crate) fn reply(ack: AckSender, result: Result<Value, EventError>) {
+    let body = match result {
+        Ok(v) => v,
+        Err(e) => e.ack(),
+    };
+    if let Err(e) = ack.send(&body) {
+        tracing::debug!(error = %e, "ack not sent");
+    }
+}
+
+/// Checks a client event against the tenant's limits and budgets; returns the
+/// limits for the handler's own checks. A socket that keeps going while refused
+/// is disconnected.
+pub(crate) async fn admit(rt: &Realtime, s: &SocketRef, session: &Session) -> Result<Limits, EventError> {
+    let info = match rt.inner.directory.tenant(session.tenant).await {
+        Ok(Some(info)) => info,
+        Ok(None) => return Err(EventError::new(ErrorKind::Forbidden, "the tenant no longer exists")),
+        Err(e) => {
+            tracing::error!(error = %e, "directory lookup failed");
+            return Err(EventError::new(ErrorKind::Unavailable, "try again shortly"));
+        }
+    };
+    if info.status == TenantStatus::Suspended {
+        let _ = s.clone().disconnect();
+        return Err(EventError::new(ErrorKind::TenantSuspended, "this tenant is suspended"));
+    }
+    let per_socket = rt.inner.config.socket_events_per_second.min(info.limits.events_per_second);
+    let outcome = lock(&session.bucket).take(Instant::now(), per_socket);
+    if let Err(refused) = outcome {
+        if refused.abusive {
+            tracing::warn!(sid = %s.id, tenant_id = %session.tenant, "socket kept sending while rate limited; disconnecting");
+            let _ = s.clone().disconnect();
+        }
+        return Err(EventError::rate_limited(refused.retry_after));
+    }
+    rt.inner
+        .budgets
+        .take(&rt.inner.limiter, session.tenant, info.limits.events_per_second)
+        .await
+        .map_err(EventError::rate_limited)?;
+    Ok(info.limits)
+}
+
+/// Parses an event's payload into `T`, or says what is wrong with it.
+pub(crate) fn payload<T: DeserializeOwned, E>(data: Result<Value, E>) -> Result<T, EventError> {
+    let value = data.map_err(|_| EventError::invalid("the payload must be a JSON object"))?;
+    serde_json::from_value(value).map_err(|e| EventError::invalid(format!("invalid payload: {e}")))
+}
+
+/// Parses a topic string: `unknown_topic` if it names no topic.
+pub(crate) fn topic(s: &str) -> Result<Topic, EventError> {
+    Topic::parse(s).map_err(|e| EventError::unknown_topic(format!("unknown topic `{}`: {e}", clip(s))))
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// Refuses data larger than the tenant's `max_payload_bytes`; returns it encoded.
+pub(crate) fn sized(data: &Value, limits: &Limits) -> Result<Box<serde_json::value::RawValue>, EventError> {
+    let raw = serde_json::value::to_raw_value(data).map_err(|_| EventError::invalid("data is not JSON"))?;
+    if raw.get().len() > limits.max_payload_bytes as usize {
+        return Err(EventError {
+            code: "payload_too_large",
+            message: format!("data is over the tenant's {} bytes", limits.max_payload_bytes).into(),
+            retry_after: None,
+        });
+    }
+    Ok(raw)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscribeReq {
+    topic: String,
+    since: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopicReq {
+    topic: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishReq {
+    topic: String,
+    event: String,
+    #[serde(default)]
+    data: Value,
+}
+
+pub(crate) async fn subscribe(
+    s: SocketRef,
+    State(rt): State<Realtime>,
+    Extension(session): Extension<Arc<Session>>,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+) {
+    let result = subscribe_inner(&rt, &s, &session, data).await;
+    reply(ack, result);
+}
+
+async fn subscribe_inner(
+    rt: &Realtime,
+    s: &SocketRef,
+    session: &Session,
+    data: Result<Value, ParserError>,
+) -> Result<Value, EventError> {
+    let limits = admit(rt, s, session).await?;
+    let req: SubscribeReq = payload(data)?;
+    let topic = topic(&req.topic)?;
+    let room = topic.room(session.tenant);
+    if session.has_topic(&room) {
+        return Ok(json!({ "ok": true, "topic": topic.to_string(), "offset": rt.inner.hub_offset(&room).await }));
+    }
+    if session.topic_count() >= limits.max_topics_per_socket as usize {
+        return Err(EventError::new(
+            ErrorKind::Forbidden,
+            format!("a socket may hold at most {} topics", limits.max_topics_per_socket),
+        ));
+    }
+    let ctx = TenantContext::new(session.tenant, Some(session.user), session.role);
+    match rt.inner.directory.may_subscribe(&ctx, &topic).await {
+        Ok(true) => {}
+        Ok(false) => return Err(EventError::new(ErrorKind::Forbidden, format!("you cannot subscribe to {topic}"))),
+        Err(e) => {
+            tracing::error!(error = %e, "authorization lookup failed");
+            return Err(EventError::new(e.kind(), "try again shortly"));
+        }
+    }
+    // Recorded before joining, so a disconnect meanwhile leaves the topic too.
+    lock(&session.topics).push(room.clone().into_boxed_str());
+    let joined = match rt.inner.hub.join(&rt.inner, s, &room, req.since.as_deref()).await {
+        Ok(joined) => joined,
+        Err(kind) => {
+            lock(&session.topics).retain(|r| **r != *room);
+            return Err(EventError::new(kind, "the topic is unavailable; try again"));
+        }
+    };
+    if !s.connected() {
+        // The socket left while joining: undo what its disconnect could not see.
+        s.leave(room.clone());
+        if lock(&session.topics).iter().any(|r| **r == *room) {
+            lock(&session.topics).retain(|r| **r != *room);
+            rt.inner.hub.leave(&rt.inner, &room);
+        }
+    }
+    let mut ack = json!({ "ok": true, "topic": topic.to_string(), "offset": joined.offset.to_string() });
+    if let Some(recovered) = joined.recovered {
+        ack["recovered"] = json!(recovered);
+    }
+    Ok(ack)
+}
+
+pub(crate) async fn unsubscribe(
+    s: SocketRef,
+    State(rt): State<Realtime>,
+    Extension(session): Extension<Arc<Session>>,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+) {
+    let result = async {
+        admit(&rt, &s, &session).await?;
+        let req: TopicReq = payload(data)?;
+        let topic = topic(&req.topic)?;
+        let room = topic.room(session.tenant);
+        let removed = {
+            let mut topics = lock(&session.topics);
+            let before = topics.len();
+            topics.retain(|r| **r != *room);
+            before != topics.len()
+        };
+        if !removed {
+            return Err(EventError::not_subscribed(&topic.to_string()));
+        }
+        s.leave(room.clone());
+        rt.inner.hub.leave(&rt.inner, &room);
+        crate::presence::untrack(&rt, &session, &s.id.to_string(), &room).await;
+        Ok(json!({ "ok": true, "topic": topic.to_string() }))
+    }
+    .await;
+    reply(ack, result);
+}
+
+/// Event names a client may not publish: Socket.IO's own and the server's.
+fn reserved(event: &str) -> bool {
+    const NAMES: [&str; 7] =
+        ["connect", "connect_error", "disconnect", "disconnecting", "error", "newListener", "removeListener"];
+    const PREFIXES: [&str; 4] = ["message:", "run:", "presence:", "system:"];
+    NAMES.contains(&event) || PREFIXES.iter().any(|p| event.starts_with(p))
+}
+
+/// Why `event` cannot be sent by a client or over `POST /broadcast`, if it cannot.
+pub fn check_event_name(event: &str) -> Result<(), String> {
+    if !valid_event_name(event) {
+        return Err("event names are 1 to 64 characters of A-Z a-z 0-9 _ . : -".to_owned());
+    }
+    if reserved(event) {
+        return Err(format!("`{event}` is reserved for the server"));
+    }
+    Ok(())
+}
+
+fn valid_event_name(event: &str) -> bool {
+    (1..=64).contains(&event.len())
+        && event.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+pub(crate) async fn publish(
+    s: SocketRef,
+    State(rt): State<Realtime>,
+    Extension(session): Extension<Arc<Session>>,
+    TryData(data): TryData<Value>,
+    ack: AckSender,
+) {
+    let result = async {
+        let limits = admit(&rt, &s, &session).await?;
+        let req: PublishReq = payload(data)?;
+        let topic = topic(&req.topic)?;
+        check_event_name(&req.event).map_err(EventError::invalid)?;
+        if !topic.client_publishable() {
+            return Err(EventError::new(ErrorKind::Forbidden, format!("clients cannot publish to {topic}")));
+        }
+        let room = topic.room(session.tenant);
+        if !session.has_topic(&room) {
+            return Err(EventError::not_subscribed(&topic.to_string()));
+        }
+        let data = sized(&req.data, &limits)?;
+        let from = From { user_id: Some(session.user.as_uuid()), kind: Cow::Borrowed("user") };
+        let sid = s.id.to_string();
+        let offset = rt
+            .publish(session.tenant, &topic, &req.event, &data, Some(&from), Some(&sid))
+            .await
+            .map_err(|kind| EventError::new(kind, "the event could not be published; try again"))?;
+        Ok(json!({ "ok": true, "topic": topic.to_string(), "offset": offset.to_string() }))
+    }
+    .await;
+    reply(ack, result);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_and_socket_io_event_names_cannot_be_published() {
+        for e in ["message:new", "run:delta", "presence:join", "system:drain", "error", "disconnect"] {
+            assert!(reserved(e), "{e}");
+        }
+        assert!(!reserved("typing") && valid_event_name("typing:start"));
+        assert!(!valid_event_name("") && !valid_event_name("a b") && !valid_event_name(&"x".repeat(65)));
+    }
+}
