@@ -18,7 +18,8 @@
 //! - History keeps at most `max_len` events per topic, none older than `ttl`
 //!   (both checked on each publish), and the topic's keys expire `ttl` after its
 //!   last event. [`Topics::read`] answers `recovered: false` whenever an event
-//!   after `since` may be missing: trimmed, expired, or Redis lost the topic
+//!   after `since` may be missing: trimmed (the largest trimmed id is kept beside
+//!   the stream), expired, or Redis lost the topic
 //!   (every topic has an epoch, renewed when its keys are gone, that is part of
 //!   each offset).
 //!
@@ -134,15 +135,33 @@ local function info(key)
 end
 "#;
 
-/// KEYS: stream, epoch. ARGV: payload, max_len, ttl_ms, fresh epoch, channel, sharded.
+/// KEYS: stream, epoch, trimmed. ARGV: payload, max_len, ttl_ms, fresh epoch,
+/// channel, sharded. Keeps the largest id ever trimmed, so a read can tell whether
+/// anything after an offset is gone.
 const PUBLISH: &str = r#"
 local e = redis.call('GET', KEYS[2])
 if not e then e = ARGV[4] end
 redis.call('SET', KEYS[2], e, 'PX', ARGV[3])
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '*', 'p', ARGV[1])
+local maxlen = tonumber(ARGV[2])
+local trimmed = nil
+local len = redis.call('XLEN', KEYS[1])
+if len >= maxlen then
+  local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - maxlen + 1)
+  if #old > 0 then trimmed = old[#old][1] end
+end
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', maxlen, '*', 'p', ARGV[1])
 local t = redis.call('TIME')
 local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
-if cutoff > 0 then redis.call('XTRIM', KEYS[1], 'MINID', cutoff) end
+if cutoff > 0 then
+  local aged = redis.call('XREVRANGE', KEYS[1], '(' .. cutoff .. '-0', '-', 'COUNT', 1)
+  if #aged > 0 then
+    if (not trimmed) or before(trimmed, aged[1][1]) then trimmed = aged[1][1] end
+    redis.call('XTRIM', KEYS[1], 'MINID', cutoff)
+  end
+end
+local old = redis.call('GET', KEYS[3])
+if trimmed and ((not old) or before(old, trimmed)) then old = trimmed end
+if old then redis.call('SET', KEYS[3], old, 'PX', ARGV[3]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 local off = e .. ':' .. id
 if ARGV[6] == '1' then
@@ -166,14 +185,13 @@ if m then id = m['last-generated-id'] end
 return e .. ':' .. id
 "#;
 
-/// KEYS: stream, epoch. ARGV: since epoch, since id, upto id or '+', limit.
+/// KEYS: stream, epoch, trimmed. ARGV: since epoch, since id, upto id or '+', limit.
 /// Returns {recovered, id1, payload1, id2, payload2, ...}.
 const READ: &str = r#"
 local e = redis.call('GET', KEYS[2])
 if (not e) or e ~= ARGV[1] then return {0} end
-local m = info(KEYS[1])
-if not m then return {1} end
-if before(ARGV[2], m['max-deleted-entry-id']) then return {0} end
+local trimmed = redis.call('GET', KEYS[3])
+if trimmed and before(ARGV[2], trimmed) then return {0} end
 local limit = tonumber(ARGV[4])
 local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], ARGV[3], 'COUNT', limit + 1)
 if #entries > limit then return {0} end
@@ -187,6 +205,10 @@ return out
 
 fn keys(room: &str) -> (String, String, String) {
     (format!("sb:{{{room}}}:h"), format!("sb:{{{room}}}:e"), format!("sb:{{{room}}}:c"))
+}
+
+fn trimmed_key(room: &str) -> String {
+    format!("sb:{{{room}}}:d")
 }
 
 fn room_of_channel(channel: &str) -> Option<&str> {
@@ -266,7 +288,8 @@ impl Topics {
                     channel,
                     if redis.sharded() { "1" } else { "0" }.to_owned(),
                 ];
-                let off: String = publish.evalsha_with_reload(redis.client(), vec![stream, epoch], args).await?;
+                let keys = vec![stream, epoch, trimmed_key(room)];
+                let off: String = publish.evalsha_with_reload(redis.client(), keys, args).await?;
                 Offset::parse(&off).ok_or_else(|| ClusterError::Unexpected(format!("offset {off}")))
             }
             Backend::Local { streams, subscribed, tx } => {
@@ -360,7 +383,8 @@ impl Topics {
                 let (stream, epoch, _) = keys(room);
                 let upto_id = upto.map_or_else(|| "+".to_owned(), Offset::stream_id);
                 let args = vec![since.epoch.to_string(), since.stream_id(), upto_id, limit.to_string()];
-                let raw: Vec<Value> = read.evalsha_with_reload(redis.client(), vec![stream, epoch], args).await?;
+                let keys = vec![stream, epoch, trimmed_key(room)];
+                let raw: Vec<Value> = read.evalsha_with_reload(redis.client(), keys, args).await?;
                 let recovered = raw.first().and_then(Value::as_i64) == Some(1);
                 let mut events = Vec::with_capacity(raw.len() / 2);
                 for pair in raw.get(1..).unwrap_or_default().chunks(2) {

@@ -25,7 +25,8 @@ pub(crate) async fn drain(inner: &Inner) {
     }
     let Some(io) = inner.io.get() else { return };
     let sockets = io.sockets();
-    let window = inner.config.drain_window;
+    // A few sockets need no long window: about 10 ms each, at most the configured one.
+    let window = inner.config.drain_window.min(Duration::from_millis(10 * sockets.len() as u64));
     tracing::info!(sockets = sockets.len(), window_ms = window.as_millis() as u64, "draining");
     if !sockets.is_empty() {
         let batches = BATCHES.min(sockets.len());
