@@ -4,6 +4,7 @@
 //! - [`Caller`]: any authenticated principal, with the request id and client IP.
 //! - [`Member`]: a principal of a tenant (user token or API key).
 //! - [`Admin`]: a tenant's owner or admin (or an API key with the `admin` scope).
+//! - [`Broadcaster`]: a tenant's owner or admin, or a key with `broadcast`.
 //! - [`Platform`]: a platform operator (`service_role` token).
 //!
 //! Credentials come as `Authorization: Bearer …` (a JWT, verified by the same
@@ -101,10 +102,9 @@ pub struct Member {
     pub ctx: TenantContext,
 }
 
-impl FromRequestParts<AppState> for Member {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+impl Member {
+    /// A tenant principal of a tenant that exists and is active; scopes unchecked.
+    async fn of_active_tenant(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
         let ctx = TenantContext::for_principal(&caller.principal).ok_or_else(|| {
             ApiError::new(ErrorKind::Forbidden, "this route acts inside a tenant; a platform token has none")
@@ -120,7 +120,16 @@ impl FromRequestParts<AppState> for Member {
             }
             Some(_) => {}
         }
-        if let Principal::ApiKey { scopes, .. } = &caller.principal {
+        Ok(Member { caller, ctx })
+    }
+}
+
+impl FromRequestParts<AppState> for Member {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let member = Member::of_active_tenant(parts, state).await?;
+        if let Principal::ApiKey { scopes, .. } = &member.caller.principal {
             let needed = if parts.method.is_safe() { "read" } else { "write" };
             if !scopes.iter().any(|s| s == needed || s == "admin") {
                 return Err(ApiError::new(
@@ -129,7 +138,32 @@ impl FromRequestParts<AppState> for Member {
                 ));
             }
         }
-        Ok(Member { caller, ctx })
+        Ok(member)
+    }
+}
+
+/// A caller who may broadcast: an API key with the `broadcast` (or `admin`)
+/// scope, or a tenant's owner or admin.
+#[derive(Debug, Clone)]
+pub struct Broadcaster(pub Member);
+
+impl FromRequestParts<AppState> for Broadcaster {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let member = Member::of_active_tenant(parts, state).await?;
+        let allowed = match &member.caller.principal {
+            Principal::User { role, .. } => role.is_admin(),
+            Principal::ApiKey { scopes, .. } => scopes.iter().any(|s| s == "broadcast" || s == "admin"),
+            Principal::Platform { .. } => false,
+        };
+        if !allowed {
+            return Err(ApiError::new(
+                ErrorKind::Forbidden,
+                "broadcasting needs an API key with the `broadcast` scope, or a tenant owner or admin",
+            ));
+        }
+        Ok(Broadcaster(member))
     }
 }
 

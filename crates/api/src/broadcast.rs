@@ -4,7 +4,7 @@
 //! audited in its own transaction before it is sent.
 
 use crate::AppState;
-use crate::auth::Member;
+use crate::auth::Broadcaster;
 use crate::error::ApiError;
 use crate::extract::ValidJson;
 use axum::extract::State;
@@ -45,26 +45,12 @@ pub struct Broadcasted {
     offset: String,
 }
 
-fn may_broadcast(principal: &Principal) -> bool {
-    match principal {
-        Principal::User { role, .. } => role.is_admin(),
-        Principal::ApiKey { scopes, .. } => scopes.iter().any(|s| s == "broadcast" || s == "admin"),
-        Principal::Platform { .. } => false,
-    }
-}
-
 #[utoipa::path(post, path = "/api/v1/broadcast", tag = "realtime", request_body = Broadcast, responses((status = 202, body = Broadcasted), crate::openapi::CommonErrors))]
 pub(crate) async fn broadcast(
     State(state): State<AppState>,
-    member: Member,
+    Broadcaster(member): Broadcaster,
     ValidJson(body): ValidJson<Broadcast>,
 ) -> Result<(StatusCode, Json<Broadcasted>), ApiError> {
-    if !may_broadcast(&member.caller.principal) {
-        return Err(ApiError::new(
-            ErrorKind::Forbidden,
-            "broadcasting needs an API key with the `broadcast` scope, or a tenant owner or admin",
-        ));
-    }
     let invalid = |field: &str, why: String| {
         ApiError::new(ErrorKind::Validation, format!("invalid {field}")).with_details(json!({ field: [why] }))
     };
@@ -96,7 +82,10 @@ pub(crate) async fn broadcast(
         Principal::ApiKey { .. } => "agent",
         _ => "user",
     };
-    let from = switchboard_realtime::From { user_id: member.ctx.user_id.map(|u| u.as_uuid()), kind: Cow::Borrowed(kind) };
+    let from = switchboard_realtime::From {
+        user_id: member.ctx.user_id.map(|u| u.as_uuid()),
+        kind: Cow::Borrowed(kind),
+    };
     let offset = state
         .realtime
         .publish(member.ctx.tenant_id, &topic, &body.event, &data, Some(&from), None)

@@ -18,8 +18,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_db::repo::conversations;
 use switchboard_db::repo::messages::{self, Created, Message};
-use switchboard_realtime::messages::{Outgoing, send_message};
 use switchboard_domain::{ConversationId, ErrorKind, Principal};
+use switchboard_realtime::messages::{Outgoing, send_message};
 use uuid::Uuid;
 use validator::Validate;
 

@@ -41,9 +41,11 @@ pub(crate) async fn show(
     ValidQuery(query): ValidQuery<PresenceQuery>,
 ) -> Result<Json<PresenceList>, ApiError> {
     let topic = Topic::parse(&query.topic).map_err(|e| {
-        ApiError::new(ErrorKind::Validation, "invalid topic").with_details(json!({ "topic": [e.to_string()] }))
+        ApiError::new(ErrorKind::Validation, "invalid topic")
+            .with_details(json!({ "topic": [e.to_string()] }))
     })?;
-    let may = state.realtime.may_subscribe(&member.ctx, &topic).await.map_err(|k| ApiError::new(k, "try again"))?;
+    let may =
+        state.realtime.may_subscribe(&member.ctx, &topic).await.map_err(|k| ApiError::new(k, "try again"))?;
     if !may {
         return Err(ApiError::new(ErrorKind::NotFound, "no such topic"));
     }

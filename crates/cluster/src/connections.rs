@@ -148,8 +148,11 @@ impl Connections {
             tokio::spawn(async move {
                 if let Some(client) = redis.live() {
                     let args = vec![inner.instance.clone()];
-                    let r: Result<i64, ClusterError> =
-                        inner.release.evalsha_with_reload(client, vec![key(tenant)], args).await.map_err(Into::into);
+                    let r: Result<i64, ClusterError> = inner
+                        .release
+                        .evalsha_with_reload(client, vec![key(tenant)], args)
+                        .await
+                        .map_err(Into::into);
                     if let Err(e) = r {
                         tracing::debug!(error = %e, "connection count: release not written; reconciled later");
                     }
@@ -169,7 +172,8 @@ impl Connections {
         };
         for (tenant, count) in shares {
             let args = vec![inner.instance.clone(), count.to_string()];
-            let r: Result<i64, fred::error::Error> = inner.set.evalsha_with_reload(client, vec![key(tenant)], args).await;
+            let r: Result<i64, fred::error::Error> =
+                inner.set.evalsha_with_reload(client, vec![key(tenant)], args).await;
             if let Err(e) = r {
                 tracing::debug!(error = %e, "connection count: reconcile failed");
                 return;

@@ -13,9 +13,9 @@ pub mod ratelimit;
 mod redis;
 pub mod topics;
 
+pub use cache::{Cache, CacheStats, Kind, Namespace};
 pub use connections::Connections;
 pub use presence::Presence;
-pub use cache::{Cache, CacheStats, Kind, Namespace};
 pub use ratelimit::{Decision, Quota, RateLimiter};
 pub use redis::{ClusterError, Redis};
 pub use topics::{Delivery, HistoryConfig, Offset, Replay, TopicEvent, Topics};

@@ -91,6 +91,8 @@ struct Inner {
 
 type LocalRooms = HashMap<String, HashMap<String, String>>;
 
+// One per process, behind an Arc: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     Redis { redis: Redis, track: Script, untrack: Script, list: Script, reap: Script },
     Local(Mutex<LocalRooms>),
@@ -130,8 +132,13 @@ impl Presence {
     pub async fn track(&self, room: &str, conn: &str, entry: &str) -> Result<(), ClusterError> {
         match &self.inner.backend {
             Backend::Redis { redis, track, .. } => {
-                let keys = vec![hash_key(room), format!("sb:presence:{}", self.inner.instance), PRESENCE_NODES.to_owned()];
-                let args = vec![self.inner.instance.clone(), conn.to_owned(), entry.to_owned(), room.to_owned()];
+                let keys = vec![
+                    hash_key(room),
+                    format!("sb:presence:{}", self.inner.instance),
+                    PRESENCE_NODES.to_owned(),
+                ];
+                let args =
+                    vec![self.inner.instance.clone(), conn.to_owned(), entry.to_owned(), room.to_owned()];
                 let _: i64 = track.evalsha_with_reload(redis.client(), keys, args).await?;
             }
             Backend::Local(rooms) => {
@@ -164,7 +171,8 @@ impl Presence {
         match &self.inner.backend {
             Backend::Redis { redis, list, .. } => {
                 let keys = vec![hash_key(room), crate::ratelimit::NODES_KEY.to_owned()];
-                let args = vec![self.inner.instance.clone(), crate::ratelimit::NODE_EXPIRY.as_secs().to_string()];
+                let args =
+                    vec![self.inner.instance.clone(), crate::ratelimit::NODE_EXPIRY.as_secs().to_string()];
                 Ok(list.evalsha_with_reload(redis.client(), keys, args).await?)
             }
             Backend::Local(rooms) => {

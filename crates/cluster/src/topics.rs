@@ -231,9 +231,20 @@ struct Inner {
     backend: Backend,
 }
 
+// One per process, behind an Arc: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
-    Redis { redis: Redis, publish: Script, top: Script, read: Script },
-    Local { streams: Mutex<HashMap<Arc<str>, LocalStream>>, subscribed: Mutex<HashMap<Arc<str>, ()>>, tx: mpsc::Sender<Delivery> },
+    Redis {
+        redis: Redis,
+        publish: Script,
+        top: Script,
+        read: Script,
+    },
+    Local {
+        streams: Mutex<HashMap<Arc<str>, LocalStream>>,
+        subscribed: Mutex<HashMap<Arc<str>, ()>>,
+        tx: mpsc::Sender<Delivery>,
+    },
 }
 
 impl fmt::Debug for Topics {
@@ -388,7 +399,8 @@ impl Topics {
                 let recovered = raw.first().and_then(Value::as_i64) == Some(1);
                 let mut events = Vec::with_capacity(raw.len() / 2);
                 for pair in raw.get(1..).unwrap_or_default().chunks(2) {
-                    let (Some(id), Some(payload)) = (pair.first().and_then(Value::as_str), pair.get(1).and_then(Value::as_str))
+                    let (Some(id), Some(payload)) =
+                        (pair.first().and_then(Value::as_str), pair.get(1).and_then(Value::as_str))
                     else {
                         return Err(ClusterError::Unexpected("history entry".to_owned()));
                     };

@@ -55,7 +55,11 @@ impl EventError {
     }
 
     pub fn not_subscribed(topic: &str) -> Self {
-        Self { code: "not_subscribed", message: format!("not subscribed to {topic}").into(), retry_after: None }
+        Self {
+            code: "not_subscribed",
+            message: format!("not subscribed to {topic}").into(),
+            retry_after: None,
+        }
     }
 
     pub fn rate_limited(retry_after: Duration) -> Self {

@@ -92,9 +92,15 @@ impl Directory {
     /// target: a conversation RLS lets them read, a project of their tenant.
     /// Channels and runs need only tenant membership. Cached per tenant until
     /// [`Self::authz_changed`].
-    pub async fn may_subscribe(&self, ctx: &TenantContext, topic: &Topic) -> Result<bool, Arc<DirectoryError>> {
+    pub async fn may_subscribe(
+        &self,
+        ctx: &TenantContext,
+        topic: &Topic,
+    ) -> Result<bool, Arc<DirectoryError>> {
         let key = match topic {
-            Topic::Conversation(id) => format!("c:{id}:{}:{}", ctx.user_id.map(|u| u.to_string()).unwrap_or_default(), ctx.role),
+            Topic::Conversation(id) => {
+                format!("c:{id}:{}:{}", ctx.user_id.map(|u| u.to_string()).unwrap_or_default(), ctx.role)
+            }
             Topic::Project(id) => format!("p:{id}"),
             Topic::Run(_) | Topic::Channel(_) => return Ok(true),
         };

@@ -15,7 +15,7 @@ use std::time::Duration;
 const BATCHES: usize = 10;
 
 fn jitter(max: Duration) -> Duration {
-    let ms = max.as_millis().max(1) as u128;
+    let ms = max.as_millis().max(1);
     Duration::from_millis((uuid::Uuid::new_v4().as_u128() % ms) as u64)
 }
 

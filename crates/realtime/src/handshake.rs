@@ -31,7 +31,11 @@ pub async fn guard(
 ) -> Result<(), Refusal> {
     let inner = &rt.inner;
     if rt.is_draining() {
-        return Err(Refusal::new(ErrorKind::OverCapacity, "node_draining", "this node is draining; reconnect"));
+        return Err(Refusal::new(
+            ErrorKind::OverCapacity,
+            "node_draining",
+            "this node is draining; reconnect",
+        ));
     }
     let Some(token) = token(&s, &auth) else {
         return Err(Refusal::new(
@@ -47,7 +51,8 @@ pub async fn guard(
             "API keys authenticate REST calls; sockets need a user token",
         ));
     }
-    let principal = inner.verifier.verify(&token).await.map_err(|e| Refusal::new(e.kind(), e.code(), e.to_string()))?;
+    let principal =
+        inner.verifier.verify(&token).await.map_err(|e| Refusal::new(e.kind(), e.code(), e.to_string()))?;
     let Principal::User { tenant_id, user_id, role } = principal else {
         return Err(Refusal::new(
             ErrorKind::Forbidden,

@@ -82,7 +82,10 @@ impl Hub {
             let topic = topics
                 .entry(Arc::from(room))
                 .or_insert_with(|| {
-                    Arc::new(LocalTopic { members: AtomicUsize::new(0), cursor: tokio::sync::Mutex::new(None) })
+                    Arc::new(LocalTopic {
+                        members: AtomicUsize::new(0),
+                        cursor: tokio::sync::Mutex::new(None),
+                    })
                 })
                 .clone();
             topic.members.fetch_add(1, Ordering::SeqCst);
@@ -195,7 +198,11 @@ async fn emit_to_room(io: &SocketIo, room: &str, event: &TopicEvent) {
         return;
     };
     let env = Envelope { topic: &stored.t, offset: event.offset.to_string(), data: stored.d, from: stored.f };
-    let sender = stored.x.as_deref().and_then(|x| socketioxide::socket::Sid::from_str(x).ok()).and_then(|sid| io.get_socket(sid));
+    let sender = stored
+        .x
+        .as_deref()
+        .and_then(|x| socketioxide::socket::Sid::from_str(x).ok())
+        .and_then(|sid| io.get_socket(sid));
     let result = match sender {
         Some(sender) => sender.to(room.to_owned()).emit(&*stored.e, &env).await,
         None => io.to(room.to_owned()).emit(&*stored.e, &env).await,
@@ -234,7 +241,11 @@ fn apply_control(io: &SocketIo, event: &TopicEvent) {
             let sockets = io.to(Session::tenant_room(tenant)).sockets();
             tracing::info!(tenant_id = %tenant, sockets = sockets.len(), "disconnecting a tenant's sockets");
             for s in sockets {
-                let _ = s.emit("error", &crate::codes::EventError::new(ErrorKind::TenantSuspended, "this tenant is suspended").body());
+                let _ = s.emit(
+                    "error",
+                    &crate::codes::EventError::new(ErrorKind::TenantSuspended, "this tenant is suspended")
+                        .body(),
+                );
                 let _ = s.disconnect();
             }
         }

@@ -180,7 +180,11 @@ impl Realtime {
     }
 
     /// The presence entries on `topic` in `tenant`, from every node.
-    pub async fn presence(&self, tenant: TenantId, topic: &Topic) -> Result<Vec<serde_json::Value>, ErrorKind> {
+    pub async fn presence(
+        &self,
+        tenant: TenantId,
+        topic: &Topic,
+    ) -> Result<Vec<serde_json::Value>, ErrorKind> {
         presence::list(&self.inner, &topic.room(tenant)).await
     }
 
@@ -196,7 +200,11 @@ impl Realtime {
     }
 
     /// Whether `ctx`'s user may subscribe to `topic` (cached briefly).
-    pub async fn may_subscribe(&self, ctx: &switchboard_db::TenantContext, topic: &Topic) -> Result<bool, ErrorKind> {
+    pub async fn may_subscribe(
+        &self,
+        ctx: &switchboard_db::TenantContext,
+        topic: &Topic,
+    ) -> Result<bool, ErrorKind> {
         self.inner.directory.may_subscribe(ctx, topic).await.map_err(|e| e.kind())
     }
 

@@ -9,7 +9,7 @@
 //!   Redis round trip per lease, not per event) and spends it locally. A lease
 //!   unspent after a second is dropped, so a node cannot hoard budget.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use switchboard_cluster::{Quota, RateLimiter};
 use switchboard_domain::TenantId;
@@ -17,11 +17,6 @@ use switchboard_domain::TenantId;
 pub const ABUSE_REFUSALS: u32 = 200;
 pub const ABUSE_WINDOW: Duration = Duration::from_secs(10);
 const LEASE_LIFETIME: Duration = Duration::from_secs(1);
-
-fn micros_since_start(now: Instant) -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    now.saturating_duration_since(*START.get_or_init(Instant::now)).as_micros() as u64
-}
 
 /// A refused event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +29,7 @@ pub struct Refused {
 /// One socket's event budget.
 #[derive(Debug, Default)]
 pub struct SocketBucket {
-    tat: u64,
+    tat: Option<Instant>,
     refusals: u32,
     window_start: Option<Instant>,
 }
@@ -42,15 +37,14 @@ pub struct SocketBucket {
 impl SocketBucket {
     /// Takes one event at `per_second` (burst twice that).
     pub fn take(&mut self, now: Instant, per_second: u32) -> Result<(), Refused> {
-        let now_us = micros_since_start(now);
-        let per_second = u64::from(per_second.max(1));
-        let interval = 1_000_000 / per_second;
-        let tolerance = interval * per_second.saturating_mul(2).max(1);
-        let current = self.tat.max(now_us);
+        let per_second = per_second.max(1);
+        let interval = Duration::from_micros(1_000_000 / u64::from(per_second));
+        let tolerance = interval * per_second.saturating_mul(2);
+        let current = self.tat.map_or(now, |t| t.max(now));
         let new_tat = current + interval;
-        let allow_at = new_tat.saturating_sub(tolerance);
-        if now_us >= allow_at {
-            self.tat = new_tat;
+        let allow_at = new_tat.checked_sub(tolerance).unwrap_or(now);
+        if now >= allow_at {
+            self.tat = Some(new_tat);
             return Ok(());
         }
         match self.window_start {
@@ -60,10 +54,7 @@ impl SocketBucket {
                 self.refusals = 1;
             }
         }
-        Err(Refused {
-            retry_after: Duration::from_micros(allow_at - now_us),
-            abusive: self.refusals > ABUSE_REFUSALS,
-        })
+        Err(Refused { retry_after: allow_at - now, abusive: self.refusals > ABUSE_REFUSALS })
     }
 }
 
@@ -101,7 +92,12 @@ impl Default for TenantBudgets {
 
 impl TenantBudgets {
     /// Takes one event from `tenant`'s cluster-wide budget of `per_second`.
-    pub async fn take(&self, limiter: &RateLimiter, tenant: TenantId, per_second: u32) -> Result<(), Duration> {
+    pub async fn take(
+        &self,
+        limiter: &RateLimiter,
+        tenant: TenantId,
+        per_second: u32,
+    ) -> Result<(), Duration> {
         let budget = self.budgets.get_with(tenant, || {
             Arc::new(Budget { lease: Mutex::new((0, Instant::now())), refill: tokio::sync::Mutex::new(()) })
         });

@@ -33,7 +33,11 @@ pub struct Outgoing<'a> {
 }
 
 /// Stores the message (once per idempotency key) and broadcasts it if new.
-pub async fn send_message(rt: &Realtime, ctx: &TenantContext, out: &Outgoing<'_>) -> Result<Created, DbError> {
+pub async fn send_message(
+    rt: &Realtime,
+    ctx: &TenantContext,
+    out: &Outgoing<'_>,
+) -> Result<Created, DbError> {
     let mut tx = rt.inner.db.begin(ctx).await?;
     conversations::get(&mut tx, out.conversation).await?;
     let new = NewMessage {
@@ -116,7 +120,10 @@ pub(crate) async fn send(
                 let kind = e.kind();
                 if kind == ErrorKind::Internal || kind == ErrorKind::Unavailable {
                     tracing::error!(error = %e, "message:send failed");
-                    return Err(EventError::new(kind, "the message could not be stored; retry with the same key"));
+                    return Err(EventError::new(
+                        kind,
+                        "the message could not be stored; retry with the same key",
+                    ));
                 }
                 Err(EventError::new(kind, e.to_string()))
             }

@@ -9,8 +9,8 @@ use crate::session::lock;
 use crate::subscribe::{admit, payload, reply, sized, topic};
 use crate::{From, Inner, Realtime, Session};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use serde_json::value::RawValue;
+use serde_json::{Value, json};
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use std::borrow::Cow;
 use std::sync::{Arc, Weak};
@@ -44,7 +44,9 @@ async fn announce(inner: &Inner, room: &str, event: &str, entry: &str) {
     let Some((tenant, topic)) = topic_of_room(room) else { return };
     let Ok(data) = RawValue::from_string(entry.to_owned()) else { return };
     let from = From { user_id: None, kind: Cow::Borrowed("system") };
-    let Ok(payload) = crate::envelope::stored(event, &topic.to_string(), &data, Some(&from), None) else { return };
+    let Ok(payload) = crate::envelope::stored(event, &topic.to_string(), &data, Some(&from), None) else {
+        return;
+    };
     if let Err(e) = inner.topics.publish(&topic.room(tenant), &payload).await {
         tracing::warn!(error = %e, room, event, "presence event not published");
     }
@@ -108,7 +110,8 @@ pub(crate) async fn list_event(
         if !session.has_topic(&room) {
             return Err(EventError::not_subscribed(&topic.to_string()));
         }
-        let entries = list(&rt.inner, &room).await.map_err(|k| EventError::new(k, "presence is unavailable"))?;
+        let entries =
+            list(&rt.inner, &room).await.map_err(|k| EventError::new(k, "presence is unavailable"))?;
         Ok(json!({ "ok": true, "topic": topic.to_string(), "entries": entries }))
     }
     .await;

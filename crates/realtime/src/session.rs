@@ -22,7 +22,10 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("tenant", &self.tenant).field("user", &self.user).finish_non_exhaustive()
+        f.debug_struct("Session")
+            .field("tenant", &self.tenant)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
     }
 }
 

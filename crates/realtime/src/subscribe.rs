@@ -132,7 +132,9 @@ async fn subscribe_inner(
     let topic = topic(&req.topic)?;
     let room = topic.room(session.tenant);
     if session.has_topic(&room) {
-        return Ok(json!({ "ok": true, "topic": topic.to_string(), "offset": rt.inner.hub_offset(&room).await }));
+        return Ok(
+            json!({ "ok": true, "topic": topic.to_string(), "offset": rt.inner.hub_offset(&room).await }),
+        );
     }
     if session.topic_count() >= limits.max_topics_per_socket as usize {
         return Err(EventError::new(
@@ -143,7 +145,9 @@ async fn subscribe_inner(
     let ctx = TenantContext::new(session.tenant, Some(session.user), session.role);
     match rt.inner.directory.may_subscribe(&ctx, &topic).await {
         Ok(true) => {}
-        Ok(false) => return Err(EventError::new(ErrorKind::Forbidden, format!("you cannot subscribe to {topic}"))),
+        Ok(false) => {
+            return Err(EventError::new(ErrorKind::Forbidden, format!("you cannot subscribe to {topic}")));
+        }
         Err(e) => {
             tracing::error!(error = %e, "authorization lookup failed");
             return Err(EventError::new(e.kind(), "try again shortly"));

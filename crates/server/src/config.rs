@@ -176,10 +176,14 @@ impl Config {
         if let Some(n) = number("TOPIC_HISTORY_SIZE", 1_000_000, "events kept per topic for recovery") {
             realtime.history.max_len = n as u32;
         }
-        if let Some(n) = number("TOPIC_HISTORY_TTL_SECONDS", 30 * 24 * 3600, "how long a topic's events are kept") {
+        if let Some(n) =
+            number("TOPIC_HISTORY_TTL_SECONDS", 30 * 24 * 3600, "how long a topic's events are kept")
+        {
             realtime.history.ttl = std::time::Duration::from_secs(n);
         }
-        if let Some(n) = number("SOCKET_EVENTS_PER_SECOND", 1_000_000, "events one socket may send per second") {
+        if let Some(n) =
+            number("SOCKET_EVENTS_PER_SECOND", 1_000_000, "events one socket may send per second")
+        {
             realtime.socket_events_per_second = n as u32;
         }
         if let Some(n) = number("DRAIN_SECONDS", 3600, "how long a drain spreads its socket closes") {

@@ -89,7 +89,8 @@ impl Application {
         let (realtime, socket_io) = switchboard_realtime::Realtime::new(deps, config.realtime).await?;
         let state =
             AppState::new(db, redis, verifier, hasher, directory, limiter, realtime, config.node_id.clone());
-        let router = switchboard_api::router(state.clone(), &config.cors_allowed_origins, |r| r.layer(socket_io));
+        let router =
+            switchboard_api::router(state.clone(), &config.cors_allowed_origins, |r| r.layer(socket_io));
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         Ok(Self { listener, state, router })

@@ -7,6 +7,9 @@
 //! (`scripts/test` exports them); a missing one fails the test with a clear message
 //! rather than skipping it.
 
+pub mod sio;
+pub use sio::SioClient;
+
 use secrecy::SecretString;
 use std::net::SocketAddr;
 use switchboard::config::{Config, Env};
