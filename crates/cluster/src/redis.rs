@@ -6,6 +6,8 @@
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use fred::types::Message;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use switchboard_domain::ErrorKind;
 use tokio::sync::broadcast;
@@ -34,10 +36,16 @@ impl ClusterError {
 /// How long a readiness ping may take before Redis counts as unreachable.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A shared, self-reconnecting Redis client pair.
+/// Command connections per node. Redis runs scripts one at a time per
+/// connection (a client cannot pipeline EVALSHA), and every publish, rate-limit
+/// lease and presence change is a script, so they are spread over several.
+const COMMAND_CONNECTIONS: usize = 8;
+
+/// Shared, self-reconnecting Redis connections: a few for commands, one subscriber.
 #[derive(Clone)]
 pub struct Redis {
-    client: Client,
+    clients: Arc<[Client]>,
+    next: Arc<AtomicUsize>,
     subscriber: SubscriberClient,
 }
 
@@ -55,6 +63,8 @@ impl Redis {
         let mut builder = Builder::from_config(config);
         builder
             .with_connection_config(|c| {
+                // Pipelined small commands must not wait for Nagle's algorithm.
+                c.tcp.nodelay = Some(true);
                 c.connection_timeout = Duration::from_secs(2);
                 c.internal_command_timeout = Duration::from_secs(2);
             })
@@ -65,11 +75,19 @@ impl Redis {
                 p.broadcast_channel_capacity = 16_384;
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
-        let client = builder.build()?;
+        let clients: Vec<Client> =
+            (0..COMMAND_CONNECTIONS).map(|_| builder.build()).collect::<Result<_, _>>()?;
         let subscriber = builder.build_subscriber_client()?;
-        client.connect();
+        for client in &clients {
+            client.connect();
+        }
         subscriber.connect();
-        let both = async { tokio::try_join!(client.wait_for_connect(), subscriber.wait_for_connect()) };
+        let both = async {
+            for client in &clients {
+                client.wait_for_connect().await?;
+            }
+            subscriber.wait_for_connect().await
+        };
         match tokio::time::timeout(wait, both).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -79,14 +97,15 @@ impl Redis {
         }
         // Re-subscribes every tracked channel after each reconnect.
         subscriber.manage_subscriptions();
-        Ok(Self { client, subscriber })
+        Ok(Self { clients: clients.into(), next: Arc::new(AtomicUsize::new(0)), subscriber })
     }
 
     /// The command connection while it is up, for the roles in this crate; `None`
     /// while it is down, so callers fall back at once instead of queueing behind
     /// the reconnect and waiting out the command timeout on a hot path.
     pub(crate) fn live(&self) -> Option<&Client> {
-        self.client.is_connected().then_some(&self.client)
+        let client = self.client();
+        client.is_connected().then_some(client)
     }
 
     /// Subscribes to `channel` (kept across reconnects).
@@ -98,7 +117,7 @@ impl Redis {
     /// Whether Redis is a cluster, where topic channels are sharded
     /// (`SSUBSCRIBE`/`SPUBLISH`) so fan-out capacity grows with the shards.
     pub(crate) fn sharded(&self) -> bool {
-        self.client.is_clustered()
+        self.client().is_clustered()
     }
 
     /// Subscribes to a topic channel, sharded on a cluster (kept across reconnects).
@@ -120,9 +139,10 @@ impl Redis {
         Ok(())
     }
 
-    /// The command connection, even while it reconnects (commands queue).
+    /// A command connection (round robin), even while it reconnects (commands queue).
     pub(crate) fn client(&self) -> &Client {
-        &self.client
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+        &self.clients[i]
     }
 
     /// Every pub/sub message this node receives.
@@ -137,7 +157,7 @@ impl Redis {
 
     /// One round trip, bounded by a timeout, for readiness.
     pub async fn ping(&self) -> Result<(), ClusterError> {
-        match tokio::time::timeout(PING_TIMEOUT, self.client.ping::<String>(None)).await {
+        match tokio::time::timeout(PING_TIMEOUT, self.client().ping::<String>(None)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.into()),
             Err(_) => Err(ClusterError::Timeout),
@@ -146,7 +166,11 @@ impl Redis {
 
     /// Closes both connections.
     pub async fn close(&self) {
-        for result in [self.subscriber.quit().await, self.client.quit().await] {
+        let mut results = vec![self.subscriber.quit().await];
+        for client in self.clients.iter() {
+            results.push(client.quit().await);
+        }
+        for result in results {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "redis quit failed");
             }

@@ -152,7 +152,8 @@ end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', maxlen, '*', 'p', ARGV[1])
 local t = redis.call('TIME')
 local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
-if cutoff > 0 then
+local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if cutoff > 0 and #first > 0 and before(first[1][1], cutoff .. '-0') then
   local aged = redis.call('XREVRANGE', KEYS[1], '(' .. cutoff .. '-0', '-', 'COUNT', 1)
   if #aged > 0 then
     if (not trimmed) or before(trimmed, aged[1][1]) then trimmed = aged[1][1] end

@@ -112,6 +112,12 @@ impl Application {
             Err(e) => tracing::warn!(error = %e, node_id = %state.node_id, "serving on an unknown address"),
         }
         let drain_state = state.clone();
+        // Small frames (socket events, acks) go out at once: no Nagle delay.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 tokio::select! {

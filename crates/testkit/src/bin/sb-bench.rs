@@ -1,0 +1,179 @@
+//! The realtime benchmark driver behind `loadtests/realtime.sh`:
+//!
+//! - `handshakes URL TENANT COUNT CONCURRENCY`: authenticated connects per second
+//!   (each socket connects, is admitted, and closes).
+//! - `idle URL TENANT COUNT PID`: opens COUNT authenticated sockets, holds them,
+//!   and reports the server's RSS growth per socket (from /proc/PID/status).
+//! - `latency PUB_URL SUB_URL TENANT RATE SECONDS SUBSCRIBERS`: publishers on
+//!   the first node at RATE events/s (ten sockets taking turns), SUBSCRIBERS sockets on the second; reports
+//!   publish→deliver p50/p99/max and what was lost.
+
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use switchboard_domain::{Role, TenantId, UserId};
+use switchboard_testkit::{SioClient, user_token};
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
+}
+
+fn rss_kb(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg =
+        |i: usize| args.get(i).cloned().unwrap_or_else(|| panic!("missing argument {i}; see the module doc"));
+    match arg(0).as_str() {
+        "handshakes" => {
+            handshakes(&arg(1), arg(2).parse().unwrap(), arg(3).parse().unwrap(), arg(4).parse().unwrap())
+                .await
+        }
+        "idle" => idle(&arg(1), arg(2).parse().unwrap(), arg(3).parse().unwrap(), &arg(4)).await,
+        "latency" => {
+            latency(
+                &arg(1),
+                &arg(2),
+                arg(3).parse().unwrap(),
+                arg(4).parse().unwrap(),
+                arg(5).parse().unwrap(),
+                arg(6).parse().unwrap(),
+            )
+            .await
+        }
+        other => panic!("unknown mode {other}"),
+    }
+}
+
+async fn handshakes(url: &str, tenant: TenantId, count: usize, concurrency: usize) {
+    let token = Arc::new(user_token(tenant, UserId::new(), Role::Member));
+    // Warm the node's tenant cache and the connection pool.
+    SioClient::connect(url, &token).await.unwrap().close();
+    let next = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (next, failed, token, url) = (next.clone(), failed.clone(), token.clone(), url.to_owned());
+            tokio::spawn(async move {
+                while next.fetch_add(1, Ordering::Relaxed) < count {
+                    match SioClient::connect(&url, &token).await {
+                        Ok(s) => s.close(),
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "handshakes: {count} in {secs:.2} s = {:.0}/s at concurrency {concurrency}, {} refused or failed",
+        count as f64 / secs,
+        failed.load(Ordering::Relaxed)
+    );
+}
+
+async fn idle(url: &str, tenant: TenantId, count: usize, pid: &str) {
+    let before = rss_kb(pid);
+    let mut sockets = Vec::with_capacity(count);
+    for chunk in 0..count.div_ceil(100) {
+        let batch: Vec<_> = (0..100.min(count - chunk * 100))
+            .map(|_| {
+                let (url, token) = (url.to_owned(), user_token(tenant, UserId::new(), Role::Member));
+                tokio::spawn(async move { SioClient::connect(&url, &token).await })
+            })
+            .collect();
+        for b in batch {
+            sockets.push(b.await.unwrap().expect("connect"));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_kb(pid);
+    println!(
+        "idle: {count} sockets; server RSS {before} KiB -> {after} KiB = {:.2} KiB per socket",
+        (after.saturating_sub(before)) as f64 / count as f64
+    );
+    drop(sockets);
+}
+
+async fn latency(
+    pub_url: &str,
+    sub_url: &str,
+    tenant: TenantId,
+    rate: u64,
+    seconds: u64,
+    subscribers: usize,
+) {
+    let topic = format!("channel:bench-{}", uuid::Uuid::new_v4().simple());
+    let mut subs = Vec::new();
+    for _ in 0..subscribers {
+        let s = SioClient::connect(sub_url, &user_token(tenant, UserId::new(), Role::Member)).await.unwrap();
+        let ack = s.emit_with_ack("subscribe", json!({ "topic": topic })).await;
+        assert_eq!(ack["ok"], true, "{ack}");
+        subs.push(s);
+    }
+    // Ten publishing sockets, as many clients would be, taking turns.
+    let mut publishers = Vec::new();
+    for _ in 0..10 {
+        let p = SioClient::connect(pub_url, &user_token(tenant, UserId::new(), Role::Member)).await.unwrap();
+        p.emit_with_ack("subscribe", json!({ "topic": topic })).await;
+        publishers.push(p);
+    }
+    let total = rate * seconds;
+    let collectors: Vec<_> = subs
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(total as usize);
+                while let Some(e) = s.next_event("tick", Duration::from_secs(3)).await {
+                    lat.push(now_us().saturating_sub(e["data"]["t"].as_u64().unwrap_or(0)));
+                    if lat.len() as u64 == total {
+                        break;
+                    }
+                }
+                lat
+            })
+        })
+        .collect();
+    let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let start = tokio::time::Instant::now();
+    for i in 0..total {
+        tokio::time::sleep_until(start + interval * i as u32).await;
+        publishers[i as usize % publishers.len()]
+            .emit("publish", json!({ "topic": topic, "event": "tick", "data": { "t": now_us(), "i": i } }));
+    }
+    let mut all = Vec::new();
+    for c in collectors {
+        all.extend(c.await.unwrap());
+    }
+    all.sort_unstable();
+    let expected = total as usize * subscribers;
+    println!(
+        "latency: {rate}/s for {seconds} s to {subscribers} subscribers on the other node: \
+         delivered {}/{expected}, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        all.len(),
+        percentile(&all, 0.50) as f64 / 1000.0,
+        percentile(&all, 0.99) as f64 / 1000.0,
+        all.last().copied().unwrap_or(0) as f64 / 1000.0,
+    );
+}
