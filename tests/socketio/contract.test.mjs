@@ -56,9 +56,16 @@ describe("handshake", () => {
       extraHeaders: { authorization: `Bearer ${userToken(t1)}` },
     });
     assert.ok(s.connected);
+    assert.equal(s.io.engine.transport.name, "polling");
     const ack = await s.emitWithAck("subscribe", { topic: "channel:poll" });
     assert.equal(ack.ok, true);
+    const other = await connect(B.url, userToken(t1));
+    await other.emitWithAck("subscribe", { topic: "channel:poll" });
+    const got = next(s, "ping:poll");
+    await other.emitWithAck("publish", { topic: "channel:poll", event: "ping:poll", data: { n: 1 } });
+    assert.deepEqual((await got).data, { n: 1 });
     s.close();
+    other.close();
   });
 
   test("a suspended tenant is refused, and its open sockets are closed", async () => {
@@ -85,6 +92,20 @@ describe("handshake", () => {
     const three = await eventually(() => connect(B.url, userToken(t)).catch(() => null), 5000, "a freed slot");
     one.close();
     three.close();
+  });
+
+  test("a node that dies stops holding its share of the connection limit", async () => {
+    const t = await A.createTenant("one socket", { max_connections: 1 });
+    const C = await Node.start("suite-c-conn");
+    try {
+      await connect(C.url, userToken(t));
+      assert.equal((await refused(A.url, userToken(t))).code, "tenant_connection_limit");
+      await C.stop("SIGKILL");
+      const s = await eventually(() => connect(A.url, userToken(t)).catch(() => null), 20000, "the dead node's share released");
+      s.close();
+    } finally {
+      await C.stop("SIGKILL");
+    }
   });
 });
 

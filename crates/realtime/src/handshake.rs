@@ -3,6 +3,8 @@
 //! Bearer`), verifies it, loads the tenant through the cached directory (no
 //! Postgres round trip when warm), takes a slot in the tenant's cluster-wide
 //! connection count, and refuses with the contract's message and code otherwise.
+//! On success it also joins the tenant and user rooms and registers the event
+//! handlers, before the client can send anything.
 
 use crate::codes::{EventError, Refusal};
 use crate::{Realtime, Session, messages, presence, subscribe};
@@ -78,21 +80,11 @@ pub async fn guard(
             format!("the tenant has its {} connections", info.limits.max_connections),
         ));
     }
-    let session = Session::new(tenant_id, user_id, role, inner.connections.clone());
-    s.extensions.insert(Arc::new(session));
-    Ok(())
-}
-
-/// Runs after the guard admitted the socket: joins its tenant and user rooms and
-/// registers the event handlers.
-pub async fn on_connect(s: SocketRef) {
-    let Some(session) = s.extensions.get::<Arc<Session>>() else {
-        tracing::error!(sid = %s.id, "connected without a session; closing");
-        let _ = s.disconnect();
-        return;
-    };
-    s.join([Session::tenant_room(session.tenant), Session::user_room(session.tenant, session.user)]);
-    tracing::debug!(sid = %s.id, tenant_id = %session.tenant, user_id = %session.user, "socket connected");
+    let session = Arc::new(Session::new(tenant_id, user_id, role, inner.connections.clone()));
+    // Everything the socket needs is in place before the CONNECT packet goes out:
+    // socketioxide runs the connect handler in a task of its own, and a client's
+    // first event may arrive before that task has run.
+    s.join([Session::tenant_room(tenant_id), Session::user_room(tenant_id, user_id)]);
     s.on("subscribe", subscribe::subscribe);
     s.on("unsubscribe", subscribe::unsubscribe);
     s.on("publish", subscribe::publish);
@@ -101,6 +93,15 @@ pub async fn on_connect(s: SocketRef) {
     s.on("message:send", messages::send);
     s.on_fallback(unknown_event);
     s.on_disconnect(on_disconnect);
+    s.extensions.insert(session);
+    Ok(())
+}
+
+/// Runs once the socket is connected (its handlers were set by [`guard`]).
+pub async fn on_connect(s: SocketRef) {
+    if let Some(session) = s.extensions.get::<Arc<Session>>() {
+        tracing::debug!(sid = %s.id, tenant_id = %session.tenant, user_id = %session.user, "socket connected");
+    }
 }
 
 async fn unknown_event(s: SocketRef, Event(event): Event) {

@@ -173,3 +173,21 @@ async fn refused_handshakes_carry_their_code_to_a_plain_socket_io_client() {
     let ok = SioClient::connect(&a.url(""), &user_token(tenant, UserId::new(), Role::Owner)).await;
     assert!(ok.is_ok());
 }
+
+#[tokio::test]
+async fn an_event_sent_the_moment_the_socket_connects_is_handled() {
+    // The handlers are registered before the CONNECT packet goes out; a client
+    // that emits at once must never lose its first event.
+    let a = Node::spawn(BIN, "rte-a");
+    let tenant = a.create_tenant("eager").await;
+    let clients = (0..40).map(|i| {
+        let (url, token) = (a.url(""), user_token(tenant, UserId::new(), Role::Member));
+        tokio::spawn(async move {
+            let s = SioClient::connect(&url, &token).await.unwrap();
+            s.emit_with_ack("subscribe", json!({ "topic": format!("channel:eager-{i}") })).await
+        })
+    });
+    for c in clients {
+        assert_eq!(c.await.unwrap()["ok"], true);
+    }
+}

@@ -164,7 +164,7 @@ impl Node {
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
             .env("NODE_ID", node_id)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", std::env::var("SB_NODE_LOG").unwrap_or_else(|_| "info".to_owned()))
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
@@ -183,8 +183,20 @@ impl Node {
                     .unwrap_or_else(|| panic!("{line}"));
             }
         };
-        // Keep draining the log so the node never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+        // Keep draining the log so the node never blocks on a full pipe; with
+        // SB_NODE_LOG_DIR set, keep it there as <node_id>.log.
+        let keep = std::env::var("SB_NODE_LOG_DIR").ok().and_then(|dir| {
+            std::fs::File::create(std::path::Path::new(&dir).join(format!("{node_id}.log"))).ok()
+        });
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut keep = keep;
+            for line in lines.map_while(Result::ok) {
+                if let Some(f) = keep.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+            }
+        });
         Self { addr, http: reqwest::Client::new(), child }
     }
 
