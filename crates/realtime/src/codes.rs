@@ -62,6 +62,15 @@ impl EventError {
         }
     }
 
+    /// `what` is over the tenant's `max_payload_bytes` (`limit`).
+    pub fn too_large(what: &str, limit: u32) -> Self {
+        Self {
+            code: "payload_too_large",
+            message: format!("{what} is over the tenant's {limit} bytes").into(),
+            retry_after: None,
+        }
+    }
+
     pub fn rate_limited(retry_after: Duration) -> Self {
         Self {
             code: "rate_limited",

@@ -1,6 +1,7 @@
 //! The Socket.IO layer: the handshake guard ([`handshake`]), topics and their
 //! authorization ([`subscribe`]), presence ([`presence`]), `message:send`
-//! ([`messages`]), event limits ([`limits`]), the bus ↔ local rooms ([`hub`]) and
+//! ([`messages`]), what every event goes through (`event`), event limits
+//! ([`limits`]), the bus ↔ local rooms ([`hub`]) and
 //! drain ([`drain`]). [`codes`] is the one place an
 //! [`ErrorKind`](switchboard_domain::ErrorKind) becomes what a Socket.IO client
 //! sees.
@@ -13,6 +14,7 @@ pub mod codes;
 pub mod directory;
 pub mod drain;
 mod envelope;
+mod event;
 pub mod handshake;
 mod hub;
 pub mod limits;

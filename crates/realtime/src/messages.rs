@@ -5,13 +5,12 @@
 //! stores and broadcasts nothing and answers with the stored message.
 
 use crate::codes::EventError;
-use crate::subscribe::{admit, payload, reply};
-use crate::{From, Realtime, Session};
+use crate::event::{Ev, admit, payload, reply};
+use crate::{From, Realtime};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, TryData};
 use std::borrow::Cow;
-use std::sync::Arc;
 use switchboard_db::repo::conversations;
 use switchboard_db::repo::messages::{self, Created, Message, NewMessage};
 use switchboard_db::{DbError, TenantContext};
@@ -75,13 +74,7 @@ struct SendReq {
     metadata: Option<Value>,
 }
 
-pub(crate) async fn send(
-    s: SocketRef,
-    State(rt): State<Realtime>,
-    Extension(session): Extension<Arc<Session>>,
-    TryData(data): TryData<Value>,
-    ack: AckSender,
-) {
+pub(crate) async fn send(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: AckSender) {
     let result = async {
         let limits = admit(&rt, &s, &session).await?;
         let req: SendReq = payload(data)?;
@@ -90,11 +83,7 @@ pub(crate) async fn send(
             return Err(EventError::invalid(format!("content must be 1 to {MAX_CONTENT_CHARS} characters")));
         }
         if req.content.len() > limits.max_payload_bytes as usize {
-            return Err(EventError {
-                code: "payload_too_large",
-                message: format!("content is over the tenant's {} bytes", limits.max_payload_bytes).into(),
-                retry_after: None,
-            });
+            return Err(EventError::too_large("content", limits.max_payload_bytes));
         }
         let key = req.idempotency_key.trim();
         if !(1..=200).contains(&key.len()) || !key.bytes().all(|b| (b' '..=b'~').contains(&b)) {

@@ -5,15 +5,15 @@
 //! [`reaper`] on any surviving node announces it once).
 
 use crate::codes::EventError;
+use crate::event::{Ev, TopicReq, admit, joined_room, payload, reply, sized, topic};
 use crate::session::lock;
-use crate::subscribe::{admit, payload, reply, sized, topic};
 use crate::{From, Inner, Realtime, Session};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, TryData};
 use std::borrow::Cow;
-use std::sync::{Arc, Weak};
+use std::sync::Weak;
 use std::time::Duration;
 use switchboard_domain::{ErrorKind, Topic};
 
@@ -25,12 +25,6 @@ struct TrackReq {
     topic: String,
     #[serde(default)]
     state: Value,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListReq {
-    topic: String,
 }
 
 /// The topic string inside a room name `t:{tenant}:{topic}`.
@@ -52,21 +46,12 @@ async fn announce(inner: &Inner, room: &str, event: &str, entry: &str) {
     }
 }
 
-pub(crate) async fn track(
-    s: SocketRef,
-    State(rt): State<Realtime>,
-    Extension(session): Extension<Arc<Session>>,
-    TryData(data): TryData<Value>,
-    ack: AckSender,
-) {
+pub(crate) async fn track(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: AckSender) {
     let result = async {
         let limits = admit(&rt, &s, &session).await?;
         let req: TrackReq = payload(data)?;
         let topic = topic(&req.topic)?;
-        let room = topic.room(session.tenant);
-        if !session.has_topic(&room) {
-            return Err(EventError::not_subscribed(&topic.to_string()));
-        }
+        let room = joined_room(&session, &topic)?;
         if !(req.state.is_object() || req.state.is_null()) {
             return Err(EventError::invalid("state must be an object"));
         }
@@ -95,21 +80,12 @@ pub(crate) async fn track(
     reply(ack, result);
 }
 
-pub(crate) async fn list_event(
-    s: SocketRef,
-    State(rt): State<Realtime>,
-    Extension(session): Extension<Arc<Session>>,
-    TryData(data): TryData<Value>,
-    ack: AckSender,
-) {
+pub(crate) async fn list_event(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: AckSender) {
     let result = async {
         admit(&rt, &s, &session).await?;
-        let req: ListReq = payload(data)?;
+        let req: TopicReq = payload(data)?;
         let topic = topic(&req.topic)?;
-        let room = topic.room(session.tenant);
-        if !session.has_topic(&room) {
-            return Err(EventError::not_subscribed(&topic.to_string()));
-        }
+        let room = joined_room(&session, &topic)?;
         let entries =
             list(&rt.inner, &room).await.map_err(|k| EventError::new(k, "presence is unavailable"))?;
         Ok(json!({ "ok": true, "topic": topic.to_string(), "entries": entries }))

@@ -1,104 +1,22 @@
-//! `subscribe`, `unsubscribe` and `publish`, and what every client event goes
-//! through first ([`admit`]): the tenant's current limits, the socket's and the
-//! tenant's event budgets, and the payload cap.
+//! `subscribe`, `unsubscribe` and `publish`.
 
 use crate::codes::EventError;
+use crate::event::{Ev, TopicReq, admit, joined_room, payload, reply, sized, topic};
 use crate::session::lock;
 use crate::{From, Realtime, Session};
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use socketioxide::ParserError;
-use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::extract::{AckSender, SocketRef, TryData};
 use std::borrow::Cow;
-use std::sync::Arc;
-use std::time::Instant;
 use switchboard_db::TenantContext;
-use switchboard_domain::{ErrorKind, Limits, TenantStatus, Topic};
-
-/// Answers an event through its ack (a no-op when the client sent none).
-pub(crate) fn reply(ack: AckSender, result: Result<Value, EventError>) {
-    let body = match result {
-        Ok(v) => v,
-        Err(e) => e.ack(),
-    };
-    if let Err(e) = ack.send(&body) {
-        tracing::debug!(error = %e, "ack not sent");
-    }
-}
-
-/// Checks a client event against the tenant's limits and budgets; returns the
-/// limits for the handler's own checks. A socket that keeps going while refused
-/// is disconnected.
-pub(crate) async fn admit(rt: &Realtime, s: &SocketRef, session: &Session) -> Result<Limits, EventError> {
-    let info = match rt.inner.directory.tenant(session.tenant).await {
-        Ok(Some(info)) => info,
-        Ok(None) => return Err(EventError::new(ErrorKind::Forbidden, "the tenant no longer exists")),
-        Err(e) => {
-            tracing::error!(error = %e, "directory lookup failed");
-            return Err(EventError::new(ErrorKind::Unavailable, "try again shortly"));
-        }
-    };
-    if info.status == TenantStatus::Suspended {
-        let _ = s.clone().disconnect();
-        return Err(EventError::new(ErrorKind::TenantSuspended, "this tenant is suspended"));
-    }
-    let per_socket = rt.inner.config.socket_events_per_second.min(info.limits.events_per_second);
-    let outcome = lock(&session.bucket).take(Instant::now(), per_socket);
-    if let Err(refused) = outcome {
-        if refused.abusive {
-            tracing::warn!(sid = %s.id, tenant_id = %session.tenant, "socket kept sending while rate limited; disconnecting");
-            let _ = s.clone().disconnect();
-        }
-        return Err(EventError::rate_limited(refused.retry_after));
-    }
-    rt.inner
-        .budgets
-        .take(&rt.inner.limiter, session.tenant, info.limits.events_per_second)
-        .await
-        .map_err(EventError::rate_limited)?;
-    Ok(info.limits)
-}
-
-/// Parses an event's payload into `T`, or says what is wrong with it.
-pub(crate) fn payload<T: DeserializeOwned, E>(data: Result<Value, E>) -> Result<T, EventError> {
-    let value = data.map_err(|_| EventError::invalid("the payload must be a JSON object"))?;
-    serde_json::from_value(value).map_err(|e| EventError::invalid(format!("invalid payload: {e}")))
-}
-
-/// Parses a topic string: `unknown_topic` if it names no topic.
-pub(crate) fn topic(s: &str) -> Result<Topic, EventError> {
-    Topic::parse(s).map_err(|e| EventError::unknown_topic(format!("unknown topic `{}`: {e}", clip(s))))
-}
-
-fn clip(s: &str) -> String {
-    s.chars().take(80).collect()
-}
-
-/// Refuses data larger than the tenant's `max_payload_bytes`; returns it encoded.
-pub(crate) fn sized(data: &Value, limits: &Limits) -> Result<Box<serde_json::value::RawValue>, EventError> {
-    let raw = serde_json::value::to_raw_value(data).map_err(|_| EventError::invalid("data is not JSON"))?;
-    if raw.get().len() > limits.max_payload_bytes as usize {
-        return Err(EventError {
-            code: "payload_too_large",
-            message: format!("data is over the tenant's {} bytes", limits.max_payload_bytes).into(),
-            retry_after: None,
-        });
-    }
-    Ok(raw)
-}
+use switchboard_domain::ErrorKind;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SubscribeReq {
     topic: String,
     since: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TopicReq {
-    topic: String,
 }
 
 #[derive(Deserialize)]
@@ -110,13 +28,7 @@ struct PublishReq {
     data: Value,
 }
 
-pub(crate) async fn subscribe(
-    s: SocketRef,
-    State(rt): State<Realtime>,
-    Extension(session): Extension<Arc<Session>>,
-    TryData(data): TryData<Value>,
-    ack: AckSender,
-) {
+pub(crate) async fn subscribe(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: AckSender) {
     let result = subscribe_inner(&rt, &s, &session, data).await;
     reply(ack, result);
 }
@@ -177,13 +89,7 @@ async fn subscribe_inner(
     Ok(ack)
 }
 
-pub(crate) async fn unsubscribe(
-    s: SocketRef,
-    State(rt): State<Realtime>,
-    Extension(session): Extension<Arc<Session>>,
-    TryData(data): TryData<Value>,
-    ack: AckSender,
-) {
+pub(crate) async fn unsubscribe(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: AckSender) {
     let result = async {
         admit(&rt, &s, &session).await?;
         let req: TopicReq = payload(data)?;
@@ -231,13 +137,7 @@ fn valid_event_name(event: &str) -> bool {
         && event.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
-pub(crate) async fn publish(
-    s: SocketRef,
-    State(rt): State<Realtime>,
-    Extension(session): Extension<Arc<Session>>,
-    TryData(data): TryData<Value>,
-    ack: AckSender,
-) {
+pub(crate) async fn publish(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: AckSender) {
     let result = async {
         let limits = admit(&rt, &s, &session).await?;
         let req: PublishReq = payload(data)?;
@@ -246,10 +146,7 @@ pub(crate) async fn publish(
         if !topic.client_publishable() {
             return Err(EventError::new(ErrorKind::Forbidden, format!("clients cannot publish to {topic}")));
         }
-        let room = topic.room(session.tenant);
-        if !session.has_topic(&room) {
-            return Err(EventError::not_subscribed(&topic.to_string()));
-        }
+        joined_room(&session, &topic)?;
         let data = sized(&req.data, &limits)?;
         let from = From { user_id: Some(session.user.as_uuid()), kind: Cow::Borrowed("user") };
         let sid = s.id.to_string();

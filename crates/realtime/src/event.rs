@@ -1,0 +1,129 @@
+//! What every client event handler receives ([`Ev`]: the socket, the layer and
+//! the socket's session, in one extractor) and goes through first ([`admit`]:
+//! the tenant's current limits, the socket's and the tenant's event budgets),
+//! and the checks handlers share: payload shape, topic names, joined topics,
+//! the payload cap, and the ack.
+
+use crate::codes::EventError;
+use crate::session::lock;
+use crate::{Realtime, Session};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use socketioxide::adapter::LocalAdapter;
+use socketioxide::extract::{AckSender, SocketRef, State};
+use socketioxide::handler::FromMessageParts;
+use socketioxide::socket::Socket;
+use std::sync::Arc;
+use std::time::Instant;
+use switchboard_domain::{ErrorKind, Limits, TenantStatus, Topic};
+
+/// The socket an event came from, the layer, and the socket's session.
+pub(crate) struct Ev {
+    pub s: SocketRef,
+    pub rt: Realtime,
+    pub session: Arc<Session>,
+}
+
+/// A socket without a session (it never passed the guard): its events are dropped.
+#[derive(Debug, thiserror::Error)]
+#[error("the socket has no session")]
+pub(crate) struct NoSession;
+
+impl FromMessageParts<LocalAdapter> for Ev {
+    type Error = NoSession;
+
+    fn from_message_parts(
+        s: &Arc<Socket<LocalAdapter>>,
+        v: &mut socketioxide::handler::Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, NoSession> {
+        let State(rt) = State::<Realtime>::from_message_parts(s, v, ack_id).map_err(|_| NoSession)?;
+        let session = s.extensions.get::<Arc<Session>>().ok_or(NoSession)?;
+        Ok(Self { s: SocketRef::from(s.clone()), rt, session })
+    }
+}
+
+/// `{ topic }`: `unsubscribe`, `presence:list`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TopicReq {
+    pub topic: String,
+}
+
+/// Answers an event through its ack (a no-op when the client sent none).
+pub(crate) fn reply(ack: AckSender, result: Result<Value, EventError>) {
+    let body = match result {
+        Ok(v) => v,
+        Err(e) => e.ack(),
+    };
+    if let Err(e) = ack.send(&body) {
+        tracing::debug!(error = %e, "ack not sent");
+    }
+}
+
+/// Checks a client event against the tenant's limits and budgets; returns the
+/// limits for the handler's own checks. A socket that keeps going while refused
+/// is disconnected.
+pub(crate) async fn admit(rt: &Realtime, s: &SocketRef, session: &Session) -> Result<Limits, EventError> {
+    let info = match rt.inner.directory.tenant(session.tenant).await {
+        Ok(Some(info)) => info,
+        Ok(None) => return Err(EventError::new(ErrorKind::Forbidden, "the tenant no longer exists")),
+        Err(e) => {
+            tracing::error!(error = %e, "directory lookup failed");
+            return Err(EventError::new(ErrorKind::Unavailable, "try again shortly"));
+        }
+    };
+    if info.status == TenantStatus::Suspended {
+        let _ = s.clone().disconnect();
+        return Err(EventError::new(ErrorKind::TenantSuspended, "this tenant is suspended"));
+    }
+    let per_socket = rt.inner.config.socket_events_per_second.min(info.limits.events_per_second);
+    let outcome = lock(&session.bucket).take(Instant::now(), per_socket);
+    if let Err(refused) = outcome {
+        if refused.abusive {
+            tracing::warn!(sid = %s.id, tenant_id = %session.tenant, "socket kept sending while rate limited; disconnecting");
+            let _ = s.clone().disconnect();
+        }
+        return Err(EventError::rate_limited(refused.retry_after));
+    }
+    rt.inner
+        .budgets
+        .take(&rt.inner.limiter, session.tenant, info.limits.events_per_second)
+        .await
+        .map_err(EventError::rate_limited)?;
+    Ok(info.limits)
+}
+
+/// Parses an event's payload into `T`, or says what is wrong with it.
+pub(crate) fn payload<T: DeserializeOwned, E>(data: Result<Value, E>) -> Result<T, EventError> {
+    let value = data.map_err(|_| EventError::invalid("the payload must be a JSON object"))?;
+    serde_json::from_value(value).map_err(|e| EventError::invalid(format!("invalid payload: {e}")))
+}
+
+/// Parses a topic string: `unknown_topic` if it names no topic.
+pub(crate) fn topic(s: &str) -> Result<Topic, EventError> {
+    Topic::parse(s).map_err(|e| EventError::unknown_topic(format!("unknown topic `{}`: {e}", clip(s))))
+}
+
+fn clip(s: &str) -> String {
+    s.chars().take(80).collect()
+}
+
+/// Refuses data larger than the tenant's `max_payload_bytes`; returns it encoded.
+pub(crate) fn sized(data: &Value, limits: &Limits) -> Result<Box<serde_json::value::RawValue>, EventError> {
+    let raw = serde_json::value::to_raw_value(data).map_err(|_| EventError::invalid("data is not JSON"))?;
+    if raw.get().len() > limits.max_payload_bytes as usize {
+        return Err(EventError::too_large("data", limits.max_payload_bytes));
+    }
+    Ok(raw)
+}
+
+/// The room of `topic` if this socket has joined it; `not_subscribed` otherwise.
+pub(crate) fn joined_room(session: &Session, topic: &Topic) -> Result<String, EventError> {
+    let room = topic.room(session.tenant);
+    if !session.has_topic(&room) {
+        return Err(EventError::not_subscribed(&topic.to_string()));
+    }
+    Ok(room)
+}
