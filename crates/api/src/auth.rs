@@ -100,6 +100,8 @@ impl FromRequestParts<AppState> for Caller {
 pub struct Member {
     pub caller: Caller,
     pub ctx: TenantContext,
+    /// The tenant's status and limits, as checked for this request.
+    pub tenant: TenantInfo,
 }
 
 impl Member {
@@ -113,14 +115,14 @@ impl Member {
             Some(info) => Some(*info),
             None => state.directory.tenant(ctx.tenant_id).await?,
         };
-        match info {
+        let tenant = match info {
             None => return Err(ApiError::new(ErrorKind::Forbidden, "the tenant does not exist")),
             Some(info) if info.status == TenantStatus::Suspended => {
                 return Err(ApiError::new(ErrorKind::TenantSuspended, "the tenant is suspended"));
             }
-            Some(_) => {}
-        }
-        Ok(Member { caller, ctx })
+            Some(info) => info,
+        };
+        Ok(Member { caller, ctx, tenant })
     }
 }
 

@@ -56,17 +56,13 @@ pub(crate) async fn broadcast(
     };
     let topic = Topic::parse(&body.topic).map_err(|e| invalid("topic", e.to_string()))?;
     switchboard_realtime::check_event_name(&body.event).map_err(|why| invalid("event", why))?;
-    let info = state
-        .directory
-        .tenant(member.ctx.tenant_id)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorKind::Forbidden, "the tenant does not exist"))?;
+    let max_payload = member.tenant.limits.max_payload_bytes;
     let data = serde_json::value::to_raw_value(&body.data)
         .map_err(|_| ApiError::new(ErrorKind::Validation, "data is not JSON"))?;
-    if data.get().len() > info.limits.max_payload_bytes as usize {
+    if data.get().len() > max_payload as usize {
         return Err(ApiError::new(
             ErrorKind::PayloadTooLarge,
-            format!("data is over the tenant's {} bytes", info.limits.max_payload_bytes),
+            format!("data is over the tenant's {max_payload} bytes"),
         ));
     }
     let mut tx = state.db.begin(&member.ctx).await?;
