@@ -126,10 +126,11 @@ impl Connections {
                 Err(_) => tracing::warn!("connection count: redis timed out; counting locally"),
             }
         }
+        // Alone (no Redis) the live-node count is 1, so the share is the limit.
         let share = (max / self.inner.limiter.live_nodes()).max(1);
         let mut local = self.local();
         let count = local.entry(tenant).or_insert(0);
-        if *count >= share && self.inner.redis.is_some() || *count >= max {
+        if *count >= share {
             return false;
         }
         *count += 1;
@@ -161,7 +162,7 @@ impl Connections {
         }
     }
 
-    /// Drops nothing but rewrites every share this node holds (see the module doc).
+    /// Rewrites every share this node holds from its local counts (see the module doc).
     async fn write_shares(inner: &Inner) {
         let Some(client) = inner.redis.as_ref().and_then(Redis::live) else { return };
         let shares: Vec<(Uuid, u32)> = {

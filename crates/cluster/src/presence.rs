@@ -105,7 +105,8 @@ impl std::fmt::Debug for Presence {
 }
 
 fn hash_key(room: &str) -> String {
-    format!("sb:{{{room}}}:p")
+    // REAP builds the same name in Lua.
+    crate::topics::room_key(room, 'p')
 }
 
 fn lock(m: &Mutex<LocalRooms>) -> std::sync::MutexGuard<'_, LocalRooms> {

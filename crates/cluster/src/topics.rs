@@ -28,7 +28,7 @@
 use crate::{ClusterError, Redis};
 use fred::prelude::*;
 use fred::types::scripts::Script;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -173,7 +173,7 @@ end
 return off
 "#;
 
-/// KEYS: stream, epoch. ARGV: fresh epoch, ttl_ms. The topic's current offset.
+/// KEYS: stream, epoch (, trimmed). ARGV: fresh epoch, ttl_ms. The topic's current offset.
 const TOP: &str = r#"
 local e = redis.call('GET', KEYS[2])
 if not e then
@@ -204,12 +204,17 @@ end
 return out
 "#;
 
-fn keys(room: &str) -> (String, String, String) {
-    (format!("sb:{{{room}}}:h"), format!("sb:{{{room}}}:e"), format!("sb:{{{room}}}:c"))
+/// A room's Redis key with `suffix`: `sb:{room}:suffix`. The braces make every
+/// key and channel of one room hash to one cluster slot, so one script can
+/// touch them all. Suffixes: `h` history stream, `e` epoch, `d` largest trimmed
+/// id, `c` channel, `p` presence (see `presence.rs`).
+pub(crate) fn room_key(room: &str, suffix: char) -> String {
+    format!("sb:{{{room}}}:{suffix}")
 }
 
-fn trimmed_key(room: &str) -> String {
-    format!("sb:{{{room}}}:d")
+/// The keys the history scripts take, in their order: stream, epoch, trimmed.
+fn history_keys(room: &str) -> Vec<String> {
+    vec![room_key(room, 'h'), room_key(room, 'e'), room_key(room, 'd')]
 }
 
 fn room_of_channel(channel: &str) -> Option<&str> {
@@ -243,7 +248,7 @@ enum Backend {
     },
     Local {
         streams: Mutex<HashMap<Arc<str>, LocalStream>>,
-        subscribed: Mutex<HashMap<Arc<str>, ()>>,
+        subscribed: Mutex<HashSet<Arc<str>>>,
         tx: mpsc::Sender<Delivery>,
     },
 }
@@ -275,7 +280,7 @@ impl Topics {
             }
             None => Backend::Local {
                 streams: Mutex::new(HashMap::new()),
-                subscribed: Mutex::new(HashMap::new()),
+                subscribed: Mutex::new(HashSet::new()),
                 tx,
             },
         };
@@ -291,17 +296,16 @@ impl Topics {
         let ttl_ms = self.inner.config.ttl.as_millis().max(1) as u64;
         match &self.inner.backend {
             Backend::Redis { redis, publish, .. } => {
-                let (stream, epoch, channel) = keys(room);
                 let args: Vec<String> = vec![
                     payload.to_owned(),
                     self.inner.config.max_len.max(1).to_string(),
                     ttl_ms.to_string(),
                     fresh_epoch(),
-                    channel,
+                    room_key(room, 'c'),
                     if redis.sharded() { "1" } else { "0" }.to_owned(),
                 ];
-                let keys = vec![stream, epoch, trimmed_key(room)];
-                let off: String = publish.evalsha_with_reload(redis.client(), keys, args).await?;
+                let off: String =
+                    publish.evalsha_with_reload(redis.client(), history_keys(room), args).await?;
                 Offset::parse(&off).ok_or_else(|| ClusterError::Unexpected(format!("offset {off}")))
             }
             Backend::Local { streams, subscribed, tx } => {
@@ -311,7 +315,7 @@ impl Topics {
                     let event = stream.push(payload, self.inner.config);
                     (key, event)
                 };
-                let listening = lock(subscribed).contains_key(&room);
+                let listening = lock(subscribed).contains(&room);
                 if listening {
                     // A full queue means the node is far behind: it resyncs.
                     if tx.try_send(Delivery::Event { room, event: event.clone() }).is_err() {
@@ -329,12 +333,11 @@ impl Topics {
     pub async fn subscribe(&self, room: &str) -> Result<Offset, ClusterError> {
         match &self.inner.backend {
             Backend::Redis { redis, .. } => {
-                let (_, _, channel) = keys(room);
-                redis.subscribe_topic(&channel).await?;
+                redis.subscribe_topic(&room_key(room, 'c')).await?;
                 self.top(room).await
             }
             Backend::Local { subscribed, .. } => {
-                lock(subscribed).insert(room.into(), ());
+                lock(subscribed).insert(room.into());
                 self.top(room).await
             }
         }
@@ -343,10 +346,7 @@ impl Topics {
     /// Stops receiving `room`'s live events on this node.
     pub async fn unsubscribe(&self, room: &str) -> Result<(), ClusterError> {
         match &self.inner.backend {
-            Backend::Redis { redis, .. } => {
-                let (_, _, channel) = keys(room);
-                redis.unsubscribe_topic(&channel).await
-            }
+            Backend::Redis { redis, .. } => redis.unsubscribe_topic(&room_key(room, 'c')).await,
             Backend::Local { subscribed, .. } => {
                 lock(subscribed).remove(room);
                 Ok(())
@@ -359,9 +359,8 @@ impl Topics {
         let ttl_ms = self.inner.config.ttl.as_millis().max(1) as u64;
         match &self.inner.backend {
             Backend::Redis { redis, top, .. } => {
-                let (stream, epoch, _) = keys(room);
                 let args = vec![fresh_epoch(), ttl_ms.to_string()];
-                let off: String = top.evalsha_with_reload(redis.client(), vec![stream, epoch], args).await?;
+                let off: String = top.evalsha_with_reload(redis.client(), history_keys(room), args).await?;
                 Offset::parse(&off).ok_or_else(|| ClusterError::Unexpected(format!("offset {off}")))
             }
             Backend::Local { streams, .. } => {
@@ -392,11 +391,10 @@ impl Topics {
         }
         match &self.inner.backend {
             Backend::Redis { redis, read, .. } => {
-                let (stream, epoch, _) = keys(room);
                 let upto_id = upto.map_or_else(|| "+".to_owned(), Offset::stream_id);
                 let args = vec![since.epoch.to_string(), since.stream_id(), upto_id, limit.to_string()];
-                let keys = vec![stream, epoch, trimmed_key(room)];
-                let raw: Vec<Value> = read.evalsha_with_reload(redis.client(), keys, args).await?;
+                let raw: Vec<Value> =
+                    read.evalsha_with_reload(redis.client(), history_keys(room), args).await?;
                 let recovered = raw.first().and_then(Value::as_i64) == Some(1);
                 let mut events = Vec::with_capacity(raw.len() / 2);
                 for pair in raw.get(1..).unwrap_or_default().chunks(2) {

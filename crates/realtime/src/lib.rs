@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use switchboard_auth::Verifier;
-use switchboard_cluster::{ClusterError, Connections, HistoryConfig, Offset, Presence, RateLimiter, Topics};
+use switchboard_cluster::{Connections, HistoryConfig, Offset, Presence, RateLimiter, Topics};
 use switchboard_db::Database;
 use switchboard_domain::{ErrorKind, TenantId, Topic, UserId};
 
@@ -97,12 +97,6 @@ pub(crate) struct Inner {
     pub(crate) io: OnceLock<SocketIo>,
 }
 
-impl Inner {
-    pub(crate) async fn hub_offset(&self, room: &str) -> Option<String> {
-        self.hub.offset(room).await.map(|o| o.to_string())
-    }
-}
-
 /// The Socket.IO layer's handle; cheap to clone.
 #[derive(Clone)]
 pub struct Realtime {
@@ -121,7 +115,7 @@ pub(crate) const CONTROL_ROOM: &str = "sys:control";
 impl Realtime {
     /// Builds the layer to mount on the HTTP router and starts the bus reader.
     /// Call from within a tokio runtime.
-    pub async fn new(deps: Deps, config: RealtimeConfig) -> Result<(Self, SocketIoLayer), ClusterError> {
+    pub async fn new(deps: Deps, config: RealtimeConfig) -> (Self, SocketIoLayer) {
         let (topics, deliveries) = Topics::new(deps.redis.clone(), config.history);
         let presence = Presence::new(deps.redis.clone(), &deps.instance);
         let connections = Connections::new(deps.redis.clone(), &deps.instance, deps.limiter.clone());
@@ -159,7 +153,7 @@ impl Realtime {
         }
         tokio::spawn(hub::dispatch(Arc::downgrade(&rt.inner), io, deliveries));
         tokio::spawn(presence::reaper(Arc::downgrade(&rt.inner)));
-        Ok((rt, layer))
+        (rt, layer)
     }
 
     /// Publishes `event` with `data` on `topic` in `tenant`, to subscribers on

@@ -45,7 +45,7 @@ async fn subscribe_inner(
     let room = topic.room(session.tenant);
     if session.has_topic(&room) {
         return Ok(
-            json!({ "ok": true, "topic": topic.to_string(), "offset": rt.inner.hub_offset(&room).await }),
+            json!({ "ok": true, "topic": topic.to_string(), "offset": rt.inner.hub.offset(&room).await.map(|o| o.to_string()) }),
         );
     }
     if session.topic_count() >= limits.max_topics_per_socket as usize {

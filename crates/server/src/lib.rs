@@ -86,7 +86,7 @@ impl Application {
             limiter: limiter.clone(),
             instance,
         };
-        let (realtime, socket_io) = switchboard_realtime::Realtime::new(deps, config.realtime).await?;
+        let (realtime, socket_io) = switchboard_realtime::Realtime::new(deps, config.realtime).await;
         let state =
             AppState::new(db, redis, verifier, hasher, directory, limiter, realtime, config.node_id.clone());
         let router =
