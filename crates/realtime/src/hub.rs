@@ -27,9 +27,15 @@ use tokio::sync::mpsc;
 /// Events a resync reads per topic at most; beyond, the gap is reported.
 const RESYNC_LIMIT: u32 = 10_000;
 
+/// How long a join waits for this node to deliver an offset the client already
+/// holds (it came from another node a moment ago).
+const CATCH_UP: Duration = Duration::from_millis(500);
+
 struct LocalTopic {
     members: AtomicUsize,
     cursor: tokio::sync::Mutex<Option<Offset>>,
+    /// Told whenever the dispatcher moves the cursor.
+    advanced: tokio::sync::Notify,
 }
 
 /// The topics this node has local subscribers for.
@@ -85,6 +91,7 @@ impl Hub {
                     Arc::new(LocalTopic {
                         members: AtomicUsize::new(0),
                         cursor: tokio::sync::Mutex::new(None),
+                        advanced: tokio::sync::Notify::new(),
                     })
                 })
                 .clone();
@@ -110,15 +117,17 @@ impl Hub {
     ) -> Result<Joined, ErrorKind> {
         let since = since.map(Offset::parse);
         // A client may hold an offset this node has not delivered yet (it came
-        // from another node a moment ago): let the dispatcher catch up first.
-        for _ in 0..50 {
+        // from another node a moment ago): wait for the dispatcher to reach it.
+        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        loop {
+            // Created before the check, so a move in between is not missed.
+            let advanced = topic.advanced.notified();
             let cursor = topic.cursor.lock().await;
             let ahead = matches!((&since, &*cursor), (Some(Some(s)), Some(c)) if s.is_after(c) == Some(true));
-            if !ahead {
+            drop(cursor);
+            if !ahead || tokio::time::timeout_at(deadline, advanced).await.is_err() {
                 break;
             }
-            drop(cursor);
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let mut cursor = topic.cursor.lock().await;
         if cursor.is_none() {
@@ -279,6 +288,7 @@ pub(crate) async fn dispatch(inner: Weak<Inner>, io: SocketIo, mut deliveries: m
                 }
                 emit_to_room(&io, &room, &event).await;
                 *cursor = Some(event.offset);
+                topic.advanced.notify_waiters();
             }
             Delivery::Resync => resync(&inner, &io).await,
         }
@@ -307,5 +317,6 @@ async fn resync(inner: &Inner, io: &SocketIo) {
             }
             Err(e) => tracing::warn!(error = %e, room = %room, "resync read failed"),
         }
+        topic.advanced.notify_waiters();
     }
 }
