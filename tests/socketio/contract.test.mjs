@@ -4,7 +4,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import {
-  Node, arrives, collect, connect, eventually, loadBalancer, next, platformToken, sign, sleep, userToken,
+  Node, arrives, collect, connect, eventually, loadBalancer, next, offsetAfter, platformToken, sign, sleep, userToken,
 } from "./lib.mjs";
 
 let A, B, t1, t2;
@@ -135,6 +135,24 @@ describe("events", () => {
     await s.emitWithAck("subscribe", { topic: "channel:acks" });
     assert.equal(await codes("publish", { topic: "channel:acks", event: "message:new", data: {} }), "invalid_payload");
     assert.equal(await codes("publish", { topic: "channel:acks", event: "bad name", data: {} }), "invalid_payload");
+    assert.equal(await codes("subscribe", { topic: "channel:acks", since: 42 }), "invalid_payload");
+    assert.equal(await codes("presence:track", { topic: "channel:other", state: {} }), "not_subscribed");
+    assert.equal(await codes("presence:list", { topic: "channel:other" }), "not_subscribed");
+    assert.equal(await codes("presence:track", { topic: "channel:acks", state: "busy" }), "invalid_payload");
+    assert.equal(await codes("presence:track", { topic: "nope" }), "unknown_topic");
+    assert.equal(await codes("message:send", { conversation_id: randomUUID(), content: "hi" }), "invalid_payload");
+    assert.equal(
+      await codes("message:send", { conversation_id: "x", content: "hi", idempotency_key: "k" }),
+      "invalid_payload",
+    );
+    assert.equal(
+      await codes("message:send", { conversation_id: randomUUID(), content: "hi", idempotency_key: "k", metadata: [1] }),
+      "invalid_payload",
+    );
+    assert.equal(
+      await codes("message:send", { conversation_id: randomUUID(), content: "hi", idempotency_key: "k" }),
+      "forbidden",
+    );
     const err = next(s, "error");
     s.emit("no:such:event", {});
     assert.equal((await err).code, "invalid_payload");
@@ -230,6 +248,25 @@ describe("events", () => {
     s.close();
   });
 
+  test("a tenant's events_per_second holds across sockets on both nodes", async () => {
+    // 10/s for the tenant: each socket alone may burst 20 (twice the rate), so
+    // only the cluster-wide budget can keep the two together near 10 + 10/s.
+    const t = await A.createTenant("shared budget", { events_per_second: 10 });
+    const [a, b] = await Promise.all([connect(A.url, userToken(t)), connect(B.url, userToken(t))]);
+    for (const s of [a, b]) await s.emitWithAck("subscribe", { topic: "channel:shared" });
+    const started = Date.now();
+    const burst = (s) =>
+      Promise.all(Array.from({ length: 20 }, () => s.emitWithAck("publish", { topic: "channel:shared", event: "x", data: {} })));
+    const acks = (await Promise.all([burst(a), burst(b)])).flat();
+    const seconds = (Date.now() - started) / 1000;
+    const ok = acks.filter((x) => x.ok).length;
+    assert.ok(ok >= 5, `only ${ok} accepted`);
+    assert.ok(ok <= 10 + Math.ceil(10 * seconds) + 2, `${ok} accepted in ${seconds}s: the tenant budget was not shared`);
+    assert.ok(acks.filter((x) => !x.ok).every((x) => x.error.code === "rate_limited"));
+    a.close();
+    b.close();
+  });
+
   test("data over the tenant's max_payload_bytes is refused", async () => {
     const t = await A.createTenant("small", { max_payload_bytes: 1024 });
     const s = await connect(B.url, userToken(t));
@@ -309,7 +346,9 @@ describe("recovery", () => {
     await eventually(() => got.length >= 6, 3000, "replay and live");
     await sleep(200);
     assert.deepEqual(got.map((e) => e.data.i), [1, 2, 3, 4, 5, 6]);
-    assert.ok(first.offset < got[0].offset || first.offset.split(":")[0] === got[0].offset.split(":")[0]);
+    assert.ok(offsetAfter(got[0].offset, last), "the replay starts after the client's offset");
+    assert.ok(offsetAfter(last, first.offset));
+    for (let k = 1; k < got.length; k++) assert.ok(offsetAfter(got[k].offset, got[k - 1].offset), "offsets increase");
     pub.close();
     again.close();
   });

@@ -155,6 +155,18 @@ export async function arrives(socket, event, ms = 500) {
   }
 }
 
+/** Whether offset `a` comes after `b` in the same topic epoch (`epoch:ms-seq`). */
+export function offsetAfter(a, b) {
+  const parse = (o) => {
+    const [epoch, id] = o.split(":");
+    const [ms, seq] = id.split("-").map(BigInt);
+    return { epoch, ms, seq };
+  };
+  const [x, y] = [parse(a), parse(b)];
+  if (x.epoch !== y.epoch) throw new Error(`offsets of two epochs: ${a} ${b}`);
+  return x.ms > y.ms || (x.ms === y.ms && x.seq > y.seq);
+}
+
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Polls `check` until it returns a truthy value or `ms` pass. */
