@@ -14,9 +14,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 const WAIT: Duration = Duration::from_secs(5);
 
 async fn post(node: &Node, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
-    let res = node.http.post(node.url(path)).bearer_auth(token).json(&body).send().await.unwrap();
-    let status = res.status();
-    (status, res.json().await.unwrap_or(Value::Null))
+    node.send_json(reqwest::Method::POST, path, token, &body).await
 }
 
 async fn api_key(node: &Node, tenant: TenantId, scopes: &[&str]) -> String {

@@ -62,15 +62,10 @@ async fn a_node_without_redis_delivers_recovers_and_tracks_presence_on_its_own()
 async fn a_node_without_redis_still_counts_a_tenants_connections() {
     let app = TestApp::spawn_with(&[("REDIS_URL", "")]).await;
     let tenant = app.create_tenant("counted").await;
-    let patch = app
-        .http
-        .patch(app.url(&format!("/api/v1/tenants/{tenant}")))
-        .bearer_auth(platform_token())
-        .json(&json!({ "limits": { "max_connections": 1 } }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(patch.status(), 200);
+    let limits = json!({ "limits": { "max_connections": 1 } });
+    let path = format!("/api/v1/tenants/{tenant}");
+    let (status, _) = app.send_json(reqwest::Method::PATCH, &path, platform_token(), &limits).await;
+    assert_eq!(status, 200);
     let first =
         SioClient::connect(&app.url(""), &user_token(tenant, UserId::new(), Role::Member)).await.unwrap();
     let refused = SioClient::connect(&app.url(""), &user_token(tenant, UserId::new(), Role::Member)).await;

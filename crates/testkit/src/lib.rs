@@ -246,6 +246,21 @@ async fn status_at(
     res.unwrap_or_else(|e| panic!("{url}: {e}")).status()
 }
 
+/// `method url` with a bearer token and a JSON body: the status and the JSON
+/// answer (`null` when there is none).
+async fn send_json_at(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: impl std::fmt::Display,
+    body: &serde_json::Value,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let res = http.request(method, url).bearer_auth(token).json(body).send().await;
+    let res = res.unwrap_or_else(|e| panic!("{url}: {e}"));
+    let status = res.status();
+    (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 macro_rules! request_helpers {
     ($t:ty) => {
         impl $t {
@@ -262,6 +277,17 @@ macro_rules! request_helpers {
                 token: impl std::fmt::Display,
             ) -> reqwest::StatusCode {
                 status_at(&self.http, method, &self.url(path), token).await
+            }
+
+            /// `method path` with a bearer token and a JSON body: status and JSON answer.
+            pub async fn send_json(
+                &self,
+                method: reqwest::Method,
+                path: &str,
+                token: impl std::fmt::Display,
+                body: &serde_json::Value,
+            ) -> (reqwest::StatusCode, serde_json::Value) {
+                send_json_at(&self.http, method, &self.url(path), token, body).await
             }
         }
     };
