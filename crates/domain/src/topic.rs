@@ -55,6 +55,12 @@ impl Topic {
     pub fn room(&self, tenant: TenantId) -> String {
         format!("t:{tenant}:{self}")
     }
+
+    /// The tenant and topic a [`Topic::room`] name stands for.
+    pub fn from_room(room: &str) -> Option<(TenantId, Topic)> {
+        let (tenant, topic) = room.strip_prefix("t:")?.split_once(':')?;
+        Some((tenant.parse().ok()?, Topic::parse(topic).ok()?))
+    }
 }
 
 impl fmt::Display for Topic {
@@ -102,5 +108,13 @@ mod tests {
         let (a, b) = (TenantId::new(), TenantId::new());
         let rooms = topic.map(|t| (t.room(a), t.room(b)));
         assert!(matches!(rooms, Some((ra, rb)) if ra != rb && ra.starts_with(&format!("t:{a}:"))));
+    }
+
+    #[test]
+    fn a_room_name_gives_back_its_tenant_and_topic() {
+        let (tenant, topic) = (TenantId::new(), Topic::Run(Uuid::new_v4().into()));
+        assert_eq!(Topic::from_room(&topic.room(tenant)), Some((tenant, topic)));
+        assert_eq!(Topic::from_room("t:not-a-uuid:channel:x"), None);
+        assert_eq!(Topic::from_room("channel:x"), None);
     }
 }

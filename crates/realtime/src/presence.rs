@@ -27,15 +27,8 @@ struct TrackReq {
     state: Value,
 }
 
-/// The topic string inside a room name `t:{tenant}:{topic}`.
-fn topic_of_room(room: &str) -> Option<(switchboard_domain::TenantId, Topic)> {
-    let rest = room.strip_prefix("t:")?;
-    let (tenant, topic) = rest.split_once(':')?;
-    Some((tenant.parse().ok()?, Topic::parse(topic).ok()?))
-}
-
 async fn announce(inner: &Inner, room: &str, event: &str, entry: &str) {
-    let Some((tenant, topic)) = topic_of_room(room) else { return };
+    let Some((tenant, topic)) = Topic::from_room(room) else { return };
     let Ok(data) = RawValue::from_string(entry.to_owned()) else { return };
     let from = From { user_id: None, kind: Cow::Borrowed("system") };
     let Ok(payload) = crate::envelope::stored(event, &topic.to_string(), &data, Some(&from), None) else {
