@@ -105,6 +105,23 @@ pub struct Member {
 }
 
 impl Member {
+    /// How events this caller sends are signed: `agent` for an API key, `user`
+    /// for a person.
+    pub fn sender_kind(&self) -> &'static str {
+        match self.caller.principal {
+            Principal::ApiKey { .. } => "agent",
+            _ => "user",
+        }
+    }
+
+    /// The `from` of events this caller sends.
+    pub fn sender(&self) -> switchboard_realtime::From {
+        switchboard_realtime::From {
+            user_id: self.ctx.user_id.map(|u| u.as_uuid()),
+            kind: std::borrow::Cow::Borrowed(self.sender_kind()),
+        }
+    }
+
     /// A tenant principal of a tenant that exists and is active; scopes unchecked.
     async fn of_active_tenant(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;

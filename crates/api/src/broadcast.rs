@@ -13,9 +13,8 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::borrow::Cow;
 use switchboard_db::repo::audit::{self, Entry};
-use switchboard_domain::{ErrorKind, Principal, Topic};
+use switchboard_domain::{ErrorKind, Topic};
 use validator::Validate;
 
 pub fn router() -> Router<AppState> {
@@ -74,14 +73,7 @@ pub(crate) async fn broadcast(
     };
     audit::record(&mut tx, &member.caller.actor(), &entry).await?;
     tx.commit().await?;
-    let kind = match member.caller.principal {
-        Principal::ApiKey { .. } => "agent",
-        _ => "user",
-    };
-    let from = switchboard_realtime::From {
-        user_id: member.ctx.user_id.map(|u| u.as_uuid()),
-        kind: Cow::Borrowed(kind),
-    };
+    let from = member.sender();
     let offset = state
         .realtime
         .publish(member.ctx.tenant_id, &topic, &body.event, &data, Some(&from), None)

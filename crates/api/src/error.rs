@@ -81,7 +81,11 @@ impl From<switchboard_db::DbError> for ApiError {
         let kind = e.kind();
         let message = match kind {
             ErrorKind::NotFound => "not found".to_owned(),
-            ErrorKind::Conflict => "conflicts with an existing record".to_owned(),
+            ErrorKind::Conflict if matches!(e, switchboard_db::DbError::Sqlx(_)) => {
+                "conflicts with an existing record".to_owned()
+            }
+            ErrorKind::Conflict => e.to_string(),
+            ErrorKind::Validation if matches!(e, switchboard_db::DbError::Invalid(_)) => e.to_string(),
             ErrorKind::Validation => "a value is out of range or malformed".to_owned(),
             ErrorKind::Forbidden => "not allowed".to_owned(),
             ErrorKind::Unavailable => {

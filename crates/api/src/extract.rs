@@ -6,11 +6,13 @@
 use crate::error::ApiError;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use switchboard_db::repo::Created;
 use switchboard_domain::ErrorKind;
 use uuid::Uuid;
 use validator::{Validate, ValidationErrors};
@@ -96,6 +98,31 @@ where
     }
 }
 
+/// The `Idempotency-Key` header, if sent: 1 to 200 visible ASCII characters.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str().map(str::trim) {
+        Ok(key) if (1..=200).contains(&key.len()) => Ok(Some(key.to_owned())),
+        _ => Err(ApiError::new(ErrorKind::Validation, "invalid Idempotency-Key")
+            .with_details(json!({ "Idempotency-Key": ["1 to 200 visible ASCII characters"] }))),
+    }
+}
+
+/// `201` with what was stored now; `200` and `Idempotent-Replayed: true` with
+/// what an earlier request with the same idempotency key stored.
+pub fn created_response<T: Serialize>(created: Created<T>) -> Response {
+    match created {
+        Created::New(item) => (StatusCode::CREATED, axum::Json(item)).into_response(),
+        Created::Replayed(item) => {
+            let mut response = (StatusCode::OK, axum::Json(item)).into_response();
+            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response
+        }
+    }
+}
+
 /// A path id that does not parse names nothing: 404, like another tenant's id.
 pub fn path_id<T: std::str::FromStr>(raw: &str) -> Result<T, ApiError> {
     raw.parse().map_err(|_| ApiError::new(ErrorKind::NotFound, "not found"))
@@ -159,6 +186,15 @@ const MAX_JSON_DEPTH: usize = 32;
 /// (which keeps them as exact decimals: beyond ±1e300 they no longer read back
 /// as doubles).
 pub fn check_json_object(field: &str, value: &Value) -> Result<(), ApiError> {
+    check_json(field, value, true)
+}
+
+/// [`check_json_object`] for a value that may be any JSON (an output, a result).
+pub fn check_json_value(field: &str, value: &Value) -> Result<(), ApiError> {
+    check_json(field, value, false)
+}
+
+fn check_json(field: &str, value: &Value, object: bool) -> Result<(), ApiError> {
     fn walk(v: &Value, depth: usize) -> Result<(), &'static str> {
         if depth > MAX_JSON_DEPTH {
             return Err("nested too deeply (at most 32 levels)");
@@ -172,7 +208,7 @@ pub fn check_json_object(field: &str, value: &Value) -> Result<(), ApiError> {
             _ => Ok(()),
         }
     }
-    let problem = if value.is_object() { walk(value, 0).err() } else { Some("must be an object") };
+    let problem = if value.is_object() || !object { walk(value, 0).err() } else { Some("must be an object") };
     match problem {
         None => Ok(()),
         Some(p) => {

@@ -20,6 +20,7 @@ mod presence;
 mod projects;
 pub mod ratelimit;
 mod request_id;
+mod runs;
 mod state;
 mod tenants;
 mod usage;
@@ -80,6 +81,7 @@ pub fn router(state: AppState, cors_origins: &[String], socket_io: impl FnOnce(R
         .merge(projects::router())
         .merge(conversations::router())
         .merge(messages::router())
+        .merge(runs::router())
         .merge(audit_logs::router())
         .merge(usage::router())
         .merge(broadcast::router())

@@ -8,17 +8,19 @@
 use crate::AppState;
 use crate::auth::Member;
 use crate::error::ApiError;
-use crate::extract::{Page, Paged, ValidJson, ValidQuery, check_json_object, path_id};
+use crate::extract::{
+    Page, Paged, ValidJson, ValidQuery, check_json_object, created_response, idempotency_key, path_id,
+};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchboard_db::repo::conversations;
-use switchboard_db::repo::messages::{self, Created, Message};
-use switchboard_domain::{ConversationId, ErrorKind, Principal};
+use switchboard_db::repo::messages::{self, Message};
+use switchboard_domain::ConversationId;
 use switchboard_realtime::messages::{Outgoing, send_message};
 use uuid::Uuid;
 use validator::Validate;
@@ -46,17 +48,6 @@ pub struct ListQuery {
     before: Option<Uuid>,
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    match value.to_str().map(str::trim) {
-        Ok(key) if (1..=200).contains(&key.len()) => Ok(Some(key.to_owned())),
-        _ => Err(ApiError::new(ErrorKind::Validation, "invalid Idempotency-Key")
-            .with_details(json!({ "Idempotency-Key": ["1 to 200 visible ASCII characters"] }))),
-    }
-}
-
 #[utoipa::path(post, path = "/api/v1/conversations/{id}/messages", tag = "messages", params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key, same message: stored once", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$")), request_body = SendMessage, responses((status = 201, body = Message), (status = 200, body = Message, description = "Replayed for a repeated Idempotency-Key"), crate::openapi::CommonErrors))]
 pub(crate) async fn create(
     State(state): State<AppState>,
@@ -69,26 +60,15 @@ pub(crate) async fn create(
     let key = idempotency_key(&headers)?;
     let metadata = body.metadata.unwrap_or_else(|| json!({}));
     check_json_object("metadata", &metadata)?;
-    let sender_kind = match member.caller.principal {
-        Principal::ApiKey { .. } => "agent",
-        _ => "user",
-    };
     let out = Outgoing {
         conversation,
-        sender_kind,
+        sender_kind: member.sender_kind(),
         content: &body.content,
         metadata: &metadata,
         idempotency_key: key.as_deref(),
     };
     let created = send_message(&state.realtime, &member.ctx, &out).await?;
-    Ok(match created {
-        Created::New(message) => (StatusCode::CREATED, Json(message)).into_response(),
-        Created::Replayed(message) => {
-            let mut response = (StatusCode::OK, Json(message)).into_response();
-            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-            response
-        }
-    })
+    Ok(created_response(created))
 }
 
 #[utoipa::path(get, path = "/api/v1/conversations/{id}/messages", tag = "messages", params(("id" = Uuid, Path), ListQuery), responses((status = 200, body = Paged<Message>), crate::openapi::CommonErrors))]

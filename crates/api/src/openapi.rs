@@ -77,6 +77,8 @@ impl Modify for Security {
         crate::projects::create, crate::projects::list, crate::projects::show, crate::projects::update, crate::projects::remove,
         crate::conversations::create, crate::conversations::list, crate::conversations::show, crate::conversations::remove,
         crate::messages::create, crate::messages::list,
+        crate::runs::create, crate::runs::list, crate::runs::show, crate::runs::update,
+        crate::runs::append_step, crate::runs::add_tool_call, crate::runs::stream_deltas,
         crate::audit_logs::list,
         crate::usage::show,
         crate::broadcast::broadcast, crate::presence::show, crate::connections::disconnect,

@@ -34,7 +34,8 @@ fn seconds_ceil(d: Duration) -> u64 {
     d.as_millis().div_ceil(1000) as u64
 }
 
-fn too_many(retry_after: Duration) -> Response<Body> {
+/// A 429 with `Retry-After` (whole seconds, at least 1).
+pub(crate) fn too_many(retry_after: Duration) -> Response<Body> {
     let mut response =
         ApiError::new(ErrorKind::RateLimited, "too many requests; retry after the indicated time")
             .into_response();

@@ -42,6 +42,8 @@ pub enum Kind {
     ApiKey,
     /// Authorization answers (may this user subscribe to that conversation).
     Authz,
+    /// Runs' status, for writes that must not touch Postgres (streamed deltas).
+    Run,
 }
 
 impl Kind {
@@ -50,6 +52,7 @@ impl Kind {
             Kind::Tenant => "tenant",
             Kind::ApiKey => "api_key",
             Kind::Authz => "authz",
+            Kind::Run => "run",
         }
     }
 
@@ -58,6 +61,7 @@ impl Kind {
             "tenant" => Some(Kind::Tenant),
             "api_key" => Some(Kind::ApiKey),
             "authz" => Some(Kind::Authz),
+            "run" => Some(Kind::Run),
             _ => None,
         }
     }

@@ -18,4 +18,4 @@ pub use connections::Connections;
 pub use presence::Presence;
 pub use ratelimit::{Decision, Quota, RateLimiter};
 pub use redis::{ClusterError, Redis};
-pub use topics::{Delivery, HistoryConfig, Offset, Replay, TopicEvent, Topics};
+pub use topics::{DEDUPE_TTL, Delivery, HistoryConfig, Offset, Published, Replay, TopicEvent, Topics};

@@ -99,6 +99,19 @@ pub struct Replay {
     pub events: Vec<TopicEvent>,
 }
 
+/// The answer of [`Topics::publish_batch`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// One per payload, in order.
+    pub offsets: Vec<Offset>,
+    /// The dedupe key was seen before: nothing was published now, and these
+    /// are the offsets of the first time.
+    pub replayed: bool,
+}
+
+/// How long a [`Topics::publish_batch`] dedupe key is remembered.
+pub const DEDUPE_TTL: Duration = Duration::from_secs(15 * 60);
+
 /// How much history each topic keeps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HistoryConfig {
@@ -135,23 +148,33 @@ local function info(key)
 end
 "#;
 
-/// KEYS: stream, epoch, trimmed. ARGV: payload, max_len, ttl_ms, fresh epoch,
-/// channel, sharded. Keeps the largest id ever trimmed, so a read can tell whether
-/// anything after an offset is gone.
+/// KEYS: stream, epoch, trimmed (, dedupe). ARGV: max_len, ttl_ms, fresh epoch,
+/// channel, sharded, dedupe ttl_ms, payload… Appends and publishes each payload
+/// in order; returns {replayed, "off1 off2 …"}. Keeps the largest id ever
+/// trimmed, so a read can tell whether anything after an offset is gone. With a
+/// dedupe key that is already set, does nothing and returns the offsets stored
+/// under it.
 const PUBLISH: &str = r#"
-local e = redis.call('GET', KEYS[2])
-if not e then e = ARGV[4] end
-redis.call('SET', KEYS[2], e, 'PX', ARGV[3])
-local maxlen = tonumber(ARGV[2])
-local trimmed = nil
-local len = redis.call('XLEN', KEYS[1])
-if len >= maxlen then
-  local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - maxlen + 1)
-  if #old > 0 then trimmed = old[#old][1] end
+if KEYS[4] then
+  local seen = redis.call('GET', KEYS[4])
+  if seen then return {1, seen} end
 end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', maxlen, '*', 'p', ARGV[1])
+local e = redis.call('GET', KEYS[2])
+if not e then e = ARGV[3] end
+redis.call('SET', KEYS[2], e, 'PX', ARGV[2])
+local maxlen = tonumber(ARGV[1])
+local trimmed = nil
+local ids = {}
+for i = 7, #ARGV do
+  local len = redis.call('XLEN', KEYS[1])
+  if len >= maxlen then
+    local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - maxlen + 1)
+    if #old > 0 then trimmed = old[#old][1] end
+  end
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', maxlen, '*', 'p', ARGV[i])
+end
 local t = redis.call('TIME')
-local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[3])
+local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[2])
 local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 if cutoff > 0 and #first > 0 and before(first[1][1], cutoff .. '-0') then
   local aged = redis.call('XREVRANGE', KEYS[1], '(' .. cutoff .. '-0', '-', 'COUNT', 1)
@@ -162,15 +185,19 @@ if cutoff > 0 and #first > 0 and before(first[1][1], cutoff .. '-0') then
 end
 local old = redis.call('GET', KEYS[3])
 if trimmed and ((not old) or before(old, trimmed)) then old = trimmed end
-if old then redis.call('SET', KEYS[3], old, 'PX', ARGV[3]) end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-local off = e .. ':' .. id
-if ARGV[6] == '1' then
-  redis.call('SPUBLISH', ARGV[5], off .. ' ' .. ARGV[1])
-else
-  redis.call('PUBLISH', ARGV[5], off .. ' ' .. ARGV[1])
+if old then redis.call('SET', KEYS[3], old, 'PX', ARGV[2]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local cmd = 'PUBLISH'
+if ARGV[5] == '1' then cmd = 'SPUBLISH' end
+local offs = {}
+for i, id in ipairs(ids) do
+  local off = e .. ':' .. id
+  offs[i] = off
+  redis.call(cmd, ARGV[4], off .. ' ' .. ARGV[6 + i])
 end
-return off
+local joined = table.concat(offs, ' ')
+if KEYS[4] then redis.call('SET', KEYS[4], joined, 'PX', ARGV[6]) end
+return {0, joined}
 "#;
 
 /// KEYS: stream, epoch (, trimmed). ARGV: fresh epoch, ttl_ms. The topic's current offset.
@@ -207,7 +234,7 @@ return out
 /// A room's Redis key with `suffix`: `sb:{room}:suffix`. The braces make every
 /// key and channel of one room hash to one cluster slot, so one script can
 /// touch them all. Suffixes: `h` history stream, `e` epoch, `d` largest trimmed
-/// id, `c` channel, `p` presence (see `presence.rs`).
+/// id, `c` channel, `p` presence (see `presence.rs`), `k` dedupe keys.
 pub(crate) fn room_key(room: &str, suffix: char) -> String {
     format!("sb:{{{room}}}:{suffix}")
 }
@@ -215,6 +242,10 @@ pub(crate) fn room_key(room: &str, suffix: char) -> String {
 /// The keys the history scripts take, in their order: stream, epoch, trimmed.
 fn history_keys(room: &str) -> Vec<String> {
     vec![room_key(room, 'h'), room_key(room, 'e'), room_key(room, 'd')]
+}
+
+fn dedupe_key(room: &str, key: &str) -> String {
+    format!("{}:{key}", room_key(room, 'k'))
 }
 
 fn room_of_channel(channel: &str) -> Option<&str> {
@@ -293,36 +324,71 @@ impl Topics {
 
     /// Appends `payload` to `room`'s history and sends it to every subscribed node.
     pub async fn publish(&self, room: &str, payload: &str) -> Result<Offset, ClusterError> {
+        let published = self.publish_batch(room, &[payload], None).await?;
+        published.offsets.into_iter().next().ok_or_else(|| ClusterError::Unexpected("no offset".to_owned()))
+    }
+
+    /// Appends `payloads` to `room`'s history and sends them to every subscribed
+    /// node, in order and atomically: no other event of the room lands between
+    /// them. With a `dedupe` key, the first call for the key publishes and
+    /// remembers the offsets for the history's ttl; a later call with the same
+    /// key publishes nothing and answers with them (`replayed`).
+    pub async fn publish_batch(
+        &self,
+        room: &str,
+        payloads: &[&str],
+        dedupe: Option<&str>,
+    ) -> Result<Published, ClusterError> {
         let ttl_ms = self.inner.config.ttl.as_millis().max(1) as u64;
         match &self.inner.backend {
             Backend::Redis { redis, publish, .. } => {
-                let args: Vec<String> = vec![
-                    payload.to_owned(),
+                let mut args: Vec<String> = Vec::with_capacity(6 + payloads.len());
+                args.extend([
                     self.inner.config.max_len.max(1).to_string(),
                     ttl_ms.to_string(),
                     fresh_epoch(),
                     room_key(room, 'c'),
                     if redis.sharded() { "1" } else { "0" }.to_owned(),
-                ];
-                let off: String =
-                    publish.evalsha_with_reload(redis.client(), history_keys(room), args).await?;
-                Offset::parse(&off).ok_or_else(|| ClusterError::Unexpected(format!("offset {off}")))
+                    DEDUPE_TTL.as_millis().to_string(),
+                ]);
+                args.extend(payloads.iter().map(|p| (*p).to_owned()));
+                let mut keys = history_keys(room);
+                if let Some(key) = dedupe {
+                    keys.push(dedupe_key(room, key));
+                }
+                let (replayed, offsets): (i64, String) =
+                    publish.evalsha_with_reload(redis.client(), keys, args).await?;
+                let offsets = offsets
+                    .split_ascii_whitespace()
+                    .map(|o| Offset::parse(o).ok_or_else(|| ClusterError::Unexpected(format!("offset {o}"))))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Published { offsets, replayed: replayed == 1 })
             }
             Backend::Local { streams, subscribed, tx } => {
-                let (room, event) = {
+                let (room, events) = {
                     let mut streams = lock(streams);
                     let (key, stream) = local_stream(&mut streams, room, self.inner.config);
-                    let event = stream.push(payload, self.inner.config);
-                    (key, event)
+                    if let Some(seen) = dedupe.and_then(|d| stream.seen(d)) {
+                        return Ok(Published { offsets: seen, replayed: true });
+                    }
+                    let events: Vec<TopicEvent> =
+                        payloads.iter().map(|p| stream.push(p, self.inner.config)).collect();
+                    if let Some(d) = dedupe {
+                        stream.remember(d, events.iter().map(|e| e.offset.clone()).collect());
+                    }
+                    (key, events)
                 };
-                let listening = lock(subscribed).contains(&room);
-                if listening {
-                    // A full queue means the node is far behind: it resyncs.
-                    if tx.try_send(Delivery::Event { room, event: event.clone() }).is_err() {
-                        let _ = tx.try_send(Delivery::Resync);
+                let offsets = events.iter().map(|e| e.offset.clone()).collect();
+                if lock(subscribed).contains(&room) {
+                    for event in events {
+                        // A full queue means the node is far behind: it resyncs.
+                        if tx.try_send(Delivery::Event { room: room.clone(), event }).is_err() {
+                            let _ = tx.try_send(Delivery::Resync);
+                            break;
+                        }
                     }
                 }
-                Ok(event.offset)
+                Ok(Published { offsets, replayed: false })
             }
         }
     }
@@ -469,7 +535,12 @@ struct LocalStream {
     last: (u64, u64),
     max_deleted: (u64, u64),
     touched: Instant,
+    /// Dedupe keys of batches, oldest first, with their offsets.
+    seen: VecDeque<(Box<str>, Vec<Offset>, Instant)>,
 }
+
+/// Dedupe keys one in-process topic remembers at most.
+const LOCAL_DEDUPE_KEYS: usize = 4_096;
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -494,6 +565,7 @@ fn local_stream<'a>(
         last: (0, 0),
         max_deleted: (0, 0),
         touched: Instant::now(),
+        seen: VecDeque::new(),
     });
     (key, stream)
 }
@@ -524,6 +596,20 @@ impl LocalStream {
             }
         }
         TopicEvent { offset: self.offset(id), payload }
+    }
+
+    fn seen(&mut self, key: &str) -> Option<Vec<Offset>> {
+        while self.seen.front().is_some_and(|(_, _, at)| at.elapsed() >= DEDUPE_TTL) {
+            self.seen.pop_front();
+        }
+        self.seen.iter().find(|(k, _, _)| &**k == key).map(|(_, offsets, _)| offsets.clone())
+    }
+
+    fn remember(&mut self, key: &str, offsets: Vec<Offset>) {
+        if self.seen.len() >= LOCAL_DEDUPE_KEYS {
+            self.seen.pop_front();
+        }
+        self.seen.push_back((key.into(), offsets, Instant::now()));
     }
 
     fn read(&mut self, since: &Offset, upto: Option<&Offset>, limit: u32) -> Replay {
@@ -574,6 +660,7 @@ mod tests {
             last: (0, 0),
             max_deleted: (0, 0),
             touched: Instant::now(),
+            seen: VecDeque::new(),
         };
         let start = s.top();
         let offsets: Vec<Offset> = (0..5).map(|i| s.push(&i.to_string(), config).offset).collect();

@@ -8,6 +8,13 @@ pub enum DbError {
     NotFound,
     #[error("the idempotency key was already used for a different request")]
     IdempotencyMismatch,
+    /// A change the row's state does not allow (a finished run moving again).
+    #[error("{0}")]
+    Conflict(String),
+    /// A request that names something that is not there in a way the schema
+    /// cannot say (a tool call's step number the run does not have).
+    #[error("{0}")]
+    Invalid(String),
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
@@ -21,7 +28,8 @@ impl DbError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             DbError::NotFound => ErrorKind::NotFound,
-            DbError::IdempotencyMismatch => ErrorKind::Conflict,
+            DbError::IdempotencyMismatch | DbError::Conflict(_) => ErrorKind::Conflict,
+            DbError::Invalid(_) => ErrorKind::Validation,
             DbError::Config(_) | DbError::Migrate(_) => ErrorKind::Internal,
             DbError::Sqlx(sqlx::Error::RowNotFound) => ErrorKind::NotFound,
             DbError::Sqlx(sqlx::Error::Database(db)) => match db.code().as_deref() {

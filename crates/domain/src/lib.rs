@@ -1,16 +1,19 @@
 //! Switchboard's plain types, shared by every other crate: ids, the authenticated
-//! [`Principal`], tenant [`Limits`] and status, client [`Topic`]s and the room names
-//! built from them, and [`ErrorKind`], the one error vocabulary every transport maps.
+//! [`Principal`], tenant [`Limits`] and status, a run's [`RunStatus`] and its
+//! moves, client [`Topic`]s and the room names built from them, and
+//! [`ErrorKind`], the one error vocabulary every transport maps.
 //! Nothing here does I/O.
 
 mod error;
 mod ids;
 mod limits;
 mod principal;
+mod run;
 mod topic;
 
 pub use error::ErrorKind;
 pub use ids::{ConversationId, ProjectId, RunId, TenantId, UserId};
 pub use limits::{Limits, LimitsError, TenantStatus};
 pub use principal::{Principal, Role};
+pub use run::RunStatus;
 pub use topic::{Topic, TopicError};

@@ -1,6 +1,7 @@
 //! The directory every request and handshake consults: a tenant's status and
 //! limits, and the grant behind an API key, read through the per-tenant cache so
-//! a warm lookup makes no Postgres round trip. Changes go through
+//! a warm lookup makes no Postgres round trip. Runs' status is here too, for
+//! streamed deltas. Changes go through
 //! [`Directory::tenant_changed`] and [`Directory::api_keys_changed`], which
 //! invalidate across the cluster.
 
@@ -9,9 +10,9 @@ use std::sync::Arc;
 use switchboard_cluster::cache::TypeMismatch;
 use switchboard_cluster::{Cache, Kind, Namespace};
 use switchboard_db::repo::api_keys::{self, KeyGrant};
-use switchboard_db::repo::{conversations, projects, tenants};
+use switchboard_db::repo::{conversations, projects, runs, tenants};
 use switchboard_db::{Database, DbError, TenantContext};
-use switchboard_domain::{ErrorKind, Limits, TenantId, TenantStatus, Topic};
+use switchboard_domain::{ErrorKind, Limits, RunId, RunStatus, TenantId, TenantStatus, Topic};
 use uuid::Uuid;
 
 /// What the directory knows of a tenant.
@@ -36,6 +37,14 @@ impl DirectoryError {
             DirectoryError::Cache(_) => ErrorKind::Internal,
         }
     }
+}
+
+/// What the directory knows of a run: enough to accept or refuse streamed
+/// deltas without a Postgres round trip.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub status: RunStatus,
+    pub project_id: Uuid,
 }
 
 /// Tenants and API keys, cached.
@@ -86,6 +95,29 @@ impl Directory {
                 Ok(grant)
             })
             .await
+    }
+
+    /// A run of the context's tenant; `None` if it does not exist there. Cached
+    /// per tenant until [`Self::runs_changed`].
+    pub async fn run(&self, ctx: &TenantContext, id: RunId) -> Result<Option<RunInfo>, Arc<DirectoryError>> {
+        let (db, ctx) = (self.db.clone(), *ctx);
+        self.cache
+            .get_or_load(Namespace::new(ctx.tenant_id.as_uuid(), Kind::Run), &id.to_string(), || async move {
+                let mut tx = db.begin(&ctx).await?;
+                let found = match runs::get(&mut tx, id).await {
+                    Ok(run) => Some(RunInfo { status: run.status(), project_id: run.project_id }),
+                    Err(DbError::NotFound) => None,
+                    Err(e) => return Err(DirectoryError::Db(e)),
+                };
+                tx.commit().await?;
+                Ok(found)
+            })
+            .await
+    }
+
+    /// Call after a run was created or changed status.
+    pub async fn runs_changed(&self, tenant: TenantId) {
+        self.cache.invalidate(Namespace::new(tenant.as_uuid(), Kind::Run)).await;
     }
 
     /// Whether the context's user may see (and so subscribe to) the topic's

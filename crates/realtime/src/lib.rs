@@ -7,7 +7,7 @@
 //! sees.
 //!
 //! [`Realtime`] is also what REST reaches for: [`Realtime::publish`] (broadcasts,
-//! messages, runs), [`Realtime::presence`], [`Realtime::disconnect_user`] and
+//! messages, runs), [`Realtime::publish_batch`] (streamed deltas), [`Realtime::presence`], [`Realtime::disconnect_user`] and
 //! [`Realtime::drain`] work across every node.
 
 pub mod codes;
@@ -23,7 +23,7 @@ pub mod presence;
 mod session;
 pub mod subscribe;
 
-pub use directory::{Directory, DirectoryError, TenantInfo};
+pub use directory::{Directory, DirectoryError, RunInfo, TenantInfo};
 pub use envelope::From;
 pub use session::Session;
 pub use subscribe::check_event_name;
@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use switchboard_auth::Verifier;
-use switchboard_cluster::{Connections, HistoryConfig, Offset, Presence, RateLimiter, Topics};
+use switchboard_cluster::{Connections, HistoryConfig, Offset, Presence, Published, RateLimiter, Topics};
 use switchboard_db::Database;
 use switchboard_domain::{ErrorKind, TenantId, Topic, UserId};
 
@@ -173,6 +173,39 @@ impl Realtime {
             tracing::error!(error = %e, room, "publish failed");
             e.kind()
         })
+    }
+
+    /// Publishes one `event` per item of `data` on `topic`, in order and with
+    /// nothing else in between (streamed deltas). With `dedupe`, a second call
+    /// with the same key (on any node, for a while: see
+    /// [`switchboard_cluster::DEDUPE_TTL`]) publishes nothing and answers with
+    /// the first call's offsets and `replayed: true`.
+    pub async fn publish_batch(
+        &self,
+        tenant: TenantId,
+        topic: &Topic,
+        event: &str,
+        data: &[Box<RawValue>],
+        from: Option<&From>,
+        dedupe: Option<&str>,
+    ) -> Result<Published, ErrorKind> {
+        let room = topic.room(tenant);
+        let name = topic.to_string();
+        let payloads = data
+            .iter()
+            .map(|d| envelope::stored(event, &name, d, from, None))
+            .collect::<Result<Vec<String>, _>>()?;
+        let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        self.inner.topics.publish_batch(&room, &payloads, dedupe).await.map_err(|e| {
+            tracing::error!(error = %e, room, "publish failed");
+            e.kind()
+        })
+    }
+
+    /// Takes `n` events from `tenant`'s cluster-wide event budget (its
+    /// `events_per_second`), all or none; refused with how long to wait.
+    pub async fn take_events(&self, tenant: TenantId, per_second: u32, n: u32) -> Result<(), Duration> {
+        self.inner.budgets.take_n(&self.inner.limiter, tenant, per_second, n).await
     }
 
     /// The presence entries on `topic` in `tenant`, from every node.

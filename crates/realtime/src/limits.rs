@@ -64,10 +64,10 @@ struct Budget {
 }
 
 impl Budget {
-    fn spend(&self) -> bool {
+    fn spend(&self, n: u32) -> bool {
         let mut lease = self.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if lease.0 > 0 && lease.1.elapsed() < LEASE_LIFETIME {
-            lease.0 -= 1;
+        if lease.0 >= n && lease.1.elapsed() < LEASE_LIFETIME {
+            lease.0 -= n;
             return true;
         }
         false
@@ -98,32 +98,46 @@ impl TenantBudgets {
         tenant: TenantId,
         per_second: u32,
     ) -> Result<(), Duration> {
+        self.take_n(limiter, tenant, per_second, 1).await
+    }
+
+    /// Takes `n` events at once (a batch of streamed deltas) from `tenant`'s
+    /// cluster-wide budget of `per_second`: all of them or none.
+    pub async fn take_n(
+        &self,
+        limiter: &RateLimiter,
+        tenant: TenantId,
+        per_second: u32,
+        n: u32,
+    ) -> Result<(), Duration> {
+        let n = n.max(1);
         let budget = self.budgets.get_with(tenant, || {
             Arc::new(Budget { lease: Mutex::new((0, Instant::now())), refill: tokio::sync::Mutex::new(()) })
         });
-        if budget.spend() {
+        if budget.spend(n) {
             return Ok(());
         }
         let _refilling = budget.refill.lock().await;
-        if budget.spend() {
+        if budget.spend(n) {
             return Ok(());
         }
         let per_second = per_second.max(1);
         let quota = Quota { per_second, burst: per_second };
         let key = format!("ev:{tenant}");
-        // A tenth of a second of budget; when the cluster has less left, one event.
-        let lease = (per_second / 10).max(1);
+        // A tenth of a second of budget beyond what is asked; when the cluster
+        // has less left, just what is asked.
+        let lease = n.saturating_add((per_second / 10).max(1) - 1);
         let mut decision = limiter.check_n(&key, quota, lease).await;
         let mut size = lease;
-        if !decision.allowed && lease > 1 {
-            decision = limiter.check_n(&key, quota, 1).await;
-            size = 1;
+        if !decision.allowed && lease > n {
+            decision = limiter.check_n(&key, quota, n).await;
+            size = n;
         }
         if !decision.allowed {
             return Err(decision.retry_after.max(Duration::from_millis(1)));
         }
         let mut held = budget.lease.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        *held = (size - 1, Instant::now());
+        *held = (size - n, Instant::now());
         Ok(())
     }
 }

@@ -36,7 +36,7 @@ pub async fn send_message(
     rt: &Realtime,
     ctx: &TenantContext,
     out: &Outgoing<'_>,
-) -> Result<Created, DbError> {
+) -> Result<Created<Message>, DbError> {
     let mut tx = rt.inner.db.begin(ctx).await?;
     conversations::get(&mut tx, out.conversation).await?;
     let new = NewMessage {

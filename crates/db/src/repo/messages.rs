@@ -33,18 +33,11 @@ pub struct NewMessage<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
-/// The outcome of [`create`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum Created {
-    /// Stored now.
-    New(Message),
-    /// The key was used before for this same message: the stored one.
-    Replayed(Message),
-}
+pub use super::Created;
 
 /// Stores a message unless its idempotency key was used before. A key reused for a
 /// different message (another conversation or content) is a conflict.
-pub async fn create(tx: &mut TenantTx, new: &NewMessage<'_>) -> Result<Created, DbError> {
+pub async fn create(tx: &mut TenantTx, new: &NewMessage<'_>) -> Result<Created<Message>, DbError> {
     let (tenant, user) = (tx.tenant_id().as_uuid(), tx.context().user_id.map(|u| u.as_uuid()));
     let inserted: Option<Message> = sqlx::query_as(&format!(
         "INSERT INTO messages (tenant_id, conversation_id, sender_id, sender_kind, content, metadata, idempotency_key)

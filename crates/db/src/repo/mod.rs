@@ -7,9 +7,37 @@ pub mod audit;
 pub mod conversations;
 pub mod messages;
 pub mod projects;
+pub mod runs;
 pub mod seed;
 pub mod tenants;
 pub mod usage;
+
+/// The outcome of a write that honours an idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created<T> {
+    /// Stored now.
+    New(T),
+    /// The key was used before for this same request: what it stored then.
+    Replayed(T),
+}
+
+impl<T> Created<T> {
+    pub fn is_new(&self) -> bool {
+        matches!(self, Created::New(_))
+    }
+
+    pub fn get(&self) -> &T {
+        match self {
+            Created::New(t) | Created::Replayed(t) => t,
+        }
+    }
+
+    pub fn into_inner(self) -> T {
+        match self {
+            Created::New(t) | Created::Replayed(t) => t,
+        }
+    }
+}
 
 /// The outcome of a change aimed at one row: done, or not found (absent, or not
 /// visible to this tenant, which RLS makes the same thing).

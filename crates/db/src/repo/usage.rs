@@ -30,6 +30,29 @@ pub async fn add(tx: &mut TenantTx, metric: &str, amount: &BigDecimal) -> Result
     Ok(())
 }
 
+/// Adds each `(metric, amount)` (amounts as decimal text) to today's totals for
+/// the current tenant, in one statement. Rows are locked in metric order, so two
+/// writers adding to the same metrics cannot deadlock.
+pub async fn add_many(tx: &mut TenantTx, amounts: &[(&str, String)]) -> Result<(), DbError> {
+    let tenant = tx.tenant_id().as_uuid();
+    let mut sorted: Vec<&(&str, String)> = amounts.iter().collect();
+    sorted.sort_by_key(|(metric, _)| *metric);
+    let metrics: Vec<&str> = sorted.iter().map(|(m, _)| *m).collect();
+    let values: Vec<&str> = sorted.iter().map(|(_, v)| v.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO usage_metrics (tenant_id, day, metric, value)
+         SELECT $1, current_date, m, v::numeric FROM unnest($2::text[], $3::text[]) AS u(m, v)
+         ON CONFLICT (tenant_id, day, metric)
+         DO UPDATE SET value = usage_metrics.value + EXCLUDED.value, updated_at = now()",
+    )
+    .bind(tenant)
+    .bind(&metrics)
+    .bind(&values)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
 /// Per day and metric between `from` and `to` (inclusive), oldest first.
 pub async fn list(
     tx: &mut TenantTx,

@@ -1,0 +1,587 @@
+//! Agent runs over REST, for agent workers (API keys) and the apps that watch
+//! them: `POST/GET /runs`, `GET/PATCH /runs/{id}`, `POST /runs/{id}/steps`,
+//! `POST /runs/{id}/tool-calls`, `POST /runs/{id}/deltas`.
+//!
+//! Every write is one tenant transaction; after it commits, watchers get
+//! `run:updated` (the run) or `run:step` (a step or a tool call) on
+//! `run:<id>`, and the project's subscribers get `run:updated` with the run's
+//! summary on `project:<id>`. A write replayed for a repeated `Idempotency-Key`
+//! stores and sends nothing.
+//!
+//! Streamed deltas never touch Postgres: the run's status comes from the
+//! directory's cache, the batch is charged to the tenant's event budget, and
+//! its deltas go out as `run:delta` events in order, each with its own offset,
+//! so a watcher that reconnects with `since` recovers the rest of the stream.
+
+use crate::AppState;
+use crate::auth::Member;
+use crate::error::ApiError;
+use crate::extract::{
+    Page, Paged, ValidJson, ValidQuery, check_json_object, check_json_value, created_response,
+    idempotency_key, path_id,
+};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use switchboard_db::repo::Created;
+use switchboard_db::repo::runs::{
+    self, Change, Filter, NewRun, NewStep, NewToolCall, Run, Step, ToolCall, Usage,
+};
+use switchboard_domain::{ConversationId, ErrorKind, ProjectId, RunId, RunStatus, Topic};
+use uuid::Uuid;
+use validator::Validate;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/runs", get(list).post(create))
+        .route("/runs/{id}", get(show).patch(update))
+        .route("/runs/{id}/steps", post(append_step))
+        .route("/runs/{id}/tool-calls", post(add_tool_call))
+        .route("/runs/{id}/deltas", post(stream_deltas))
+}
+
+/// Most steps and tool calls `GET /runs/{id}` returns (each).
+const DETAIL_LIMIT: i64 = 1_000;
+
+fn invalid(field: &str, why: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorKind::Validation, "invalid fields").with_details(json!({ field: [why.into()] }))
+}
+
+/// A cost in US dollars: a JSON number or a decimal string, 0 ≤ cost < 10⁸, at
+/// most 6 decimal places (what the run and the usage totals keep exactly).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Cost {
+    Number(serde_json::Number),
+    Text(String),
+}
+
+impl Cost {
+    fn decimal(&self) -> Result<String, ApiError> {
+        let text = match self {
+            Cost::Number(n) => n.to_string(),
+            Cost::Text(t) => t.trim().to_owned(),
+        };
+        let bad = || invalid("cost_usd", "a decimal from 0 to 99999999.999999, at most 6 decimal places");
+        let (whole, frac) = text.split_once('.').unwrap_or((&text, ""));
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if whole.is_empty() || whole.len() > 8 || frac.len() > 6 || !digits(whole) || !digits(frac) {
+            return Err(bad());
+        }
+        Ok(text)
+    }
+}
+
+/// The usage a write reports (its `tokens_in`, `tokens_out`, `cost_usd` fields).
+fn reported(tokens_in: Option<i64>, tokens_out: Option<i64>, cost: Option<&Cost>) -> Result<Usage, ApiError> {
+    Ok(Usage {
+        tokens_in: tokens_in.unwrap_or(0),
+        tokens_out: tokens_out.unwrap_or(0),
+        cost_usd: cost.map(Cost::decimal).transpose()?,
+    })
+}
+
+/// The run without its input and output: what a project's subscribers get.
+#[derive(Serialize)]
+struct Summary<'a> {
+    id: Uuid,
+    project_id: Uuid,
+    conversation_id: Option<Uuid>,
+    status: &'a str,
+    agent: &'a str,
+    error: Option<&'a str>,
+    tokens_in: i64,
+    tokens_out: i64,
+    cost_usd: &'a str,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> From<&'a Run> for Summary<'a> {
+    fn from(r: &'a Run) -> Self {
+        Summary {
+            id: r.id,
+            project_id: r.project_id,
+            conversation_id: r.conversation_id,
+            status: &r.status,
+            agent: &r.agent,
+            error: r.error.as_deref(),
+            tokens_in: r.tokens_in,
+            tokens_out: r.tokens_out,
+            cost_usd: &r.cost_usd,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+/// What a committed write tells watchers: `event` with `data` on the run's
+/// topic, and the run's summary on its project's. The write is committed, so a
+/// failure here is logged; watchers that missed it refetch over REST.
+async fn announce(state: &AppState, member: &Member, run: &Run, event: &str, data: &impl Serialize) {
+    let tenant = member.ctx.tenant_id;
+    let from = member.sender();
+    let (run_topic, project_topic) =
+        (Topic::Run(RunId::from(run.id)), Topic::Project(ProjectId::from(run.project_id)));
+    let (Ok(data), Ok(summary)) =
+        (serde_json::value::to_raw_value(data), serde_json::value::to_raw_value(&Summary::from(run)))
+    else {
+        tracing::error!(run_id = %run.id, "run event could not be encoded");
+        return;
+    };
+    let (on_run, on_project) = tokio::join!(
+        state.realtime.publish(tenant, &run_topic, event, &data, Some(&from), None),
+        state.realtime.publish(tenant, &project_topic, "run:updated", &summary, Some(&from), None),
+    );
+    for (topic, result) in [(run_topic, on_run), (project_topic, on_project)] {
+        if let Err(kind) = result {
+            tracing::error!(?kind, run_id = %run.id, %topic, "run change stored but not announced");
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRun {
+    project_id: Uuid,
+    conversation_id: Option<Uuid>,
+    /// The agent's name, for people reading the run.
+    #[validate(length(max = 200))]
+    #[schema(max_length = 200)]
+    #[serde(default)]
+    agent: String,
+    /// What the run was asked to do (an object).
+    #[schema(value_type = Option<Object>)]
+    input: Option<Value>,
+}
+
+#[utoipa::path(post, path = "/api/v1/runs", tag = "runs", params(("Idempotency-Key" = Option<String>, Header, description = "Same key, same run: created once", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$")), request_body = CreateRun, responses((status = 201, body = Run), (status = 200, body = Run, description = "Replayed for a repeated Idempotency-Key"), crate::openapi::CommonErrors))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    member: Member,
+    headers: HeaderMap,
+    ValidJson(body): ValidJson<CreateRun>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let input = body.input.unwrap_or_else(|| json!({}));
+    check_json_object("input", &input)?;
+    let new = NewRun {
+        project: ProjectId::from(body.project_id),
+        conversation: body.conversation_id.map(ConversationId::from),
+        agent: &body.agent,
+        input: &input,
+        idempotency_key: key.as_deref(),
+    };
+    let mut tx = state.db.begin(&member.ctx).await?;
+    let created = runs::create(&mut tx, &new).await?;
+    tx.commit().await?;
+    if let Created::New(run) = &created {
+        // A delta sent before the run existed may have cached its absence.
+        state.directory.runs_changed(member.ctx.tenant_id).await;
+        announce(&state, &member, run, "run:updated", run).await;
+    }
+    Ok(created_response(created))
+}
+
+#[derive(Debug, Deserialize, Validate, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RunQuery {
+    #[validate(range(min = 1, max = 100))]
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<i64>,
+    cursor: Option<Uuid>,
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    #[param(value_type = Option<String>)]
+    status: Option<RunStatus>,
+    project_id: Option<Uuid>,
+    /// Created at or after.
+    since: Option<DateTime<Utc>>,
+    /// Created before.
+    until: Option<DateTime<Utc>>,
+}
+
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunQuery), responses((status = 200, body = Paged<Run>), crate::openapi::CommonErrors))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    member: Member,
+    ValidQuery(q): ValidQuery<RunQuery>,
+) -> Result<Json<Paged<Run>>, ApiError> {
+    let page = Page { limit: q.limit.unwrap_or(50), cursor: q.cursor };
+    let filter = Filter {
+        status: q.status,
+        project: q.project_id.map(ProjectId::from),
+        since: q.since,
+        until: q.until,
+    };
+    let mut tx = state.db.begin(&member.ctx).await?;
+    let rows = runs::list(&mut tx, &filter, page.cursor, page.fetch_limit()).await?;
+    tx.commit().await?;
+    Ok(Json(Paged::new(rows, page, |r: &Run| r.id)))
+}
+
+/// A run with its steps and tool calls (the first 1,000 of each).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    run: Run,
+    steps: Vec<Step>,
+    tool_calls: Vec<ToolCall>,
+}
+
+#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", params(("id" = Uuid, Path)), responses((status = 200, body = RunDetail), crate::openapi::CommonErrors))]
+pub(crate) async fn show(
+    State(state): State<AppState>,
+    member: Member,
+    Path(id): Path<String>,
+) -> Result<Json<RunDetail>, ApiError> {
+    let id: RunId = path_id(&id)?;
+    let mut tx = state.db.begin(&member.ctx).await?;
+    let run = runs::get(&mut tx, id).await?;
+    let steps = runs::steps(&mut tx, id, DETAIL_LIMIT).await?;
+    let tool_calls = runs::tool_calls(&mut tx, id, DETAIL_LIMIT).await?;
+    tx.commit().await?;
+    Ok(Json(RunDetail { run, steps, tool_calls }))
+}
+
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchRun {
+    /// The next status: queued → running → succeeded | failed | cancelled (a
+    /// queued run may also fail or be cancelled); any other move is 409.
+    #[schema(value_type = Option<String>)]
+    status: Option<RunStatus>,
+    /// What the run produced (any JSON).
+    #[schema(value_type = Option<Object>)]
+    output: Option<Value>,
+    /// Why it failed.
+    #[validate(length(min = 1, max = 10_000))]
+    #[schema(min_length = 1, max_length = 10_000)]
+    error: Option<String>,
+    /// Tokens read, added to the run's and the tenant's totals.
+    #[validate(range(min = 0, max = 1_000_000_000))]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    tokens_in: Option<i64>,
+    /// Tokens written, added to the run's and the tenant's totals.
+    #[validate(range(min = 0, max = 1_000_000_000))]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    tokens_out: Option<i64>,
+    /// US dollars, added to the run's and the tenant's totals: a number or a
+    /// decimal string, at most 6 decimal places.
+    #[schema(value_type = Option<String>, pattern = "^[0-9]{1,8}(\\.[0-9]{1,6})?$")]
+    cost_usd: Option<Cost>,
+}
+
+#[utoipa::path(patch, path = "/api/v1/runs/{id}", tag = "runs", params(("id" = Uuid, Path)), request_body = PatchRun, responses((status = 200, body = Run), crate::openapi::CommonErrors))]
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    member: Member,
+    Path(id): Path<String>,
+    ValidJson(body): ValidJson<PatchRun>,
+) -> Result<Json<Run>, ApiError> {
+    let id: RunId = path_id(&id)?;
+    if let Some(output) = &body.output {
+        check_json_value("output", output)?;
+    }
+    let usage = reported(body.tokens_in, body.tokens_out, body.cost_usd.as_ref())?;
+    let nothing =
+        body.status.is_none() && body.output.is_none() && body.error.is_none() && usage == Usage::default();
+    if nothing {
+        return Err(invalid(
+            "status",
+            "give at least one of status, output, error, tokens_in, tokens_out, cost_usd",
+        ));
+    }
+    let change =
+        Change { status: body.status, output: body.output.as_ref(), error: body.error.as_deref(), usage };
+    let mut tx = state.db.begin(&member.ctx).await?;
+    let run = runs::update(&mut tx, id, &change).await?;
+    tx.commit().await?;
+    if body.status.is_some() {
+        state.directory.runs_changed(member.ctx.tenant_id).await;
+    }
+    announce(&state, &member, &run, "run:updated", &run).await;
+    Ok(Json(run))
+}
+
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppendStep {
+    /// What the step is (`message`, `thought`, `tool`, …); `message` if absent.
+    #[validate(length(min = 1, max = 64))]
+    #[schema(min_length = 1, max_length = 64)]
+    kind: Option<String>,
+    /// The step's final text (what its deltas added up to).
+    #[validate(length(max = 1_000_000))]
+    #[serde(default)]
+    content: String,
+    #[schema(value_type = Option<Object>)]
+    data: Option<Value>,
+    /// Tokens read, added to the run's and the tenant's totals.
+    #[validate(range(min = 0, max = 1_000_000_000))]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    tokens_in: Option<i64>,
+    /// Tokens written, added to the run's and the tenant's totals.
+    #[validate(range(min = 0, max = 1_000_000_000))]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    tokens_out: Option<i64>,
+    /// US dollars, added to the run's and the tenant's totals: a number or a
+    /// decimal string, at most 6 decimal places.
+    #[schema(value_type = Option<String>, pattern = "^[0-9]{1,8}(\\.[0-9]{1,6})?$")]
+    cost_usd: Option<Cost>,
+}
+
+/// What `run:step` carries: the run's id and a step or a tool call.
+#[derive(Serialize)]
+struct StepEvent<'a> {
+    run_id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<&'a Step>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call: Option<&'a ToolCall>,
+}
+
+#[utoipa::path(post, path = "/api/v1/runs/{id}/steps", tag = "runs", params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key, same step: appended once", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$")), request_body = AppendStep, responses((status = 201, body = Step), (status = 200, body = Step, description = "Replayed for a repeated Idempotency-Key"), crate::openapi::CommonErrors))]
+pub(crate) async fn append_step(
+    State(state): State<AppState>,
+    member: Member,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ValidJson(body): ValidJson<AppendStep>,
+) -> Result<Response, ApiError> {
+    let id: RunId = path_id(&id)?;
+    let key = idempotency_key(&headers)?;
+    let data = body.data.unwrap_or_else(|| json!({}));
+    check_json_object("data", &data)?;
+    let new = NewStep {
+        kind: body.kind.as_deref().unwrap_or("message"),
+        content: &body.content,
+        data: &data,
+        usage: reported(body.tokens_in, body.tokens_out, body.cost_usd.as_ref())?,
+        idempotency_key: key.as_deref(),
+    };
+    let mut tx = state.db.begin(&member.ctx).await?;
+    let (step, run) = runs::append_step(&mut tx, id, &new).await?;
+    tx.commit().await?;
+    if step.is_new() {
+        let event = StepEvent { run_id: run.id, step: Some(step.get()), tool_call: None };
+        announce(&state, &member, &run, "run:step", &event).await;
+    }
+    Ok(created_response(step))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolCallStatus {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl ToolCallStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            ToolCallStatus::Pending => "pending",
+            ToolCallStatus::Running => "running",
+            ToolCallStatus::Succeeded => "succeeded",
+            ToolCallStatus::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddToolCall {
+    /// The tool's name.
+    #[validate(length(min = 1, max = 200))]
+    #[schema(min_length = 1, max_length = 200)]
+    name: String,
+    /// The arguments it was called with (an object).
+    #[schema(value_type = Option<Object>)]
+    arguments: Option<Value>,
+    /// What it returned (any JSON).
+    #[schema(value_type = Option<Object>)]
+    result: Option<Value>,
+    /// `succeeded` if a result is given, else `pending`.
+    status: Option<ToolCallStatus>,
+    #[validate(range(min = 0, max = 86_400_000))]
+    #[schema(minimum = 0, maximum = 86_400_000)]
+    latency_ms: Option<i32>,
+    /// The sequence number of the run's step that made the call.
+    #[validate(range(min = 1))]
+    #[schema(minimum = 1)]
+    step: Option<i32>,
+}
+
+#[utoipa::path(post, path = "/api/v1/runs/{id}/tool-calls", tag = "runs", params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key, same tool call: recorded once", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$")), request_body = AddToolCall, responses((status = 201, body = ToolCall), (status = 200, body = ToolCall, description = "Replayed for a repeated Idempotency-Key"), crate::openapi::CommonErrors))]
+pub(crate) async fn add_tool_call(
+    State(state): State<AppState>,
+    member: Member,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ValidJson(body): ValidJson<AddToolCall>,
+) -> Result<Response, ApiError> {
+    let id: RunId = path_id(&id)?;
+    let key = idempotency_key(&headers)?;
+    let arguments = body.arguments.unwrap_or_else(|| json!({}));
+    check_json_object("arguments", &arguments)?;
+    if let Some(result) = &body.result {
+        check_json_value("result", result)?;
+    }
+    let status = body.status.unwrap_or(if body.result.is_some() {
+        ToolCallStatus::Succeeded
+    } else {
+        ToolCallStatus::Pending
+    });
+    let new = NewToolCall {
+        step: body.step,
+        name: &body.name,
+        arguments: &arguments,
+        result: body.result.as_ref(),
+        status: status.as_str(),
+        latency_ms: body.latency_ms,
+        idempotency_key: key.as_deref(),
+    };
+    let mut tx = state.db.begin(&member.ctx).await?;
+    let (call, run) = runs::add_tool_call(&mut tx, id, &new).await?;
+    tx.commit().await?;
+    if call.is_new() {
+        let event = StepEvent { run_id: run.id, step: None, tool_call: Some(call.get()) };
+        announce(&state, &member, &run, "run:step", &event).await;
+    }
+    Ok(created_response(call))
+}
+
+#[derive(Debug, Serialize, Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Delta {
+    /// The streamed text (tokens).
+    #[validate(length(max = 65_536))]
+    #[schema(max_length = 65536)]
+    text: String,
+    /// Anything else the watchers need with it (an object).
+    #[schema(value_type = Option<Object>)]
+    data: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StreamDeltas {
+    /// The sequence number of the step these tokens will be stored with.
+    #[validate(range(min = 1))]
+    #[schema(minimum = 1)]
+    step: Option<i32>,
+    /// 1 to 500 deltas, sent in this order.
+    #[validate(length(min = 1, max = 500), nested)]
+    #[schema(min_items = 1, max_items = 500)]
+    deltas: Vec<Delta>,
+}
+
+/// What one `run:delta` carries.
+#[derive(Serialize)]
+struct DeltaEvent<'a> {
+    run_id: Uuid,
+    step: Option<i32>,
+    text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<&'a Value>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Streamed {
+    run_id: Uuid,
+    /// Deltas sent.
+    count: usize,
+    /// The offsets of the first and last `run:delta` of the batch.
+    first_offset: String,
+    last_offset: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/runs/{id}/deltas", tag = "runs", params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key, same batch: sent once (keys are remembered for 15 minutes)", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$")), request_body = StreamDeltas, responses((status = 202, body = Streamed), (status = 200, body = Streamed, description = "Replayed for a repeated Idempotency-Key: nothing sent"), crate::openapi::CommonErrors))]
+pub(crate) async fn stream_deltas(
+    State(state): State<AppState>,
+    member: Member,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ValidJson(body): ValidJson<StreamDeltas>,
+) -> Result<Response, ApiError> {
+    let id: RunId = path_id(&id)?;
+    let key = idempotency_key(&headers)?;
+    let limits = member.tenant.limits;
+    let count = body.deltas.len();
+    if count as u64 > u64::from(limits.events_per_second) {
+        return Err(invalid(
+            "deltas",
+            format!("at most the tenant's events_per_second ({}) in one batch", limits.events_per_second),
+        ));
+    }
+    let mut data = Vec::with_capacity(count);
+    for delta in &body.deltas {
+        if let Some(d) = &delta.data {
+            check_json_object("deltas.data", d)?;
+        }
+        let event = DeltaEvent {
+            run_id: id.as_uuid(),
+            step: body.step,
+            text: &delta.text,
+            data: delta.data.as_ref(),
+        };
+        let raw = serde_json::value::to_raw_value(&event)
+            .map_err(|_| ApiError::new(ErrorKind::Internal, "a delta could not be encoded"))?;
+        if raw.get().len() > limits.max_payload_bytes as usize {
+            return Err(ApiError::new(
+                ErrorKind::PayloadTooLarge,
+                format!("a delta is over the tenant's {} bytes", limits.max_payload_bytes),
+            ));
+        }
+        data.push(raw);
+    }
+    match state.directory.run(&member.ctx, id).await? {
+        None => return Err(ApiError::new(ErrorKind::NotFound, "not found")),
+        Some(run) if run.status.is_finished() => {
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!("the run has {}; nothing more is streamed on it", run.status),
+            ));
+        }
+        Some(_) => {}
+    }
+    if let Err(wait) =
+        state.realtime.take_events(member.ctx.tenant_id, limits.events_per_second, count as u32).await
+    {
+        return Ok(crate::ratelimit::too_many(wait));
+    }
+    let from = member.sender();
+    let published = state
+        .realtime
+        .publish_batch(member.ctx.tenant_id, &Topic::Run(id), "run:delta", &data, Some(&from), key.as_deref())
+        .await
+        .map_err(|kind| {
+            ApiError::new(kind, "the deltas could not be sent; retry with the same Idempotency-Key")
+        })?;
+    let (Some(first), Some(last)) = (published.offsets.first(), published.offsets.last()) else {
+        return Err(ApiError::new(ErrorKind::Internal, "no offsets for a published batch"));
+    };
+    let answer = Streamed {
+        run_id: id.as_uuid(),
+        count: published.offsets.len(),
+        first_offset: first.to_string(),
+        last_offset: last.to_string(),
+    };
+    let status = if published.replayed { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let mut response = (status, Json(answer)).into_response();
+    if published.replayed {
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
