@@ -7,6 +7,12 @@
 //! - `latency PUB_URL SUB_URL TENANT RATE SECONDS SUBSCRIBERS`: publishers on
 //!   the first node at RATE events/s (ten sockets taking turns), SUBSCRIBERS sockets on the second; reports
 //!   publish→deliver p50/p99/max and what was lost.
+//! - `deltas URL_A URL_B TENANT API_KEY RUN RATE SECONDS WATCHERS BATCH`: WATCHERS
+//!   sockets on `run:RUN`, alternating between the two nodes; a worker posts
+//!   `POST /runs/RUN/deltas` with the API key, BATCH deltas per request, one
+//!   request after another (as one run's stream is sent), alternating nodes,
+//!   aiming at RATE deltas/s; reports the rate reached, post→deliver
+//!   p50/p99/max, what was lost and what came out of order.
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -53,6 +59,21 @@ async fn main() {
                 arg(4).parse().unwrap(),
                 arg(5).parse().unwrap(),
                 arg(6).parse().unwrap(),
+            )
+            .await
+        }
+        "deltas" => {
+            let n = |i: usize| arg(i).parse::<u64>().unwrap();
+            deltas(
+                &arg(1),
+                &arg(2),
+                arg(3).parse().unwrap(),
+                &arg(4),
+                &arg(5),
+                n(6),
+                n(7),
+                n(8) as usize,
+                n(9) as usize,
             )
             .await
         }
@@ -176,4 +197,132 @@ async fn latency(
         percentile(&all, 0.99) as f64 / 1000.0,
         all.last().copied().unwrap_or(0) as f64 / 1000.0,
     );
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn deltas(
+    url_a: &str,
+    url_b: &str,
+    tenant: TenantId,
+    key: &str,
+    run: &str,
+    rate: u64,
+    seconds: u64,
+    watchers: usize,
+    batch: usize,
+) {
+    let topic = format!("run:{run}");
+    let nodes = [url_a, url_b];
+    let batches = (rate * seconds).div_ceil(batch as u64);
+    let total = batches * batch as u64;
+    let mut collectors = Vec::new();
+    for i in 0..watchers {
+        let token = user_token(tenant, UserId::new(), Role::Member);
+        let ws = raw_subscribe(nodes[i % 2], &token, &topic).await;
+        collectors.push(tokio::spawn(watch_deltas(ws, total)));
+    }
+    let http = reqwest::Client::new();
+    let interval = Duration::from_secs_f64(batch as f64 / rate.max(1) as f64);
+    let start = tokio::time::Instant::now();
+    let mut refused = 0;
+    for b in 0..batches {
+        tokio::time::sleep_until(start + interval * b as u32).await;
+        let t = now_us();
+        let deltas: Vec<_> = (0..batch as u64)
+            .map(|j| json!({ "text": "token ", "data": { "t": t, "i": b * batch as u64 + j } }))
+            .collect();
+        let url = format!("{}/api/v1/runs/{run}/deltas", nodes[b as usize % 2]);
+        let res = http
+            .post(url)
+            .header("x-api-key", key)
+            .json(&json!({ "step": 1, "deltas": deltas }))
+            .send()
+            .await;
+        if !res.is_ok_and(|r| r.status() == 202) {
+            refused += 1;
+        }
+    }
+    let sent_in = start.elapsed().as_secs_f64();
+    let (mut all, mut disorder) = (Vec::new(), 0);
+    for c in collectors {
+        let (lat, d) = c.await.unwrap();
+        all.extend(lat);
+        disorder += d;
+    }
+    all.sort_unstable();
+    println!(
+        "deltas: aimed {rate}/s in batches of {batch}, sent {total} in {sent_in:.2} s = {:.0}/s ({refused} requests refused); \
+         {watchers} watchers on two nodes: delivered {}/{}, out of order {disorder}, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        total as f64 / sent_in,
+        all.len(),
+        total as usize * watchers,
+        percentile(&all, 0.50) as f64 / 1000.0,
+        percentile(&all, 0.99) as f64 / 1000.0,
+        all.last().copied().unwrap_or(0) as f64 / 1000.0,
+    );
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A bare Socket.IO connection subscribed to `topic`: the load driver reads its
+/// frames itself, so thousands of events a second per socket cost it little.
+async fn raw_subscribe(base: &str, token: &str, topic: &str) -> Ws {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let url = format!("{}/socket.io/?EIO=4&transport=websocket", base.replacen("http", "ws", 1));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.next().await.unwrap().unwrap(); // the Engine.IO open packet
+    ws.send(Message::Text(format!("40{}", json!({ "token": token })).into())).await.unwrap();
+    loop {
+        let Message::Text(t) = ws.next().await.unwrap().unwrap() else { continue };
+        assert!(!t.starts_with("44"), "refused: {t}");
+        if t.starts_with("40") {
+            break;
+        }
+    }
+    ws.send(Message::Text(format!("421{}", json!(["subscribe", { "topic": topic }])).into())).await.unwrap();
+    loop {
+        let Message::Text(t) = ws.next().await.unwrap().unwrap() else { continue };
+        if t.starts_with("431") {
+            assert!(t.contains("\"ok\":true"), "subscribe refused: {t}");
+            return ws;
+        }
+    }
+}
+
+/// The number after `"key":` in `text`.
+fn number_after(text: &str, key: &str) -> Option<u64> {
+    let at = text.find(key)? + key.len();
+    let digits = text[at..].bytes().take_while(u8::is_ascii_digit).count();
+    text[at..at + digits].parse().ok()
+}
+
+/// Reads `run:delta` events until `total` arrived or 3 s pass without one:
+/// (latencies in µs, deltas that came out of order).
+async fn watch_deltas(mut ws: Ws, total: u64) -> (Vec<u64>, u64) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut lat, mut last, mut disorder) = (Vec::with_capacity(total as usize), None, 0u64);
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(3), ws.next()).await {
+        let Message::Text(t) = msg else { continue };
+        if &*t == "2" {
+            let _ = ws.send(Message::Text("3".into())).await;
+            continue;
+        }
+        if !t.starts_with("42[\"run:delta\"") {
+            continue;
+        }
+        let (Some(sent), Some(i)) = (number_after(&t, "\"t\":"), number_after(&t, "\"i\":")) else {
+            continue;
+        };
+        lat.push(now_us().saturating_sub(sent));
+        if last.is_some_and(|l| i <= l) {
+            disorder += 1;
+        }
+        last = Some(i);
+        if lat.len() as u64 == total {
+            break;
+        }
+    }
+    (lat, disorder)
 }
