@@ -129,9 +129,7 @@ describe("events", () => {
     assert.equal(await codes("subscribe", { topic: "run:not-a-uuid" }), "unknown_topic");
     assert.equal(await codes("subscribe", "channel:acks"), "invalid_payload");
     assert.equal(await codes("subscribe", { topic: "channel:acks", extra: 1 }), "invalid_payload");
-    const run = `run:${randomUUID()}`;
-    assert.equal((await s.emitWithAck("subscribe", { topic: run })).ok, true);
-    assert.equal(await codes("publish", { topic: run, event: "note", data: {} }), "forbidden");
+    assert.equal(await codes("subscribe", { topic: `run:${randomUUID()}` }), "forbidden");
     await s.emitWithAck("subscribe", { topic: "channel:acks" });
     assert.equal(await codes("publish", { topic: "channel:acks", event: "message:new", data: {} }), "invalid_payload");
     assert.equal(await codes("publish", { topic: "channel:acks", event: "bad name", data: {} }), "invalid_payload");

@@ -23,6 +23,7 @@ pub(crate) fn make_span(request: &Request<Body>) -> Span {
         method = %request.method(),
         path = %request.uri().path(),
         tenant_id = tracing::field::Empty,
+        run_id = tracing::field::Empty,
     )
 }
 

@@ -48,6 +48,14 @@ pub fn router() -> Router<AppState> {
 /// Most steps and tool calls `GET /runs/{id}` returns (each).
 const DETAIL_LIMIT: i64 = 1_000;
 
+/// The run a request is about, parsed from its path and recorded on the
+/// request's span.
+fn run_id(raw: &str) -> Result<RunId, ApiError> {
+    let id: RunId = path_id(raw)?;
+    tracing::Span::current().record("run_id", tracing::field::display(id));
+    Ok(id)
+}
+
 fn invalid(field: &str, why: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::Validation, "invalid fields").with_details(json!({ field: [why.into()] }))
 }
@@ -201,7 +209,7 @@ pub struct RunQuery {
     limit: Option<i64>,
     cursor: Option<Uuid>,
     /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<String>, pattern = "^(queued|running|succeeded|failed|cancelled)$")]
     status: Option<RunStatus>,
     project_id: Option<Uuid>,
     /// Created at or after.
@@ -244,7 +252,7 @@ pub(crate) async fn show(
     member: Member,
     Path(id): Path<String>,
 ) -> Result<Json<RunDetail>, ApiError> {
-    let id: RunId = path_id(&id)?;
+    let id = run_id(&id)?;
     let mut tx = state.db.begin(&member.ctx).await?;
     let run = runs::get(&mut tx, id).await?;
     let steps = runs::steps(&mut tx, id, DETAIL_LIMIT).await?;
@@ -258,7 +266,7 @@ pub(crate) async fn show(
 pub struct PatchRun {
     /// The next status: queued → running → succeeded | failed | cancelled (a
     /// queued run may also fail or be cancelled); any other move is 409.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, pattern = "^(queued|running|succeeded|failed|cancelled)$")]
     status: Option<RunStatus>,
     /// What the run produced (any JSON).
     #[schema(value_type = Option<Object>)]
@@ -288,7 +296,7 @@ pub(crate) async fn update(
     Path(id): Path<String>,
     ValidJson(body): ValidJson<PatchRun>,
 ) -> Result<Json<Run>, ApiError> {
-    let id: RunId = path_id(&id)?;
+    let id = run_id(&id)?;
     if let Some(output) = &body.output {
         check_json_value("output", output)?;
     }
@@ -358,7 +366,7 @@ pub(crate) async fn append_step(
     headers: HeaderMap,
     ValidJson(body): ValidJson<AppendStep>,
 ) -> Result<Response, ApiError> {
-    let id: RunId = path_id(&id)?;
+    let id = run_id(&id)?;
     let key = idempotency_key(&headers)?;
     let data = body.data.unwrap_or_else(|| json!({}));
     check_json_object("data", &data)?;
@@ -431,7 +439,7 @@ pub(crate) async fn add_tool_call(
     headers: HeaderMap,
     ValidJson(body): ValidJson<AddToolCall>,
 ) -> Result<Response, ApiError> {
-    let id: RunId = path_id(&id)?;
+    let id = run_id(&id)?;
     let key = idempotency_key(&headers)?;
     let arguments = body.arguments.unwrap_or_else(|| json!({}));
     check_json_object("arguments", &arguments)?;
@@ -515,7 +523,7 @@ pub(crate) async fn stream_deltas(
     headers: HeaderMap,
     ValidJson(body): ValidJson<StreamDeltas>,
 ) -> Result<Response, ApiError> {
-    let id: RunId = path_id(&id)?;
+    let id = run_id(&id)?;
     let key = idempotency_key(&headers)?;
     let limits = member.tenant.limits;
     let count = body.deltas.len();

@@ -121,9 +121,9 @@ impl Directory {
     }
 
     /// Whether the context's user may see (and so subscribe to) the topic's
-    /// target: a conversation RLS lets them read, a project of their tenant.
-    /// Channels and runs need only tenant membership. Cached per tenant until
-    /// [`Self::authz_changed`].
+    /// target: a conversation RLS lets them read, a project or a run of their
+    /// tenant. Channels need only tenant membership. Cached per tenant until
+    /// [`Self::authz_changed`] (runs: [`Self::runs_changed`]).
     pub async fn may_subscribe(
         &self,
         ctx: &TenantContext,
@@ -134,7 +134,8 @@ impl Directory {
                 format!("c:{id}:{}:{}", ctx.user_id.map(|u| u.to_string()).unwrap_or_default(), ctx.role)
             }
             Topic::Project(id) => format!("p:{id}"),
-            Topic::Run(_) | Topic::Channel(_) => return Ok(true),
+            Topic::Run(id) => return self.run(ctx, *id).await.map(|run| run.is_some()),
+            Topic::Channel(_) => return Ok(true),
         };
         let (db, ctx, topic) = (self.db.clone(), *ctx, topic.clone());
         self.cache

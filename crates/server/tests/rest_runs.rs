@@ -369,7 +369,8 @@ async fn another_tenant_gets_404_for_every_run_route_and_sees_none_of_its_events
     let id = run["id"].as_str().unwrap().to_owned();
     let mut spy =
         SioClient::connect(&app.url(""), &user_token(tenant_b, UserId::new(), Role::Owner)).await.unwrap();
-    assert_eq!(spy.emit_with_ack("subscribe", json!({ "topic": format!("run:{id}") })).await["ok"], true);
+    let refused = spy.emit_with_ack("subscribe", json!({ "topic": format!("run:{id}") })).await;
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
     assert_eq!(
         spy.emit_with_ack("subscribe", json!({ "topic": format!("project:{project_a}") })).await["ok"],
         false
@@ -390,7 +391,7 @@ async fn another_tenant_gets_404_for_every_run_route_and_sees_none_of_its_events
     let listed = app.get_json("/api/v1/runs", &key_b).await;
     assert!(listed["data"].as_array().unwrap().is_empty());
 
-    // A's run goes on; B's socket on the same topic name hears nothing of it.
+    // A's run goes on; B's socket hears nothing of it.
     assert_eq!(patch(&app, &key_a, &id, &json!({ "status": "running" })).await.0, 200);
     let delta = json!({ "deltas": [{ "text": "secret" }] });
     assert_eq!(post(&app, &key_a, &format!("/api/v1/runs/{id}/deltas"), &delta, None).await.0, 202);
