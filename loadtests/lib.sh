@@ -1,0 +1,39 @@
+# Shared by the realtime harnesses (source it): starts the services if needed,
+# builds the release `switchboard` and `sb-bench`, migrates, and gives
+# `start_two_nodes NAME [VAR=value ...]`, which serves two nodes on one Redis at
+# $A and $B (ports 18191 and 18192) and stops them by pid when the script exits,
+# and `call METHOD URL TOKEN BODY`. Tokens are signed with
+# switchboard-testkit's JWT_SECRET, the one sb-bench signs with.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+scripts/services start >/dev/null
+eval "$(scripts/services env)"
+export JWT_SECRET=switchboard-test-secret-0123456789
+cargo build -q --release -p switchboard -p switchboard-testkit --bin switchboard --bin sb-bench
+BIN=./target/release/switchboard
+BENCH=./target/release/sb-bench
+RUST_LOG=warn $BIN migrate
+A=http://127.0.0.1:18191
+B=http://127.0.0.1:18192
+
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null || true' EXIT
+
+start_two_nodes() {
+  local name=$1
+  shift
+  for n in 1 2; do
+    env RUST_LOG=warn HOST=127.0.0.1 PORT=$((18190 + n)) NODE_ID="$name-$n" DRAIN_SECONDS=1 "$@" $BIN serve &
+    pids+=($!)
+  done
+  for port in 18191 18192; do
+    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break; sleep 0.1; done
+  done
+}
+
+# METHOD URL TOKEN BODY: the JSON answer, or a failure.
+call() {
+  curl -sf -X "$1" "$2" -H "authorization: Bearer $3" -H 'content-type: application/json' -d "$4"
+}
+
+# The value at PATH (Python subscript, e.g. '["id"]') of the JSON on stdin.
+json_at() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
