@@ -87,6 +87,10 @@ async fn a_run_moves_only_along_its_state_machine_and_adds_up_its_usage() {
         assert_eq!(status, 201, "{step}");
         assert_eq!(step["seq"], i + 1);
     }
+    // A step Postgres refuses (a NUL in its text) adds none of its usage.
+    let refused = json!({ "content": "bad\u{0}text", "tokens_in": 1000, "cost_usd": "5" });
+    let (status, err, _) = post(&app, &key, &format!("/api/v1/runs/{id}/steps"), &refused, None).await;
+    assert_eq!(status, 422, "{err}");
     let call = json!({ "name": "search", "arguments": { "q": "x" }, "result": { "hits": 3 }, "latency_ms": 42, "step": 2 });
     let (status, first_call, _) =
         post(&app, &key, &format!("/api/v1/runs/{id}/tool-calls"), &call, None).await;
