@@ -30,6 +30,18 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     line("# HELP switchboard_live_nodes Nodes seen beating in the last 10 s.".into());
     line("# TYPE switchboard_live_nodes gauge".into());
     line(format!("switchboard_live_nodes{{node=\"{node}\"}} {}", state.limiter.live_nodes()));
+    line("# HELP switchboard_sockets Socket.IO connections open on this node.".into());
+    line("# TYPE switchboard_sockets gauge".into());
+    line(format!("switchboard_sockets{{node=\"{node}\"}} {}", state.realtime.local_sockets()));
+    line("# HELP switchboard_topics Topics with subscribers on this node.".into());
+    line("# TYPE switchboard_topics gauge".into());
+    line(format!("switchboard_topics{{node=\"{node}\"}} {}", state.realtime.local_topics()));
+    line("# HELP switchboard_events_published_total Events this node published to topics (replayed batches excluded).".into());
+    line("# TYPE switchboard_events_published_total counter".into());
+    line(format!(
+        "switchboard_events_published_total{{node=\"{node}\"}} {}",
+        state.realtime.events_published()
+    ));
     line("# HELP switchboard_draining Whether this node is draining.".into());
     line("# TYPE switchboard_draining gauge".into());
     line(format!("switchboard_draining{{node=\"{node}\"}} {}", u8::from(state.is_draining())));

@@ -32,7 +32,7 @@ use serde_json::value::RawValue;
 use socketioxide::SocketIo;
 use socketioxide::handler::ConnectHandler;
 use socketioxide::layer::SocketIoLayer;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use switchboard_auth::Verifier;
@@ -95,6 +95,8 @@ pub(crate) struct Inner {
     pub(crate) budgets: limits::TenantBudgets,
     pub(crate) draining: AtomicBool,
     pub(crate) io: OnceLock<SocketIo>,
+    /// Events this node published to topics (client and server ones).
+    pub(crate) published: AtomicU64,
 }
 
 /// The Socket.IO layer's handle; cheap to clone.
@@ -132,6 +134,7 @@ impl Realtime {
             budgets: limits::TenantBudgets::default(),
             draining: AtomicBool::new(false),
             io: OnceLock::new(),
+            published: AtomicU64::new(0),
         });
         let rt = Self { inner };
         let (layer, io) = SocketIo::builder()
@@ -169,10 +172,12 @@ impl Realtime {
     ) -> Result<Offset, ErrorKind> {
         let room = topic.room(tenant);
         let payload = envelope::stored(event, &topic.to_string(), data, from, except)?;
-        self.inner.topics.publish(&room, &payload).await.map_err(|e| {
+        let offset = self.inner.topics.publish(&room, &payload).await.map_err(|e| {
             tracing::error!(error = %e, room, "publish failed");
             e.kind()
-        })
+        })?;
+        self.inner.published.fetch_add(1, Ordering::Relaxed);
+        Ok(offset)
     }
 
     /// Publishes one `event` per item of `data` on `topic`, in order and with
@@ -196,10 +201,14 @@ impl Realtime {
             .map(|d| envelope::stored(event, &name, d, from, None))
             .collect::<Result<Vec<String>, _>>()?;
         let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
-        self.inner.topics.publish_batch(&room, &payloads, dedupe).await.map_err(|e| {
+        let published = self.inner.topics.publish_batch(&room, &payloads, dedupe).await.map_err(|e| {
             tracing::error!(error = %e, room, "publish failed");
             e.kind()
-        })
+        })?;
+        if !published.replayed {
+            self.inner.published.fetch_add(published.offsets.len() as u64, Ordering::Relaxed);
+        }
+        Ok(published)
     }
 
     /// Takes `n` events from `tenant`'s cluster-wide event budget (its
@@ -235,6 +244,11 @@ impl Realtime {
         topic: &Topic,
     ) -> Result<bool, ErrorKind> {
         self.inner.directory.may_subscribe(ctx, topic).await.map_err(|e| e.kind())
+    }
+
+    /// Events this node has published to topics since it started.
+    pub fn events_published(&self) -> u64 {
+        self.inner.published.load(Ordering::Relaxed)
     }
 
     /// Topics this node has local subscribers for.

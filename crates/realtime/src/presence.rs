@@ -34,8 +34,11 @@ async fn announce(inner: &Inner, room: &str, event: &str, entry: &str) {
     let Ok(payload) = crate::envelope::stored(event, &topic.to_string(), &data, Some(&from), None) else {
         return;
     };
-    if let Err(e) = inner.topics.publish(&topic.room(tenant), &payload).await {
-        tracing::warn!(error = %e, room, event, "presence event not published");
+    match inner.topics.publish(&topic.room(tenant), &payload).await {
+        Ok(_) => {
+            inner.published.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Err(e) => tracing::warn!(error = %e, room, event, "presence event not published"),
     }
 }
 

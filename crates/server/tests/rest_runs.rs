@@ -305,6 +305,12 @@ async fn deltas_stream_in_order_once_per_key_and_bad_input_changes_nothing() {
         texts.push(ev["data"]["text"].as_str().unwrap().to_owned());
     }
     assert_eq!(texts.concat(), (0..10).map(|i| format!("t{i} ")).collect::<String>());
+    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let published = metrics.lines().find(|l| l.starts_with("switchboard_events_published_total{"));
+    let published: u64 = published.and_then(|l| l.rsplit(' ').next()).unwrap().parse().unwrap();
+    assert_eq!(published, 2 + 5 + 5, "the run's creation (run and project), two batches, not the replay");
+    assert!(metrics.lines().any(|l| l.starts_with("switchboard_sockets{") && l.ends_with(" 1")), "{metrics}");
+    assert!(metrics.lines().any(|l| l.starts_with("switchboard_topics{") && l.ends_with(" 1")), "{metrics}");
     assert!(
         watcher.next_event("run:delta", Duration::from_millis(300)).await.is_none(),
         "the replayed batch sent nothing"
