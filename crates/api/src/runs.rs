@@ -60,28 +60,30 @@ fn invalid(field: &str, why: impl Into<String>) -> ApiError {
     ApiError::new(ErrorKind::Validation, "invalid fields").with_details(json!({ field: [why.into()] }))
 }
 
-/// A cost in US dollars: a JSON number or a decimal string, 0 ≤ cost < 10⁸, at
-/// most 6 decimal places (what the run and the usage totals keep exactly).
+/// A cost in US dollars, 0 ≤ cost < 10⁸: a JSON number (rounded to 6 decimal
+/// places, as it is stored: floating-point noise such as `0.30000000000000004`
+/// is fine) or a decimal string with at most 6 places (kept exactly).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum Cost {
-    Number(serde_json::Number),
+    Number(f64),
     Text(String),
 }
 
 impl Cost {
     fn decimal(&self) -> Result<String, ApiError> {
+        let bad = || invalid("cost_usd", "a decimal from 0 to 99999999.999999 (a string: at most 6 places)");
         let text = match self {
-            Cost::Number(n) => n.to_string(),
-            Cost::Text(t) => t.trim().to_owned(),
+            Cost::Number(n) if n.is_finite() && (0.0..1e8).contains(n) => return Ok(format!("{n:.6}")),
+            Cost::Number(_) => return Err(bad()),
+            Cost::Text(t) => t.trim(),
         };
-        let bad = || invalid("cost_usd", "a decimal from 0 to 99999999.999999, at most 6 decimal places");
-        let (whole, frac) = text.split_once('.').unwrap_or((&text, ""));
+        let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
         let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
         if whole.is_empty() || whole.len() > 8 || frac.len() > 6 || !digits(whole) || !digits(frac) {
             return Err(bad());
         }
-        Ok(text)
+        Ok(text.to_owned())
     }
 }
 
@@ -283,8 +285,8 @@ pub struct PatchRun {
     #[validate(range(min = 0, max = 1_000_000_000))]
     #[schema(minimum = 0, maximum = 1_000_000_000)]
     tokens_out: Option<i64>,
-    /// US dollars, added to the run's and the tenant's totals: a number or a
-    /// decimal string, at most 6 decimal places.
+    /// US dollars, added to the run's and the tenant's totals: a number
+    /// (rounded to 6 decimal places) or a decimal string (at most 6 places).
     #[schema(value_type = Option<String>, pattern = "^[0-9]{1,8}(\\.[0-9]{1,6})?$")]
     cost_usd: Option<Cost>,
 }
@@ -342,8 +344,8 @@ pub struct AppendStep {
     #[validate(range(min = 0, max = 1_000_000_000))]
     #[schema(minimum = 0, maximum = 1_000_000_000)]
     tokens_out: Option<i64>,
-    /// US dollars, added to the run's and the tenant's totals: a number or a
-    /// decimal string, at most 6 decimal places.
+    /// US dollars, added to the run's and the tenant's totals: a number
+    /// (rounded to 6 decimal places) or a decimal string (at most 6 places).
     #[schema(value_type = Option<String>, pattern = "^[0-9]{1,8}(\\.[0-9]{1,6})?$")]
     cost_usd: Option<Cost>,
 }

@@ -108,12 +108,12 @@ async fn a_run_moves_only_along_its_state_machine_and_adds_up_its_usage() {
     let (status, err, _) = post(&app, &key, &format!("/api/v1/runs/{id}/tool-calls"), &no_step, None).await;
     assert_eq!(status, 422, "{err}");
 
-    let (status, done) =
-        patch(&app, &key, &id, &json!({ "status": "succeeded", "output": { "answer": 42 }, "cost_usd": 1 }))
-            .await;
+    // A float with noise (0.1 + 0.2 + 0.7 is 1.0000000000000002) is rounded to 6 places.
+    let finish = json!({ "status": "succeeded", "output": { "answer": 42 }, "cost_usd": 0.1 + 0.2 + 0.7 });
+    let (status, done) = patch(&app, &key, &id, &finish).await;
     assert_eq!(status, 200, "{done}");
     assert_eq!((done["tokens_in"].as_i64(), done["tokens_out"].as_i64()), (Some(33), Some(52)));
-    assert_eq!(done["cost_usd"].as_str().map(|c| c.parse::<f64>().unwrap()), Some(1.0136));
+    assert_eq!(done["cost_usd"], "1.013600");
     assert!(done["finished_at"].is_string());
 
     // Finished: no move, no step, no tool call, no delta, no usage.
