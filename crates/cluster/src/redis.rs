@@ -41,6 +41,9 @@ const PING_TIMEOUT: Duration = Duration::from_secs(2);
 /// lease and presence change is a script, so they are spread over several.
 const COMMAND_CONNECTIONS: usize = 8;
 
+/// Pub/sub messages the subscriber buffers for this node's readers.
+const SUBSCRIBER_CHANNEL: usize = 16_384;
+
 /// Shared, self-reconnecting Redis connections: a few for commands, one subscriber.
 #[derive(Clone)]
 pub struct Redis {
@@ -70,13 +73,15 @@ impl Redis {
             })
             .with_performance_config(|p| {
                 p.default_command_timeout = Duration::from_secs(2);
-                // Topic fan-out arrives through this channel; a reader that falls
-                // this far behind resynchronises from history instead.
-                p.broadcast_channel_capacity = 16_384;
             })
             .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
         let clients: Vec<Client> =
             (0..COMMAND_CONNECTIONS).map(|_| builder.build()).collect::<Result<_, _>>()?;
+        // Topic fan-out arrives through the subscriber's message channel; a reader
+        // that falls this far behind resynchronises from history instead. Only the
+        // subscriber gets the deep channels: each client preallocates every one of
+        // its broadcast channels at this capacity.
+        builder.with_performance_config(|p| p.broadcast_channel_capacity = SUBSCRIBER_CHANNEL);
         let subscriber = builder.build_subscriber_client()?;
         for client in &clients {
             client.connect();
