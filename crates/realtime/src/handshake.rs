@@ -120,3 +120,32 @@ async fn on_disconnect(s: SocketRef, State(rt): State<Realtime>) {
     }
     tracing::debug!(sid = %sid, tenant_id = %session.tenant, "socket disconnected");
 }
+
+/// A Socket.IO request with its URI and headers copied out of the connection's
+/// read buffer, and without `Cookie` (nothing here reads cookies).
+///
+/// hyper parses a request's URI and header values as slices of the
+/// connection's read buffer (8 KiB or more), and the Socket.IO layer keeps each
+/// socket's handshake request for the socket's life: a kept slice would pin the
+/// whole buffer. The copies are a few hundred bytes. Other requests pass as
+/// they are. (The HTTP router's own copies, such as axum's `OriginalUri`, are
+/// the router's to drop: see the server's wiring.)
+pub fn own_handshake_request<B>(mut req: http::Request<B>) -> http::Request<B> {
+    if !req.uri().path().starts_with("/socket.io") {
+        return req;
+    }
+    let mut headers = http::HeaderMap::with_capacity(req.headers().len());
+    for (name, value) in req.headers() {
+        if name == http::header::COOKIE {
+            continue;
+        }
+        if let Ok(value) = http::HeaderValue::from_bytes(value.as_bytes()) {
+            headers.append(name.clone(), value);
+        }
+    }
+    *req.headers_mut() = headers;
+    if let Ok(uri) = http::Uri::try_from(req.uri().to_string()) {
+        *req.uri_mut() = uri;
+    }
+    req
+}

@@ -89,8 +89,9 @@ impl Application {
         let (realtime, socket_io) = switchboard_realtime::Realtime::new(deps, config.realtime).await;
         let state =
             AppState::new(db, redis, verifier, hasher, directory, limiter, realtime, config.node_id.clone());
-        let router =
-            switchboard_api::router(state.clone(), &config.cors_allowed_origins, |r| r.layer(socket_io));
+        let router = switchboard_api::router(state.clone(), &config.cors_allowed_origins, |r| {
+            r.layer(socket_io).layer(axum::middleware::map_request(own_handshake_request))
+        });
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         Ok(Self { listener, state, router })
@@ -198,4 +199,16 @@ pub async fn migrate(seed_demo: bool) -> Result<(), StartError> {
         tracing::info!(tenant_id = %switchboard_db::repo::seed::DEMO_TENANT, "demo tenant seeded");
     }
     Ok(())
+}
+
+/// What the Socket.IO layer keeps of a handshake must not pin the connection's
+/// read buffer (about 6 KiB of every idle socket's memory): the URI and headers
+/// are copied ([`switchboard_realtime::handshake::own_handshake_request`]) and
+/// axum's `OriginalUri`, a second handle on the buffer that nothing here reads
+/// on Socket.IO requests, is dropped.
+async fn own_handshake_request(mut req: axum::extract::Request) -> axum::extract::Request {
+    if req.uri().path().starts_with("/socket.io") {
+        req.extensions_mut().remove::<axum::extract::OriginalUri>();
+    }
+    switchboard_realtime::handshake::own_handshake_request(req)
 }
