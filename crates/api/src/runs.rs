@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchboard_db::repo::Created;
 use switchboard_db::repo::runs::{
-    self, Change, Filter, NewRun, NewStep, NewToolCall, Run, Step, ToolCall, Usage,
+    self, Change, Filter, NewRun, NewStep, NewToolCall, Recorded, Run, Step, ToolCall, Usage,
 };
 use switchboard_domain::{ConversationId, ErrorKind, ProjectId, RunId, RunStatus, Topic};
 use uuid::Uuid;
@@ -380,13 +380,13 @@ pub(crate) async fn append_step(
         idempotency_key: key.as_deref(),
     };
     let mut tx = state.db.begin(&member.ctx).await?;
-    let (step, run) = runs::append_step(&mut tx, id, &new).await?;
+    let recorded = runs::append_step(&mut tx, id, &new).await?;
     tx.commit().await?;
-    if step.is_new() {
-        let event = StepEvent { run_id: run.id, step: Some(step.get()), tool_call: None };
-        announce(&state, &member, &run, "run:step", &event).await;
+    if let Recorded::New(step, run) = &recorded {
+        let event = StepEvent { run_id: run.id, step: Some(step), tool_call: None };
+        announce(&state, &member, run, "run:step", &event).await;
     }
-    Ok(created_response(step))
+    Ok(created_response(recorded.into_created()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
@@ -463,13 +463,13 @@ pub(crate) async fn add_tool_call(
         idempotency_key: key.as_deref(),
     };
     let mut tx = state.db.begin(&member.ctx).await?;
-    let (call, run) = runs::add_tool_call(&mut tx, id, &new).await?;
+    let recorded = runs::add_tool_call(&mut tx, id, &new).await?;
     tx.commit().await?;
-    if call.is_new() {
-        let event = StepEvent { run_id: run.id, step: None, tool_call: Some(call.get()) };
-        announce(&state, &member, &run, "run:step", &event).await;
+    if let Recorded::New(call, run) = &recorded {
+        let event = StepEvent { run_id: run.id, step: None, tool_call: Some(call) };
+        announce(&state, &member, run, "run:step", &event).await;
     }
-    Ok(created_response(call))
+    Ok(created_response(recorded.into_created()))
 }
 
 #[derive(Debug, Serialize, Deserialize, Validate, utoipa::ToSchema)]

@@ -1,5 +1,6 @@
 //! Messages of a conversation, stored once per idempotency key.
 
+use super::Created;
 use crate::{DbError, TenantTx};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -32,8 +33,6 @@ pub struct NewMessage<'a> {
     pub metadata: &'a Value,
     pub idempotency_key: Option<&'a str>,
 }
-
-pub use super::Created;
 
 /// Stores a message unless its idempotency key was used before. A key reused for a
 /// different message (another conversation or content) is a conflict.

@@ -21,24 +21,6 @@ pub enum Created<T> {
     Replayed(T),
 }
 
-impl<T> Created<T> {
-    pub fn is_new(&self) -> bool {
-        matches!(self, Created::New(_))
-    }
-
-    pub fn get(&self) -> &T {
-        match self {
-            Created::New(t) | Created::Replayed(t) => t,
-        }
-    }
-
-    pub fn into_inner(self) -> T {
-        match self {
-            Created::New(t) | Created::Replayed(t) => t,
-        }
-    }
-}
-
 /// The outcome of a change aimed at one row: done, or not found (absent, or not
 /// visible to this tenant, which RLS makes the same thing).
 pub(crate) fn one_row(done: sqlx::postgres::PgQueryResult) -> Result<(), crate::DbError> {

@@ -4,9 +4,10 @@
 //! carrying the run's totals) adds it to the run and to the tenant's daily
 //! `usage_metrics` in the same transaction. Steps, tool calls and status changes
 //! lock the run's row first, so step numbers are gap-free and a finished run
-//! takes nothing more. Writes that carry an idempotency key store once per key;
-//! the same key again answers with what was stored, and the same key for a
-//! different request is a conflict.
+//! takes nothing more. Writes that carry an idempotency key store once per key
+//! (`ON CONFLICT DO NOTHING`, then the stored row); the same key again answers
+//! with what was stored, and the same key for a different request is a
+//! conflict.
 
 use super::Created;
 use super::usage;
@@ -44,8 +45,31 @@ pub struct Run {
 
 impl Run {
     pub fn status(&self) -> RunStatus {
-        // The CHECK constraint keeps any other value out of the column.
-        self.status.parse().unwrap_or(RunStatus::Failed)
+        status_of(&self.status)
+    }
+}
+
+/// A status column's value; the CHECK constraint keeps any other text out.
+fn status_of(column: &str) -> RunStatus {
+    column.parse().unwrap_or(RunStatus::Failed)
+}
+
+/// What a write on a run recorded: something new, with the run as it now
+/// stands (for its watchers), or what an earlier request with the same
+/// idempotency key recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded<T> {
+    New(T, Box<Run>),
+    Replayed(T),
+}
+
+impl<T> Recorded<T> {
+    /// The item, as new or replayed.
+    pub fn into_created(self) -> Created<T> {
+        match self {
+            Recorded::New(item, _) => Created::New(item),
+            Recorded::Replayed(item) => Created::Replayed(item),
+        }
     }
 }
 
@@ -253,16 +277,7 @@ async fn lock(tx: &mut TenantTx, run: RunId) -> Result<RunStatus, DbError> {
         .bind(run.as_uuid())
         .fetch_optional(tx.conn())
         .await?;
-    status.ok_or(DbError::NotFound).map(|s| s.parse().unwrap_or(RunStatus::Failed))
-}
-
-/// Locks a run that may still take steps, tool calls and usage.
-async fn lock_open(tx: &mut TenantTx, run: RunId) -> Result<(), DbError> {
-    let status = lock(tx, run).await?;
-    if status.is_finished() {
-        return Err(DbError::Conflict(format!("the run has {status}; nothing more is recorded on it")));
-    }
-    Ok(())
+    status.as_deref().map(status_of).ok_or(DbError::NotFound)
 }
 
 /// Adds `usage` to the run (and touches it), and to the tenant's daily metrics.
@@ -278,11 +293,14 @@ async fn add_usage(tx: &mut TenantTx, run: RunId, usage: &Usage) -> Result<Run, 
     .bind(usage.cost())
     .fetch_one(tx.conn())
     .await?;
-    let metrics = usage.metrics();
-    if !metrics.is_empty() {
-        usage::add_many(tx, &metrics).await?;
-    }
+    add_metrics(tx, usage).await?;
     Ok(updated)
+}
+
+/// Adds `usage` to the tenant's daily metrics.
+async fn add_metrics(tx: &mut TenantTx, usage: &Usage) -> Result<(), DbError> {
+    let metrics = usage.metrics();
+    if metrics.is_empty() { Ok(()) } else { usage::add_many(tx, &metrics).await }
 }
 
 /// A change to a run: a status move, its output or error, and usage to add.
@@ -309,19 +327,25 @@ pub async fn update(tx: &mut TenantTx, run: RunId, change: &Change<'_>) -> Resul
         _ => {}
     }
     let next = change.status.unwrap_or(current);
-    sqlx::query(
+    let updated: Run = sqlx::query_as(&format!(
         "UPDATE agent_runs SET status = $2, output = COALESCE($3, output), error = COALESCE($4, error),
+                tokens_in = tokens_in + $5, tokens_out = tokens_out + $6, cost_usd = cost_usd + $7::numeric,
                 started_at = CASE WHEN $2 = 'running' THEN now() ELSE started_at END,
-                finished_at = CASE WHEN $2 IN ('succeeded', 'failed', 'cancelled') THEN now() ELSE finished_at END
-          WHERE id = $1",
-    )
+                finished_at = CASE WHEN $2 IN ('succeeded', 'failed', 'cancelled') THEN now() ELSE finished_at END,
+                updated_at = now()
+          WHERE id = $1 RETURNING {RUN_COLUMNS}"
+    ))
     .bind(run.as_uuid())
     .bind(next.as_str())
     .bind(change.output)
     .bind(change.error)
-    .execute(tx.conn())
+    .bind(change.usage.tokens_in)
+    .bind(change.usage.tokens_out)
+    .bind(change.usage.cost())
+    .fetch_one(tx.conn())
     .await?;
-    add_usage(tx, run, &change.usage).await
+    add_metrics(tx, &change.usage).await?;
+    Ok(updated)
 }
 
 /// A step to append.
@@ -334,11 +358,20 @@ pub struct NewStep<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
-async fn step_by_key(tx: &mut TenantTx, key: Option<&str>) -> Result<Option<Step>, DbError> {
+/// The row of `table` stored under the idempotency `key`, if any.
+async fn by_key<T>(
+    tx: &mut TenantTx,
+    table: &str,
+    columns: &str,
+    key: Option<&str>,
+) -> Result<Option<T>, DbError>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
     let Some(key) = key else { return Ok(None) };
     let tenant = tx.tenant_id().as_uuid();
     Ok(sqlx::query_as(&format!(
-        "SELECT {STEP_COLUMNS} FROM agent_steps WHERE tenant_id = $1 AND idempotency_key = $2"
+        "SELECT {columns} FROM {table} WHERE tenant_id = $1 AND idempotency_key = $2"
     ))
     .bind(tenant)
     .bind(key)
@@ -346,53 +379,59 @@ async fn step_by_key(tx: &mut TenantTx, key: Option<&str>) -> Result<Option<Step
     .await?)
 }
 
-fn replayed_step(run: RunId, new: &NewStep<'_>, existing: Step) -> Result<Created<Step>, DbError> {
+fn replayed_step(run: RunId, new: &NewStep<'_>, existing: Step) -> Result<Recorded<Step>, DbError> {
     let same = existing.run_id == run.as_uuid()
         && existing.kind == new.kind
         && existing.content == new.content
         && existing.data == *new.data;
-    if same { Ok(Created::Replayed(existing)) } else { Err(DbError::IdempotencyMismatch) }
+    if same { Ok(Recorded::Replayed(existing)) } else { Err(DbError::IdempotencyMismatch) }
 }
 
 /// Appends a step with the run's next sequence number and adds its usage to
-/// the run and the tenant; returns it with the run as it now stands.
+/// the run and the tenant. A repeated key answers the stored step, also once
+/// the run has finished.
 pub async fn append_step(
     tx: &mut TenantTx,
     run: RunId,
     new: &NewStep<'_>,
-) -> Result<(Created<Step>, Run), DbError> {
-    if let Some(existing) = step_by_key(tx, new.idempotency_key).await? {
-        let step = replayed_step(run, new, existing)?;
-        return Ok((step, get(tx, run).await?));
+) -> Result<Recorded<Step>, DbError> {
+    let status = lock(tx, run).await?;
+    if !status.is_finished() {
+        let tenant = tx.tenant_id().as_uuid();
+        let inserted: Option<Step> = sqlx::query_as(&format!(
+            "INSERT INTO agent_steps (tenant_id, run_id, seq, kind, content, data, tokens_in, tokens_out, cost_usd, idempotency_key)
+             VALUES ($1, $2, (SELECT COALESCE(max(seq), 0) + 1 FROM agent_steps WHERE tenant_id = $1 AND run_id = $2),
+                     $3, $4, $5, $6, $7, $8::numeric, $9)
+             ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+             RETURNING {STEP_COLUMNS}"
+        ))
+        .bind(tenant)
+        .bind(run.as_uuid())
+        .bind(new.kind)
+        .bind(new.content)
+        .bind(new.data)
+        .bind(new.usage.tokens_in)
+        .bind(new.usage.tokens_out)
+        .bind(new.usage.cost())
+        .bind(new.idempotency_key)
+        .fetch_optional(tx.conn())
+        .await?;
+        if let Some(step) = inserted {
+            return Ok(Recorded::New(step, Box::new(add_usage(tx, run, &new.usage).await?)));
+        }
     }
-    lock_open(tx, run).await?;
-    let tenant = tx.tenant_id().as_uuid();
-    let inserted: Option<Step> = sqlx::query_as(&format!(
-        "INSERT INTO agent_steps (tenant_id, run_id, seq, kind, content, data, tokens_in, tokens_out, cost_usd, idempotency_key)
-         VALUES ($1, $2, (SELECT COALESCE(max(seq), 0) + 1 FROM agent_steps WHERE tenant_id = $1 AND run_id = $2),
-                 $3, $4, $5, $6, $7, $8::numeric, $9)
-         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-         RETURNING {STEP_COLUMNS}"
-    ))
-    .bind(tenant)
-    .bind(run.as_uuid())
-    .bind(new.kind)
-    .bind(new.content)
-    .bind(new.data)
-    .bind(new.usage.tokens_in)
-    .bind(new.usage.tokens_out)
-    .bind(new.usage.cost())
-    .bind(new.idempotency_key)
-    .fetch_optional(tx.conn())
-    .await?;
-    match inserted {
-        Some(step) => Ok((Created::New(step), add_usage(tx, run, &new.usage).await?)),
-        // The same key committed meanwhile (we waited on the run's lock).
-        None => match step_by_key(tx, new.idempotency_key).await? {
-            Some(existing) => Ok((replayed_step(run, new, existing)?, get(tx, run).await?)),
-            None => Err(DbError::Conflict("the step could not be stored; retry".to_owned())),
-        },
+    match by_key(tx, "agent_steps", STEP_COLUMNS, new.idempotency_key).await? {
+        Some(existing) => replayed_step(run, new, existing),
+        None if status.is_finished() => Err(finished(status)),
+        // The row under the key went with its run meanwhile.
+        None => Err(DbError::Conflict("nothing was recorded; retry".to_owned())),
     }
+}
+
+/// Why nothing was recorded on a run that was locked and had no row under the
+/// request's key: it has finished.
+fn finished(status: RunStatus) -> DbError {
+    DbError::Conflict(format!("the run has {status}; nothing more is recorded on it"))
 }
 
 /// A tool call to record.
@@ -409,79 +448,68 @@ pub struct NewToolCall<'a> {
     pub idempotency_key: Option<&'a str>,
 }
 
-async fn tool_call_by_key(tx: &mut TenantTx, key: Option<&str>) -> Result<Option<ToolCall>, DbError> {
-    let Some(key) = key else { return Ok(None) };
-    let tenant = tx.tenant_id().as_uuid();
-    Ok(sqlx::query_as(&format!(
-        "SELECT {TOOL_CALL_COLUMNS} FROM tool_calls WHERE tenant_id = $1 AND idempotency_key = $2"
-    ))
-    .bind(tenant)
-    .bind(key)
-    .fetch_optional(tx.conn())
-    .await?)
-}
-
 fn replayed_tool_call(
     run: RunId,
     new: &NewToolCall<'_>,
     existing: ToolCall,
-) -> Result<Created<ToolCall>, DbError> {
+) -> Result<Recorded<ToolCall>, DbError> {
     let same = existing.run_id == run.as_uuid()
         && existing.name == new.name
         && existing.arguments == *new.arguments
         && existing.status == new.status
         && existing.result.as_ref() == new.result;
-    if same { Ok(Created::Replayed(existing)) } else { Err(DbError::IdempotencyMismatch) }
+    if same { Ok(Recorded::Replayed(existing)) } else { Err(DbError::IdempotencyMismatch) }
 }
 
-/// Records a tool call on an open run; returns it with the run as it now stands.
+/// Records a tool call on an open run. A repeated key answers the stored
+/// call, also once the run has finished.
 pub async fn add_tool_call(
     tx: &mut TenantTx,
     run: RunId,
     new: &NewToolCall<'_>,
-) -> Result<(Created<ToolCall>, Run), DbError> {
-    if let Some(existing) = tool_call_by_key(tx, new.idempotency_key).await? {
-        let call = replayed_tool_call(run, new, existing)?;
-        return Ok((call, get(tx, run).await?));
-    }
-    lock_open(tx, run).await?;
-    let tenant = tx.tenant_id().as_uuid();
-    let step_id = match new.step {
-        None => None,
-        Some(seq) => {
-            let id: Option<Uuid> = sqlx::query_scalar(
-                "SELECT id FROM agent_steps WHERE tenant_id = $1 AND run_id = $2 AND seq = $3",
-            )
-            .bind(tenant)
-            .bind(run.as_uuid())
-            .bind(seq)
-            .fetch_optional(tx.conn())
-            .await?;
-            Some(id.ok_or_else(|| DbError::Invalid(format!("the run has no step {seq}")))?)
+) -> Result<Recorded<ToolCall>, DbError> {
+    let status = lock(tx, run).await?;
+    if !status.is_finished() {
+        let tenant = tx.tenant_id().as_uuid();
+        let step_id = match new.step {
+            None => None,
+            Some(seq) => {
+                let id: Option<Uuid> = sqlx::query_scalar(
+                    "SELECT id FROM agent_steps WHERE tenant_id = $1 AND run_id = $2 AND seq = $3",
+                )
+                .bind(tenant)
+                .bind(run.as_uuid())
+                .bind(seq)
+                .fetch_optional(tx.conn())
+                .await?;
+                Some(id.ok_or_else(|| DbError::Invalid(format!("the run has no step {seq}")))?)
+            }
+        };
+        let inserted: Option<ToolCall> = sqlx::query_as(&format!(
+            "INSERT INTO tool_calls (tenant_id, run_id, step_id, name, arguments, result, status, latency_ms, idempotency_key, finished_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $7 IN ('succeeded', 'failed') THEN now() END)
+             ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+             RETURNING {TOOL_CALL_COLUMNS}"
+        ))
+        .bind(tenant)
+        .bind(run.as_uuid())
+        .bind(step_id)
+        .bind(new.name)
+        .bind(new.arguments)
+        .bind(new.result)
+        .bind(new.status)
+        .bind(new.latency_ms)
+        .bind(new.idempotency_key)
+        .fetch_optional(tx.conn())
+        .await?;
+        if let Some(call) = inserted {
+            return Ok(Recorded::New(call, Box::new(add_usage(tx, run, &Usage::default()).await?)));
         }
-    };
-    let inserted: Option<ToolCall> = sqlx::query_as(&format!(
-        "INSERT INTO tool_calls (tenant_id, run_id, step_id, name, arguments, result, status, latency_ms, idempotency_key, finished_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $7 IN ('succeeded', 'failed') THEN now() END)
-         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-         RETURNING {TOOL_CALL_COLUMNS}"
-    ))
-    .bind(tenant)
-    .bind(run.as_uuid())
-    .bind(step_id)
-    .bind(new.name)
-    .bind(new.arguments)
-    .bind(new.result)
-    .bind(new.status)
-    .bind(new.latency_ms)
-    .bind(new.idempotency_key)
-    .fetch_optional(tx.conn())
-    .await?;
-    match inserted {
-        Some(call) => Ok((Created::New(call), add_usage(tx, run, &Usage::default()).await?)),
-        None => match tool_call_by_key(tx, new.idempotency_key).await? {
-            Some(existing) => Ok((replayed_tool_call(run, new, existing)?, get(tx, run).await?)),
-            None => Err(DbError::Conflict("the tool call could not be stored; retry".to_owned())),
-        },
+    }
+    match by_key(tx, "tool_calls", TOOL_CALL_COLUMNS, new.idempotency_key).await? {
+        Some(existing) => replayed_tool_call(run, new, existing),
+        None if status.is_finished() => Err(finished(status)),
+        // The row under the key went with its run meanwhile.
+        None => Err(DbError::Conflict("nothing was recorded; retry".to_owned())),
     }
 }
