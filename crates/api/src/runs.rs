@@ -195,8 +195,6 @@ pub(crate) async fn create(
     let created = runs::create(&mut tx, &new).await?;
     tx.commit().await?;
     if let Created::New(run) = &created {
-        // A delta sent before the run existed may have cached its absence.
-        state.directory.runs_changed(member.ctx.tenant_id).await;
         announce(&state, &member, run, "run:updated", run).await;
     }
     Ok(created_response(created))

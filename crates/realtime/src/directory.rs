@@ -97,25 +97,29 @@ impl Directory {
             .await
     }
 
-    /// A run of the context's tenant; `None` if it does not exist there. Cached
-    /// per tenant until [`Self::runs_changed`].
+    /// A run of the context's tenant; `None` if it does not exist there. A run
+    /// found is cached per tenant until [`Self::runs_changed`]; an absence is
+    /// not cached, so a run created a moment ago is found at once on every
+    /// node and creating one invalidates nothing.
     pub async fn run(&self, ctx: &TenantContext, id: RunId) -> Result<Option<RunInfo>, Arc<DirectoryError>> {
         let (db, ctx) = (self.db.clone(), *ctx);
-        self.cache
+        let found = self
+            .cache
             .get_or_load(Namespace::new(ctx.tenant_id.as_uuid(), Kind::Run), &id.to_string(), || async move {
                 let mut tx = db.begin(&ctx).await?;
-                let found = match runs::get(&mut tx, id).await {
-                    Ok(run) => Some(RunInfo { status: run.status(), project_id: run.project_id }),
-                    Err(DbError::NotFound) => None,
-                    Err(e) => return Err(DirectoryError::Db(e)),
-                };
+                let run = runs::get(&mut tx, id).await?;
                 tx.commit().await?;
-                Ok(found)
+                Ok::<_, DirectoryError>(RunInfo { status: run.status(), project_id: run.project_id })
             })
-            .await
+            .await;
+        match found {
+            Ok(info) => Ok(Some(info)),
+            Err(e) if matches!(&*e, DirectoryError::Db(DbError::NotFound)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Call after a run was created or changed status.
+    /// Call after a run changed status.
     pub async fn runs_changed(&self, tenant: TenantId) {
         self.cache.invalidate(Namespace::new(tenant.as_uuid(), Kind::Run)).await;
     }
