@@ -114,13 +114,20 @@ pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> 
 /// what an earlier request with the same idempotency key stored.
 pub fn created_response<T: Serialize>(created: Created<T>) -> Response {
     match created {
-        Created::New(item) => (StatusCode::CREATED, axum::Json(item)).into_response(),
-        Created::Replayed(item) => {
-            let mut response = (StatusCode::OK, axum::Json(item)).into_response();
-            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-            response
-        }
+        Created::New(item) => replayable_response(StatusCode::CREATED, item, false),
+        Created::Replayed(item) => replayable_response(StatusCode::CREATED, item, true),
     }
+}
+
+/// `status` with `item`, or, when an earlier request with the same idempotency
+/// key did the work (`replayed`), `200` with `Idempotent-Replayed: true`.
+pub fn replayable_response<T: Serialize>(status: StatusCode, item: T, replayed: bool) -> Response {
+    if !replayed {
+        return (status, axum::Json(item)).into_response();
+    }
+    let mut response = (StatusCode::OK, axum::Json(item)).into_response();
+    response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
 }
 
 /// A path id that does not parse names nothing: 404, like another tenant's id.

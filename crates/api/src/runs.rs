@@ -18,11 +18,11 @@ use crate::auth::Member;
 use crate::error::ApiError;
 use crate::extract::{
     Page, Paged, ValidJson, ValidQuery, check_json_object, check_json_value, created_response,
-    idempotency_key, path_id,
+    idempotency_key, path_id, replayable_response,
 };
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -586,10 +586,5 @@ pub(crate) async fn stream_deltas(
         first_offset: first.to_string(),
         last_offset: last.to_string(),
     };
-    let status = if published.replayed { StatusCode::OK } else { StatusCode::ACCEPTED };
-    let mut response = (status, Json(answer)).into_response();
-    if published.replayed {
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    Ok(response)
+    Ok(replayable_response(StatusCode::ACCEPTED, answer, published.replayed))
 }
