@@ -347,15 +347,46 @@ async fn deltas_stream_in_order_once_per_key_and_bad_input_changes_nothing() {
 
     let runs = "/api/v1/runs";
     let bad_runs = [
-        json!({ "project_id": uuid::Uuid::new_v4() }),
-        json!({ "project_id": project, "input": [1] }),
-        json!({ "project_id": project, "extra": 1 }),
-        json!({ "project_id": "nope" }),
+        (json!({ "project_id": uuid::Uuid::new_v4() }), 404),
+        (json!({ "project_id": project, "input": [1] }), 422),
+        (json!({ "project_id": project, "extra": 1 }), 422),
+        (json!({ "project_id": "nope" }), 422),
+        (json!({ "project_id": project, "agent": "a".repeat(201) }), 422),
     ];
-    for body in bad_runs {
+    for (body, want) in bad_runs {
         let (status, err, _) = post(&app, &key, runs, &body, None).await;
-        assert!(status == 404 || status == 422, "{body}: {status} {err}");
+        assert_eq!(status, want, "{body}: {err}");
     }
+    let long_key = "k".repeat(201);
+    let (status, _, _) = post(&app, &key, runs, &json!({ "project_id": project }), Some(&long_key)).await;
+    assert_eq!(status, 422, "an Idempotency-Key over 200 characters");
+
+    // Steps and tool calls with bad fields record nothing.
+    let steps = format!("/api/v1/runs/{id}/steps");
+    for body in [
+        json!({ "data": [1] }),
+        json!({ "kind": "" }),
+        json!({ "kind": "k".repeat(65) }),
+        json!({ "content": "x", "tokens_out": -1 }),
+        json!({ "content": 5 }),
+    ] {
+        assert_eq!(post(&app, &key, &steps, &body, None).await.0, 422, "{body}");
+    }
+    let calls = format!("/api/v1/runs/{id}/tool-calls");
+    for body in [
+        json!({ "name": "" }),
+        json!({}),
+        json!({ "name": "t", "arguments": "x" }),
+        json!({ "name": "t", "status": "done" }),
+        json!({ "name": "t", "latency_ms": -1 }),
+        json!({ "name": "t", "step": 0 }),
+    ] {
+        assert_eq!(post(&app, &key, &calls, &body, None).await.0, 422, "{body}");
+    }
+    let detail = app.get_json(&format!("/api/v1/runs/{id}"), &key).await;
+    assert!(
+        detail["steps"].as_array().unwrap().is_empty() && detail["tool_calls"].as_array().unwrap().is_empty()
+    );
     for body in [
         json!({}),
         json!({ "cost_usd": "1.1234567" }),
