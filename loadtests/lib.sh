@@ -3,11 +3,14 @@
 # `start_two_nodes NAME [VAR=value ...]`, which serves two nodes on one Redis at
 # $A and $B (ports 18191 and 18192) and stops them by pid when the script exits,
 # and `call METHOD URL TOKEN BODY`. Tokens are signed with
-# switchboard-testkit's JWT_SECRET, the one sb-bench signs with.
+# switchboard-testkit's JWT_SECRET, the one sb-bench signs with; tenants are
+# created with $PLATFORM_KEY.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 scripts/services start >/dev/null
 eval "$(scripts/services env)"
 export JWT_SECRET=switchboard-test-secret-0123456789
+# The operator's credential for the platform routes (creating tenants).
+export PLATFORM_KEY=loadtest-platform-key-0123456789abcdef0123
 cargo build -q --release -p switchboard -p switchboard-testkit --bin switchboard --bin sb-bench
 BIN=./target/release/switchboard
 BENCH=./target/release/sb-bench

@@ -19,7 +19,7 @@ SUBS=${4:-10}
 . loadtests/lib.sh
 start_two_nodes rt SOCKET_EVENTS_PER_SECOND=1000000
 
-platform=$($BIN token --service-role)
+platform=$PLATFORM_KEY
 limits='{"max_connections":1000000,"events_per_second":1000000}'
 tenant=$(call POST "$A/api/v1/tenants" "$platform" "{\"name\":\"realtime-load\",\"limits\":$limits}" | json_at '["id"]')
 

@@ -19,6 +19,7 @@ command -v hey >/dev/null || { echo "loadtest: install hey (apt-get install hey)
 scripts/services start >/dev/null
 eval "$(scripts/services env)"
 export JWT_SECRET=loadtest-secret-0123456789abcdef
+export PLATFORM_KEY=loadtest-platform-key-0123456789abcdef0123
 cargo build -q --release -p switchboard
 BIN=./target/release/switchboard
 RUST_LOG=warn $BIN migrate
@@ -28,7 +29,7 @@ NODE=$!
 trap 'kill $NODE 2>/dev/null; wait $NODE 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/health/ready" >/dev/null && break; sleep 0.1; done
 
-platform=$($BIN token --service-role)
+platform=$PLATFORM_KEY
 tenant=$(curl -sf -X POST "http://127.0.0.1:$PORT/api/v1/tenants" -H "authorization: Bearer $platform" \
   -H 'content-type: application/json' \
   -d '{"name":"loadtest","limits":{"http_requests_per_second":100000}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')

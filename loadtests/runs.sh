@@ -22,7 +22,7 @@ RATES=("$@")
 . loadtests/lib.sh
 start_two_nodes runs
 
-platform=$($BIN token --service-role)
+platform=$PLATFORM_KEY
 limits='{"max_connections":100000,"events_per_second":1000000,"http_requests_per_second":100000}'
 tenant=$(call POST "$A/api/v1/tenants" "$platform" "{\"name\":\"runs-load\",\"limits\":$limits}" | json_at '["id"]')
 admin=$($BIN token --tenant "$tenant" --role admin)

@@ -4,7 +4,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import {
-  Node, arrives, collect, connect, eventually, loadBalancer, next, offsetAfter, platformToken, sign, sleep, userToken,
+  Node, arrives, collect, connect, eventually, loadBalancer, next, offsetAfter, platformToken, serviceRoleToken, sign, sleep, userToken,
 } from "./lib.mjs";
 
 let A, B, t1, t2;
@@ -45,7 +45,7 @@ describe("handshake", () => {
       await refused(A.url, userToken(randomUUID())).then((r) => [r.message, r.code]),
       ["forbidden", "tenant_unknown"],
     );
-    assert.deepEqual(await refused(A.url, platformToken()).then((r) => [r.message, r.code]), ["forbidden", "tenant_required"]);
+    assert.deepEqual(await refused(A.url, serviceRoleToken()).then((r) => [r.message, r.code]), ["forbidden", "tenant_required"]);
     const r = await refused(A.url, expired);
     assert.equal(typeof r.data.message, "string");
   });

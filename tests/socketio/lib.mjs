@@ -7,6 +7,7 @@ import net from "node:net";
 import { io } from "socket.io-client";
 
 export const JWT_SECRET = "switchboard-test-secret-0123456789";
+export const PLATFORM_KEY = "switchboard-test-platform-key-0123456789abcdef";
 const BIN = process.env.SWITCHBOARD_BIN;
 if (!BIN) throw new Error("SWITCHBOARD_BIN must name the switchboard binary");
 for (const v of ["DATABASE_URL", "REDIS_URL"]) {
@@ -29,7 +30,13 @@ export function userToken(tenant, user = randomUUID(), role = "member", ttl = 36
   return sign({ sub: user, tenant_id: tenant, tenant_role: role, exp: now() + ttl });
 }
 
+/** The platform operator's credential (sent as a bearer): the platform key. */
 export function platformToken() {
+  return PLATFORM_KEY;
+}
+
+/** A tenant-less `service_role` JWT (a Supabase service key): it is nobody. */
+export function serviceRoleToken() {
   return sign({ sub: "operator", role: "service_role", exp: now() + 3600 });
 }
 
@@ -43,6 +50,7 @@ export class Node {
         HOST: "127.0.0.1",
         NODE_ID: name,
         JWT_SECRET,
+        PLATFORM_KEY,
         RUST_LOG: process.env.SUITE_LOG ?? "warn,switchboard=info",
         ...env,
       },

@@ -5,10 +5,11 @@
 //! - [`Member`]: a principal of a tenant (user token or API key).
 //! - [`Admin`]: a tenant's owner or admin (or an API key with the `admin` scope).
 //! - [`Broadcaster`]: a tenant's owner or admin, or a key with `broadcast`.
-//! - [`Platform`]: a platform operator (`service_role` token).
+//! - [`Platform`]: a platform operator (the platform key, `PLATFORM_KEY`).
 //!
 //! Credentials come as `Authorization: Bearer …` (a JWT, verified by the same
-//! verifier the Socket.IO handshake uses, or an `sb_…` API key) or `X-API-Key`.
+//! verifier the Socket.IO handshake uses, an `sb_…` API key, or the platform
+//! key) or `X-API-Key`. No JWT is ever a platform operator.
 //! An API key acts as its tenant's `service` role within its scopes: `read` for
 //! GET, `write` for changes, `admin` for everything.
 
@@ -74,6 +75,9 @@ impl FromRequestParts<AppState> for Caller {
             (Some(key), _) => api_key_principal(state, key).await?,
             (None, Some(token)) if token.starts_with(switchboard_auth::api_key::PREFIX) => {
                 api_key_principal(state, token).await?
+            }
+            (None, Some(token)) if state.platform_key.as_ref().is_some_and(|k| k.matches(token)) => {
+                Principal::Platform { subject: "platform-key".to_owned() }
             }
             (None, Some(token)) => {
                 state.verifier.verify(token).await.map_err(|e| ApiError::new(e.kind(), e.to_string()))?
@@ -215,11 +219,17 @@ impl FromRequestParts<AppState> for Platform {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if state.platform_key.is_none() {
+            return Err(ApiError::new(
+                ErrorKind::Unauthenticated,
+                "platform operations are disabled on this node: PLATFORM_KEY is not set",
+            ));
+        }
         let caller = Caller::from_request_parts(parts, state).await?;
         if !matches!(caller.principal, Principal::Platform { .. }) {
             return Err(ApiError::new(
                 ErrorKind::Forbidden,
-                "this route is for platform operators (service_role)",
+                "this route is for platform operators: send the platform key as `Authorization: Bearer`",
             ));
         }
         Ok(Platform(caller))

@@ -42,6 +42,26 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "switchboard_events_published_total{{node=\"{node}\"}} {}",
         state.realtime.events_published()
     ));
+    let handshakes = state.realtime.handshakes();
+    line("# HELP switchboard_handshakes_total Socket.IO handshakes, accepted or refused.".into());
+    line("# TYPE switchboard_handshakes_total counter".into());
+    let refused: u64 = handshakes.refused().iter().map(|(_, n)| n).sum();
+    line(format!(
+        "switchboard_handshakes_total{{node=\"{node}\",outcome=\"accepted\"}} {}",
+        handshakes.accepted()
+    ));
+    line(format!("switchboard_handshakes_total{{node=\"{node}\",outcome=\"refused\"}} {refused}"));
+    line("# HELP switchboard_handshake_refusals_total Refused Socket.IO handshakes by refusal code.".into());
+    line("# TYPE switchboard_handshake_refusals_total counter".into());
+    for (code, n) in handshakes.refused() {
+        line(format!("switchboard_handshake_refusals_total{{node=\"{node}\",code=\"{code}\"}} {n}"));
+    }
+    line("# HELP switchboard_http_responses_total HTTP responses by status class.".into());
+    line("# TYPE switchboard_http_responses_total counter".into());
+    for (i, class) in ["1xx", "2xx", "3xx", "4xx", "5xx"].iter().enumerate() {
+        let n = crate::request_id::RESPONSES[i].load(std::sync::atomic::Ordering::Relaxed);
+        line(format!("switchboard_http_responses_total{{node=\"{node}\",class=\"{class}\"}} {n}"));
+    }
     line("# HELP switchboard_draining Whether this node is draining.".into());
     line("# TYPE switchboard_draining gauge".into());
     line(format!("switchboard_draining{{node=\"{node}\"}} {}", u8::from(state.is_draining())));

@@ -27,7 +27,13 @@ pub(crate) fn make_span(request: &Request<Body>) -> Span {
     )
 }
 
+/// Responses by status class (1xx..5xx) since start, for `/metrics`.
+pub(crate) static RESPONSES: [std::sync::atomic::AtomicU64; 5] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 5];
+
 pub(crate) fn on_response(response: &Response<Body>, latency: Duration, _span: &Span) {
+    let class = usize::from(response.status().as_u16() / 100).clamp(1, 5) - 1;
+    RESPONSES[class].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(
         status = response.status().as_u16(),
         latency_ms = latency.as_secs_f64() * 1e3,

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use switchboard_auth::{ApiKeyHasher, Verifier};
+use switchboard_auth::{ApiKeyHasher, PlatformKey, Verifier};
 use switchboard_cluster::{RateLimiter, Redis};
 use switchboard_db::Database;
 use switchboard_realtime::{Directory, Realtime};
@@ -15,6 +15,8 @@ pub struct AppState {
     pub node_id: Arc<str>,
     pub verifier: Arc<Verifier>,
     pub key_hasher: ApiKeyHasher,
+    /// The operator's credential; `None` disables the platform routes.
+    pub platform_key: Option<PlatformKey>,
     pub directory: Directory,
     pub limiter: RateLimiter,
     pub realtime: Realtime,
@@ -40,12 +42,19 @@ impl AppState {
             node_id: node_id.into(),
             verifier,
             key_hasher,
+            platform_key: None,
             directory,
             limiter,
             realtime,
             draining: Arc::new(AtomicBool::new(false)),
             shutdown: Arc::new(Notify::new()),
         }
+    }
+
+    /// Enables the platform routes for callers presenting `key`.
+    pub fn with_platform_key(mut self, key: Option<PlatformKey>) -> Self {
+        self.platform_key = key;
+        self
     }
 
     /// Asks the server to drain and stop (`POST /admin/drain`).

@@ -1,8 +1,10 @@
 //! JWT verification and minting (contract §2).
 //!
 //! Claims: `sub` (user UUID), `tenant_id` or `app_metadata.tenant_id`, `exp`, and
-//! optionally `tenant_role` or `app_metadata.tenant_role`. A token with
-//! `role: service_role` and no tenant is a platform operator.
+//! optionally `tenant_role` or `app_metadata.tenant_role`. Every token names a
+//! tenant: a token without one (such as a Supabase `service_role` key) is
+//! refused with `tenant_required`; platform operators use `PLATFORM_KEY`
+//! ([`crate::platform`]).
 
 use crate::jwks::Jwks;
 use jsonwebtoken::{
@@ -26,6 +28,8 @@ pub enum AuthError {
     Expired,
     #[error("the token is not valid: {0}")]
     Invalid(&'static str),
+    #[error("the token names no tenant; use a tenant user's token (platform operations use PLATFORM_KEY)")]
+    NoTenant,
 }
 
 impl AuthError {
@@ -34,6 +38,7 @@ impl AuthError {
             AuthError::Missing => ErrorKind::Unauthenticated,
             AuthError::Expired => ErrorKind::TokenExpired,
             AuthError::Invalid(_) => ErrorKind::TokenInvalid,
+            AuthError::NoTenant => ErrorKind::Forbidden,
         }
     }
 
@@ -43,6 +48,7 @@ impl AuthError {
             AuthError::Missing => "token_missing",
             AuthError::Expired => "token_expired",
             AuthError::Invalid(_) => "token_invalid",
+            AuthError::NoTenant => "tenant_required",
         }
     }
 }
@@ -186,10 +192,7 @@ fn metadata_str<'a>(claims: &'a Claims, key: &str) -> Option<&'a str> {
 pub fn principal_from_claims(claims: &Claims) -> Result<Principal, AuthError> {
     let tenant = claims.tenant_id.as_deref().or_else(|| metadata_str(claims, "tenant_id"));
     match tenant {
-        None if claims.role.as_deref() == Some("service_role") => Ok(Principal::Platform {
-            subject: claims.sub.clone().unwrap_or_else(|| "service_role".to_owned()),
-        }),
-        None => Err(AuthError::Invalid("no tenant claim")),
+        None => Err(AuthError::NoTenant),
         Some(tenant) => {
             let tenant_id: TenantId =
                 tenant.parse().map_err(|_| AuthError::Invalid("tenant claim is not a UUID"))?;
@@ -296,10 +299,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_service_role_token_without_tenant_is_a_platform_operator() {
+    async fn a_service_role_token_without_tenant_is_nobody() {
         let c = Claims { role: Some("service_role".into()), exp: now() + 60, ..Claims::default() };
         let token = mint_token(config().secret.as_ref().unwrap(), &c).unwrap();
-        assert!(matches!(Verifier::new(&config()).verify(&token).await, Ok(Principal::Platform { .. })));
+        let refused = Verifier::new(&config()).verify(&token).await;
+        assert_eq!(refused, Err(AuthError::NoTenant));
+        assert_eq!(refused.map_err(|e| (e.code(), e.kind())), Err(("tenant_required", ErrorKind::Forbidden)));
     }
 
     #[tokio::test]

@@ -1,5 +1,5 @@
 //! Who is asking: a tenant member (user token), a tenant service (API key) or a
-//! platform operator (`service_role` token with no tenant).
+//! platform operator (the platform key).
 
 use crate::{TenantId, UserId};
 use serde::{Deserialize, Serialize};
@@ -58,7 +58,7 @@ pub enum Principal {
     User { tenant_id: TenantId, user_id: UserId, role: Role },
     /// A tenant API key; `scopes` bound what it may do.
     ApiKey { tenant_id: TenantId, key_id: uuid::Uuid, scopes: Vec<String> },
-    /// A platform operator (`role: service_role`, no tenant).
+    /// A platform operator, authenticated by the platform key (never by a token).
     Platform { subject: String },
 }
 

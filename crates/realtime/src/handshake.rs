@@ -25,11 +25,21 @@ fn token<E>(s: &SocketRef, auth: &Result<Value, E>) -> Option<String> {
 }
 
 /// The connect middleware: `Ok` admits the socket with a [`Session`] in its
-/// extensions.
+/// extensions. Every outcome is counted (accepted, or refused by code).
 pub async fn guard(
     s: SocketRef,
     State(rt): State<Realtime>,
     TryData(auth): TryData<Value>,
+) -> Result<(), Refusal> {
+    let outcome = admit(&s, &rt, auth).await;
+    rt.inner.handshakes.record(outcome.as_ref().err().map(|r| r.code));
+    outcome
+}
+
+async fn admit(
+    s: &SocketRef,
+    rt: &Realtime,
+    auth: Result<Value, socketioxide::ParserError>,
 ) -> Result<(), Refusal> {
     let inner = &rt.inner;
     if rt.is_draining() {
@@ -39,7 +49,7 @@ pub async fn guard(
             "this node is draining; reconnect",
         ));
     }
-    let Some(token) = token(&s, &auth) else {
+    let Some(token) = token(s, &auth) else {
         return Err(Refusal::new(
             ErrorKind::Unauthenticated,
             "token_missing",

@@ -21,6 +21,7 @@ pub mod limits;
 pub mod messages;
 pub mod presence;
 mod session;
+pub mod stats;
 pub mod subscribe;
 
 pub use directory::{Directory, DirectoryError, RunInfo, TenantInfo};
@@ -97,6 +98,7 @@ pub(crate) struct Inner {
     pub(crate) io: OnceLock<SocketIo>,
     /// Events this node published to topics (client and server ones).
     pub(crate) published: AtomicU64,
+    pub(crate) handshakes: stats::Handshakes,
 }
 
 /// The Socket.IO layer's handle; cheap to clone.
@@ -135,6 +137,7 @@ impl Realtime {
             draining: AtomicBool::new(false),
             io: OnceLock::new(),
             published: AtomicU64::new(0),
+            handshakes: stats::Handshakes::default(),
         });
         let rt = Self { inner };
         let (layer, io) = SocketIo::builder()
@@ -249,6 +252,11 @@ impl Realtime {
     /// Events this node has published to topics since it started.
     pub fn events_published(&self) -> u64 {
         self.inner.published.load(Ordering::Relaxed)
+    }
+
+    /// Handshakes this node accepted and refused since it started.
+    pub fn handshakes(&self) -> &stats::Handshakes {
+        &self.inner.handshakes
     }
 
     /// Topics this node has local subscribers for.

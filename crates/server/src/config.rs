@@ -20,6 +20,8 @@ pub struct Config {
     /// Keys the stored hashes of API keys; falls back to JWT_SECRET.
     pub api_key_secret: SecretString,
     pub cors_allowed_origins: Vec<String>,
+    /// `PLATFORM_KEY`: the operator's credential for the platform routes.
+    pub platform_key: Option<switchboard_auth::PlatformKey>,
     pub node_id: String,
     /// `TOPIC_HISTORY_SIZE`, `TOPIC_HISTORY_TTL_SECONDS`, `SOCKET_EVENTS_PER_SECOND`,
     /// `DRAIN_SECONDS`: the Socket.IO layer's node-wide settings.
@@ -37,6 +39,7 @@ impl fmt::Debug for Config {
             .field("jwt_issuer", &self.jwt_issuer)
             .field("jwt_audience", &self.jwt_audience)
             .field("cors_allowed_origins", &self.cors_allowed_origins)
+            .field("platform_key", &self.platform_key.is_some())
             .field("node_id", &self.node_id)
             .finish_non_exhaustive()
     }
@@ -160,6 +163,17 @@ impl Config {
             }
         }
 
+        let platform_key = env.get("PLATFORM_KEY").and_then(|k| {
+            let key = switchboard_auth::PlatformKey::new(&k.into());
+            if key.is_none() {
+                problems.push(format!(
+                    "PLATFORM_KEY: too short; use at least {} random characters (e.g. `openssl rand -hex 32`)",
+                    switchboard_auth::platform::MIN_LEN
+                ));
+            }
+            key
+        });
+
         let node_id = env.get("NODE_ID").unwrap_or_else(default_node_id);
 
         let mut realtime = switchboard_realtime::RealtimeConfig::default();
@@ -205,6 +219,7 @@ impl Config {
             jwt_audience: env.get("JWT_AUDIENCE"),
             api_key_secret: api_key_secret.unwrap_or_default().into(),
             cors_allowed_origins,
+            platform_key,
             node_id,
             realtime,
         })

@@ -88,7 +88,8 @@ impl Application {
         };
         let (realtime, socket_io) = switchboard_realtime::Realtime::new(deps, config.realtime).await;
         let state =
-            AppState::new(db, redis, verifier, hasher, directory, limiter, realtime, config.node_id.clone());
+            AppState::new(db, redis, verifier, hasher, directory, limiter, realtime, config.node_id.clone())
+                .with_platform_key(config.platform_key.clone());
         let router = switchboard_api::router(state.clone(), &config.cors_allowed_origins, |r| {
             r.layer(socket_io).layer(axum::middleware::map_request(own_handshake_request))
         });

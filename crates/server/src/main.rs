@@ -23,20 +23,18 @@ enum Command {
         #[arg(long)]
         seed_demo: bool,
     },
-    /// Print a development token signed with JWT_SECRET.
+    /// Print a development user token signed with JWT_SECRET (platform
+    /// operations use PLATFORM_KEY, never a token).
     Token {
-        /// Tenant id (UUID); omit with --service-role for a platform token.
+        /// Tenant id (UUID).
         #[arg(long)]
-        tenant: Option<TenantId>,
+        tenant: TenantId,
         /// User id (UUID); random when omitted.
         #[arg(long)]
         user: Option<UserId>,
         /// owner, admin or member.
         #[arg(long, default_value = "member")]
         role: Role,
-        /// A platform operator's token (`role: service_role`).
-        #[arg(long)]
-        service_role: bool,
         /// Lifetime: 3600, 15m, 12h, 7d.
         #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: u64,
@@ -45,8 +43,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Token { tenant, user, role, service_role, ttl } = cli.command {
-        return token(tenant, user, role, service_role, ttl);
+    if let Command::Token { tenant, user, role, ttl } = cli.command {
+        return token(tenant, user, role, ttl);
     }
     switchboard::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -75,27 +73,16 @@ fn main() -> ExitCode {
     }
 }
 
-fn token(
-    tenant: Option<TenantId>,
-    user: Option<UserId>,
-    role: Role,
-    service_role: bool,
-    ttl: u64,
-) -> ExitCode {
+fn token(tenant: TenantId, user: Option<UserId>, role: Role, ttl: u64) -> ExitCode {
     let mut err = std::io::stderr();
     let Some(secret) = std::env::var("JWT_SECRET").ok().filter(|s| !s.is_empty()) else {
         let _ = writeln!(err, "switchboard: JWT_SECRET: required to sign a token");
         return ExitCode::FAILURE;
     };
-    if tenant.is_none() && !service_role {
-        let _ = writeln!(err, "switchboard: --tenant is required (or --service-role for a platform token)");
-        return ExitCode::FAILURE;
-    }
     let request = TokenRequest {
         tenant,
         user: user.unwrap_or_default(),
         role,
-        service_role,
         ttl_secs: ttl,
         issuer: std::env::var("JWT_ISSUER").ok().filter(|s| !s.is_empty()),
         audience: std::env::var("JWT_AUDIENCE").ok().filter(|s| !s.is_empty()),

@@ -1,5 +1,7 @@
-//! `switchboard token`: mints an HS256 development token with `JWT_SECRET`, in the
-//! contract's claim layout (`sub`, `tenant_id`, `tenant_role`, `exp`, `iat`).
+//! `switchboard token`: mints an HS256 development token for a tenant user with
+//! `JWT_SECRET`, in the claim layout clients use (`sub`, `tenant_id`,
+//! `tenant_role`, `exp`, `iat`). There is no platform token: platform
+//! operations authenticate with `PLATFORM_KEY`.
 
 use secrecy::SecretString;
 use switchboard_auth::{Claims, mint_token};
@@ -8,11 +10,9 @@ use switchboard_domain::{Role, TenantId, UserId};
 /// What to put in the token.
 #[derive(Debug, Clone)]
 pub struct TokenRequest {
-    /// `None` with `service_role` mints a platform operator's token.
-    pub tenant: Option<TenantId>,
+    pub tenant: TenantId,
     pub user: UserId,
     pub role: Role,
-    pub service_role: bool,
     pub ttl_secs: u64,
     pub issuer: Option<String>,
     pub audience: Option<String>,
@@ -43,9 +43,9 @@ pub fn mint(secret: &SecretString, request: &TokenRequest) -> Result<String, Str
     let now = u64::try_from(chrono_now()).map_err(|_| "the clock is before 1970".to_owned())?;
     let claims = Claims {
         sub: Some(request.user.to_string()),
-        tenant_id: request.tenant.map(|t| t.to_string()),
-        tenant_role: request.tenant.map(|_| request.role.as_str().to_owned()),
-        role: Some(if request.service_role { "service_role" } else { "authenticated" }.to_owned()),
+        tenant_id: Some(request.tenant.to_string()),
+        tenant_role: Some(request.role.as_str().to_owned()),
+        role: Some("authenticated".to_owned()),
         exp: now + request.ttl_secs,
         iat: Some(now),
         iss: request.issuer.clone(),
@@ -80,10 +80,9 @@ mod tests {
     async fn a_minted_token_verifies_with_the_same_secret() {
         let secret = SecretString::from("0123456789abcdef0123");
         let request = TokenRequest {
-            tenant: Some(TenantId::new()),
+            tenant: TenantId::new(),
             user: UserId::new(),
             role: Role::Owner,
-            service_role: false,
             ttl_secs: 60,
             issuer: None,
             audience: None,
@@ -96,7 +95,7 @@ mod tests {
             audience: None,
         });
         let principal = verifier.verify(&token).await.unwrap();
-        assert_eq!(principal.tenant_id(), request.tenant);
+        assert_eq!(principal.tenant_id(), Some(request.tenant));
         assert_eq!(principal.role(), Some(Role::Owner));
     }
 }

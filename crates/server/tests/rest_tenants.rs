@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 use switchboard_domain::{Role, TenantId, UserId};
-use switchboard_testkit::{TestApp, expired_token, platform_token, user_token};
+use switchboard_testkit::{TestApp, expired_token, platform_token, service_role_token, user_token};
 
 #[tokio::test]
 async fn a_platform_operator_creates_reads_patches_and_deletes_a_tenant() {
@@ -105,7 +105,7 @@ async fn tenant_routes_refuse_bad_input_with_the_failing_fields() {
 }
 
 #[tokio::test]
-async fn tenant_routes_need_a_platform_token() {
+async fn tenant_routes_need_the_platform_key() {
     let app = TestApp::spawn().await;
     let tenant = app.create_tenant("Owned").await;
     let url = app.url("/api/v1/tenants");
@@ -134,6 +134,42 @@ async fn tenant_routes_need_a_platform_token() {
         .await
         .unwrap();
     assert_eq!(res.status(), 403);
+
+    // A service_role token signed with the user-token secret (a Supabase
+    // project's service key) manages nothing: not tenants, not the drain.
+    let service = service_role_token();
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/v1/tenants".to_owned()),
+        (reqwest::Method::POST, "/api/v1/tenants".to_owned()),
+        (reqwest::Method::GET, format!("/api/v1/tenants/{tenant}")),
+        (reqwest::Method::DELETE, format!("/api/v1/tenants/{tenant}")),
+        (reqwest::Method::POST, "/admin/drain".to_owned()),
+    ] {
+        let (status, body) = app.send_json(method.clone(), &path, &service, &json!({ "name": "x" })).await;
+        assert_eq!(status, 403, "{method} {path}: {body}");
+        assert_eq!(body["error"]["code"], "forbidden", "{body}");
+    }
+    // A key that is almost the platform key is nobody.
+    let almost = format!("{}x", platform_token());
+    assert_eq!(app.status_of(reqwest::Method::GET, "/api/v1/tenants", &almost).await, 401);
+    assert_eq!(
+        app.status_of(reqwest::Method::GET, &format!("/api/v1/tenants/{tenant}"), &platform_token()).await,
+        200
+    );
+    assert_eq!(app.get_json("/health/ready", "").await["status"], "ready", "nothing was drained");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_platform_key_the_platform_routes_answer_401() {
+    let app = TestApp::spawn_with(&[("PLATFORM_KEY", "")]).await;
+    for token in [platform_token(), service_role_token()] {
+        let (status, body) =
+            app.send_json(reqwest::Method::POST, "/api/v1/tenants", &token, &json!({ "name": "x" })).await;
+        assert_eq!(status, 401, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("PLATFORM_KEY"), "{body}");
+        assert_eq!(app.status_of(reqwest::Method::POST, "/admin/drain", &token).await, 401);
+    }
     app.stop().await;
 }
 

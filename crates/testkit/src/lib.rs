@@ -21,6 +21,9 @@ use tokio::task::JoinHandle;
 /// The HS256 secret test apps verify with.
 pub const JWT_SECRET: &str = "switchboard-test-secret-0123456789";
 
+/// The platform key test apps and nodes accept (`PLATFORM_KEY`).
+pub const PLATFORM_KEY: &str = "switchboard-test-platform-key-0123456789abcdef";
+
 /// A required variable, or a panic saying how to get it.
 pub fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set: run the tests through scripts/test"))
@@ -38,6 +41,7 @@ pub fn config(overrides: &[(&str, &str)]) -> Result<Config, switchboard::config:
             "PORT" => Some("0".to_owned()),
             "HOST" => Some("127.0.0.1".to_owned()),
             "JWT_SECRET" => Some(JWT_SECRET.to_owned()),
+            "PLATFORM_KEY" => Some(PLATFORM_KEY.to_owned()),
             "DATABASE_URL" | "REDIS_URL" => std::env::var(name).ok(),
             _ => None,
         }
@@ -111,10 +115,16 @@ fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// A platform operator's token (`role: service_role`, no tenant).
+/// The platform operator's credential: the platform key, sent as a bearer.
 pub fn platform_token() -> String {
+    PLATFORM_KEY.to_owned()
+}
+
+/// A `service_role` token with no tenant signed with `JWT_SECRET`: what a
+/// Supabase project's service key looks like. It must manage nothing.
+pub fn service_role_token() -> String {
     let claims = Claims {
-        sub: Some("platform-test".to_owned()),
+        sub: Some("service-role".to_owned()),
         role: Some("service_role".to_owned()),
         exp: now() + 600,
         ..Claims::default()
@@ -161,6 +171,7 @@ impl Node {
             .env("DATABASE_URL", env("DATABASE_URL"))
             .env("REDIS_URL", env("REDIS_URL"))
             .env("JWT_SECRET", JWT_SECRET)
+            .env("PLATFORM_KEY", PLATFORM_KEY)
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
             .env("NODE_ID", node_id)
