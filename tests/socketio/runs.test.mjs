@@ -6,6 +6,7 @@
 // node; another tenant watches the same topic name.
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { randomUUID } from "node:crypto";
 import { Node, connect, eventually, offsetAfter, sleep, userToken } from "./lib.mjs";
 
 let A, B;
@@ -18,9 +19,10 @@ after(async () => {
   await Promise.all([A?.stop(), B?.stop()]);
 });
 
-/** A REST call as the worker: the API key in X-API-Key, an optional idempotency key. */
+/** A REST call as the worker (an API key in X-API-Key) or a user (a token), with an optional idempotency key. */
 async function api(node, key, method, path, body, idem) {
-  const headers = { "x-api-key": key, "content-type": "application/json" };
+  const auth = key.startsWith("sb_") ? { "x-api-key": key } : { authorization: `Bearer ${key}` };
+  const headers = { ...auth, "content-type": "application/json" };
   if (idem) headers["idempotency-key"] = idem;
   const res = await fetch(node.url + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await res.text();
@@ -53,7 +55,7 @@ function describeEvent(e) {
     case "run:delta":
       return `delta ${e.data.step} ${e.data.text}`;
     case "run:step":
-      return e.data.step ? `step ${e.data.step.seq} ${e.data.step.content.length}` : `tool ${e.data.tool_call.name}`;
+      return e.data.step ? `step ${e.data.step.seq} ${e.data.step.content_length}` : `tool ${e.data.tool_call.name}`;
     default:
       return `${e.event}?`;
   }
@@ -215,12 +217,25 @@ test("messages over REST and message:send share one path: one key, one message, 
   const watcher = await connect(B.url, userToken(tenant));
   const seen = record(watcher);
   assert.equal((await watcher.emitWithAck("subscribe", { topic })).ok, true);
-  const sender = await connect(A.url, userToken(tenant));
+  const user = randomUUID();
+  const sender = await connect(A.url, userToken(tenant, user));
   const first = await sender.emitWithAck("message:send", { conversation_id: conv.body.id, content: "hello", idempotency_key: "m-1" });
   assert.equal(first.ok, true);
-  const rest = await api(B, key, "POST", `/api/v1/conversations/${conv.body.id}/messages`, { content: "hello" }, "m-1");
-  assert.equal(rest.status, 200, "the REST retry of a socket send is a replay");
+  const rest = await api(B, userToken(tenant, user), "POST", `/api/v1/conversations/${conv.body.id}/messages`, { content: "hello" }, "m-1");
+  assert.equal(rest.status, 200, "the same user's REST retry of a socket send is a replay");
   assert.equal(rest.body.id, first.message.id);
+  // The same key from anyone else, or with anything else, is another request.
+  for (const [token, body] of [
+    [key, { content: "hello" }],
+    [userToken(tenant), { content: "hello" }],
+    [userToken(tenant, user), { content: "hello", metadata: { x: 1 } }],
+    [userToken(tenant, user), { content: "hello!" }],
+  ]) {
+    const other = await api(B, token, "POST", `/api/v1/conversations/${conv.body.id}/messages`, body, "m-1");
+    assert.equal(other.status, 409, JSON.stringify(body));
+  }
+  const again = await sender.emitWithAck("message:send", { conversation_id: conv.body.id, content: "hello", idempotency_key: "m-1" });
+  assert.deepEqual([again.ok, again.replayed, again.message.id], [true, true, first.message.id]);
   const fromAgent = await api(A, key, "POST", `/api/v1/conversations/${conv.body.id}/messages`, { content: "hi, human" }, "m-2");
   assert.equal(fromAgent.status, 201);
   await eventually(() => seen.length >= 2, 5000, "two message:new");

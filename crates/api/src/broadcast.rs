@@ -64,6 +64,11 @@ pub(crate) async fn broadcast(
             format!("data is over the tenant's {max_payload} bytes"),
         ));
     }
+    if let Err(wait) =
+        state.realtime.charge_history(member.ctx.tenant_id, &member.tenant.limits, data.get().len()).await
+    {
+        return Err(crate::ratelimit::quota_exceeded(wait, "history"));
+    }
     let mut tx = state.db.begin(&member.ctx).await?;
     let entry = Entry {
         action: "broadcast",

@@ -16,6 +16,8 @@ pub struct ApiError {
     pub kind: ErrorKind,
     pub message: String,
     pub details: Option<Value>,
+    /// Sent as `Retry-After` (whole seconds, at least 1).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 /// The part of an error body known before the request id is attached.
@@ -29,7 +31,12 @@ pub struct ErrorBody {
 
 impl ApiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), details: None }
+        Self { kind, message: message.into(), details: None, retry_after: None }
+    }
+
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -49,7 +56,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::RateLimited | ErrorKind::QuotaExceeded => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::OverCapacity | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -66,6 +73,12 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorBody { code: self.kind.code(), message, details: self.details };
         let mut response = status.into_response();
+        if let Some(wait) = self.retry_after {
+            let secs = wait.as_millis().div_ceil(1000).max(1) as u64;
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
         response.extensions_mut().insert(body);
         response
     }
@@ -79,23 +92,12 @@ pub async fn not_found() -> ApiError {
 impl From<switchboard_db::DbError> for ApiError {
     fn from(e: switchboard_db::DbError) -> Self {
         let kind = e.kind();
-        let message = match kind {
-            ErrorKind::NotFound => "not found".to_owned(),
-            ErrorKind::Conflict if matches!(e, switchboard_db::DbError::Sqlx(_)) => {
-                "conflicts with an existing record".to_owned()
-            }
-            ErrorKind::Conflict => e.to_string(),
-            ErrorKind::Validation if matches!(e, switchboard_db::DbError::Invalid(_)) => e.to_string(),
-            ErrorKind::Validation => "a value is out of range or malformed".to_owned(),
-            ErrorKind::Forbidden => "not allowed".to_owned(),
-            ErrorKind::Unavailable => {
-                tracing::warn!(error = %e, "database unavailable");
-                "the database is unavailable; retry shortly".to_owned()
-            }
-            // Internal: the cause goes to the log (in into_response), never the client.
-            _ => e.to_string(),
-        };
-        ApiError::new(kind, message)
+        match kind {
+            ErrorKind::Unavailable => tracing::warn!(error = %e, "database unavailable"),
+            ErrorKind::Internal => tracing::error!(error = %e, "database error"),
+            _ => {}
+        }
+        ApiError::new(kind, e.public_message())
     }
 }
 

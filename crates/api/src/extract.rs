@@ -12,8 +12,9 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use switchboard_db::repo::Created;
-use switchboard_domain::ErrorKind;
+use switchboard_db::repo::{Created, Slice};
+use switchboard_domain::json::{self, JsonCap, Shape};
+use switchboard_domain::{ErrorKind, IdempotencyKey};
 use uuid::Uuid;
 use validator::{Validate, ValidationErrors};
 
@@ -98,15 +99,16 @@ where
     }
 }
 
-/// The `Idempotency-Key` header, if sent: 1 to 200 visible ASCII characters.
-pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+/// The `Idempotency-Key` header, if sent: 1 to 200 printable ASCII characters.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
-    match value.to_str().map(str::trim) {
-        Ok(key) if (1..=200).contains(&key.len()) => Ok(Some(key.to_owned())),
-        _ => Err(ApiError::new(ErrorKind::Validation, "invalid Idempotency-Key")
-            .with_details(json!({ "Idempotency-Key": ["1 to 200 visible ASCII characters"] }))),
+    let key = value.to_str().ok().and_then(|v| IdempotencyKey::parse(v).ok());
+    match key {
+        Some(key) => Ok(Some(key)),
+        None => Err(ApiError::new(ErrorKind::Validation, "invalid Idempotency-Key")
+            .with_details(json!({ "Idempotency-Key": ["1 to 200 printable ASCII characters"] }))),
     }
 }
 
@@ -176,6 +178,12 @@ pub struct Paged<T> {
 }
 
 impl<T> Paged<T> {
+    /// A page the repository already bounded (in count and bytes).
+    pub fn from_slice<R>(slice: Slice<R>, id: impl Fn(&R) -> Uuid, view: impl Fn(R) -> T) -> Self {
+        let next_cursor = if slice.more { slice.items.last().map(&id) } else { None };
+        Paged { data: slice.items.into_iter().map(view).collect(), next_cursor }
+    }
+
     /// Trims the extra item fetched by [`Page::fetch_limit`].
     pub fn new(mut items: Vec<T>, page: Page, id: impl Fn(&T) -> Uuid) -> Self {
         let more = items.len() as i64 > page.limit;
@@ -185,41 +193,13 @@ impl<T> Paged<T> {
     }
 }
 
-/// Deepest nesting accepted in client-supplied JSON (metadata and the like).
-const MAX_JSON_DEPTH: usize = 32;
-
-/// Checks a client-supplied JSON object (`metadata`, …) before it is stored: an
-/// object, nested at most 32 deep, with numbers that survive Postgres's jsonb
-/// (which keeps them as exact decimals: beyond ±1e300 they no longer read back
-/// as doubles).
-pub fn check_json_object(field: &str, value: &Value) -> Result<(), ApiError> {
-    check_json(field, value, true)
-}
-
-/// [`check_json_object`] for a value that may be any JSON (an output, a result).
-pub fn check_json_value(field: &str, value: &Value) -> Result<(), ApiError> {
-    check_json(field, value, false)
-}
-
-fn check_json(field: &str, value: &Value, object: bool) -> Result<(), ApiError> {
-    fn walk(v: &Value, depth: usize) -> Result<(), &'static str> {
-        if depth > MAX_JSON_DEPTH {
-            return Err("nested too deeply (at most 32 levels)");
-        }
-        match v {
-            Value::Number(n) if n.as_f64().is_some_and(|f| f.abs() > 1e300) => {
-                Err("has a number beyond ±1e300")
-            }
-            Value::Array(items) => items.iter().try_for_each(|i| walk(i, depth + 1)),
-            Value::Object(map) => map.values().try_for_each(|i| walk(i, depth + 1)),
-            _ => Ok(()),
-        }
-    }
-    let problem = if value.is_object() || !object { walk(value, 0).err() } else { Some("must be an object") };
-    match problem {
-        None => Ok(()),
-        Some(p) => {
-            Err(ApiError::new(ErrorKind::Validation, "invalid fields").with_details(json!({ field: [p] })))
-        }
-    }
+/// Checks a client-supplied JSON field before it is stored or sent: its shape,
+/// depth and numbers (422 naming the field), and its size cap (413 naming the
+/// field and the cap).
+pub fn check_json(field: &str, value: &Value, shape: Shape, cap: JsonCap) -> Result<(), ApiError> {
+    json::check(value, shape, cap).map_err(|e| {
+        let kind = if e.is_too_large() { ErrorKind::PayloadTooLarge } else { ErrorKind::Validation };
+        let message = if e.is_too_large() { format!("{field} {e}") } else { "invalid fields".to_owned() };
+        ApiError::new(kind, message).with_details(json!({ field: [e.to_string()] }))
+    })
 }

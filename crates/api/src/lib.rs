@@ -20,6 +20,7 @@ mod presence;
 mod projects;
 pub mod ratelimit;
 mod request_id;
+mod run_views;
 mod runs;
 mod state;
 mod tenants;

@@ -4,7 +4,7 @@
 use crate::AppState;
 use crate::auth::Member;
 use crate::error::ApiError;
-use crate::extract::{Page, Paged, ValidJson, check_json_object, path_id};
+use crate::extract::{Page, Paged, ValidJson, check_json, path_id};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use switchboard_db::repo::audit::{self, Entry};
 use switchboard_db::repo::projects::{self, Project};
 use switchboard_domain::ProjectId;
+use switchboard_domain::json::{JsonCap, Shape};
 use validator::Validate;
 
 pub fn router() -> Router<AppState> {
@@ -100,7 +101,7 @@ pub(crate) async fn update(
 ) -> Result<Json<Project>, ApiError> {
     let id: ProjectId = path_id(&id)?;
     if let Some(m) = &body.metadata {
-        check_json_object("metadata", m)?;
+        check_json("metadata", m, Shape::Object, JsonCap::Metadata)?;
     }
     let mut tx = state.db.begin(&member.ctx).await?;
     let project = projects::update(

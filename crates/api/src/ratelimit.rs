@@ -36,12 +36,16 @@ fn seconds_ceil(d: Duration) -> u64 {
 
 /// A 429 with `Retry-After` (whole seconds, at least 1).
 pub(crate) fn too_many(retry_after: Duration) -> Response<Body> {
-    let mut response =
-        ApiError::new(ErrorKind::RateLimited, "too many requests; retry after the indicated time")
-            .into_response();
-    let secs = seconds_ceil(retry_after).max(1);
-    response.headers_mut().insert("retry-after", HeaderValue::from(secs));
-    response
+    ApiError::new(ErrorKind::RateLimited, "too many requests; retry after the indicated time")
+        .with_retry_after(retry_after)
+        .into_response()
+}
+
+/// A 429 with `Retry-After` for a tenant whose quota (of history, of dedupe
+/// keys) is used up for now: code `quota_exceeded`.
+pub(crate) fn quota_exceeded(retry_after: Duration, what: &str) -> ApiError {
+    ApiError::new(ErrorKind::QuotaExceeded, format!("the tenant's quota of {what} is used up; retry later"))
+        .with_retry_after(retry_after)
 }
 
 /// The per-IP limiter layer.

@@ -3,10 +3,15 @@
 //! `POST /runs/{id}/tool-calls`, `POST /runs/{id}/deltas`.
 //!
 //! Every write is one tenant transaction; after it commits, watchers get
-//! `run:updated` (the run) or `run:step` (a step or a tool call) on
-//! `run:<id>`, and the project's subscribers get `run:updated` with the run's
-//! summary on `project:<id>`. A write replayed for a repeated `Idempotency-Key`
-//! stores and sends nothing.
+//! `run:updated` (the run's summary) or `run:step` (a step's or a tool call's
+//! preview) on `run:<id>`, and the project's subscribers get `run:updated` with
+//! the summary on `project:<id>`: events carry ids and bounded previews, the
+//! content is over REST. A write replayed for a repeated `Idempotency-Key`
+//! stores and sends nothing; any other request under the key is a conflict.
+//!
+//! Every response is bounded: a run's detail carries the first page of its
+//! steps and tool calls (at most 100 of each and 4 MiB of their content), and
+//! `GET /runs/{id}/steps` and `/tool-calls` page through the rest.
 //!
 //! Streamed deltas never touch Postgres: the run's status comes from the
 //! directory's cache, the batch is charged to the tenant's event budget, and
@@ -17,9 +22,10 @@ use crate::AppState;
 use crate::auth::Member;
 use crate::error::ApiError;
 use crate::extract::{
-    Page, Paged, ValidJson, ValidQuery, check_json_object, check_json_value, created_response,
-    idempotency_key, path_id, replayable_response,
+    Page, Paged, ValidJson, ValidQuery, check_json, created_response, idempotency_key, path_id,
+    replayable_response,
 };
+use crate::run_views::{RunSummary, RunView, StepEvent, StepView, ToolCallView};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -28,11 +34,11 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use switchboard_cluster::Dedupe;
 use switchboard_db::repo::Created;
-use switchboard_db::repo::runs::{
-    self, Change, Filter, NewRun, NewStep, NewToolCall, Recorded, Run, Step, ToolCall, Usage,
-};
-use switchboard_domain::{ConversationId, ErrorKind, ProjectId, RunId, RunStatus, Topic};
+use switchboard_db::repo::runs::{self, Change, Filter, NewRun, NewStep, NewToolCall, Recorded, Run, Usage};
+use switchboard_domain::json::{JsonCap, Shape};
+use switchboard_domain::{ConversationId, ErrorKind, Fingerprint, ProjectId, RunId, RunStatus, Topic};
 use uuid::Uuid;
 use validator::Validate;
 
@@ -40,13 +46,15 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/runs", get(list).post(create))
         .route("/runs/{id}", get(show).patch(update))
-        .route("/runs/{id}/steps", post(append_step))
-        .route("/runs/{id}/tool-calls", post(add_tool_call))
+        .route("/runs/{id}/steps", get(list_steps).post(append_step))
+        .route("/runs/{id}/tool-calls", get(list_tool_calls).post(add_tool_call))
         .route("/runs/{id}/deltas", post(stream_deltas))
 }
 
-/// Most steps and tool calls `GET /runs/{id}` returns (each).
-const DETAIL_LIMIT: i64 = 1_000;
+/// Steps or tool calls in one page: at most this many (100 by default) …
+const PAGE_LIMIT: i64 = 100;
+/// … and, after the first, at most this much of their content.
+const PAGE_BYTES: i64 = 4 * 1024 * 1024;
 
 /// The run a request is about, parsed from its path and recorded on the
 /// request's span.
@@ -96,44 +104,6 @@ fn reported(tokens_in: Option<i64>, tokens_out: Option<i64>, cost: Option<&Cost>
     })
 }
 
-/// The run without its input and output: what a project's subscribers get.
-#[derive(Serialize)]
-struct Summary<'a> {
-    id: Uuid,
-    project_id: Uuid,
-    conversation_id: Option<Uuid>,
-    status: &'a str,
-    agent: &'a str,
-    error: Option<&'a str>,
-    tokens_in: i64,
-    tokens_out: i64,
-    cost_usd: &'a str,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    finished_at: Option<DateTime<Utc>>,
-}
-
-impl<'a> From<&'a Run> for Summary<'a> {
-    fn from(r: &'a Run) -> Self {
-        Summary {
-            id: r.id,
-            project_id: r.project_id,
-            conversation_id: r.conversation_id,
-            status: &r.status,
-            agent: &r.agent,
-            error: r.error.as_deref(),
-            tokens_in: r.tokens_in,
-            tokens_out: r.tokens_out,
-            cost_usd: &r.cost_usd,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-        }
-    }
-}
-
 /// What a committed write tells watchers: `event` with `data` on the run's
 /// topic, and the run's summary on its project's. The write is committed, so a
 /// failure here is logged; watchers that missed it refetch over REST.
@@ -143,7 +113,7 @@ async fn announce(state: &AppState, member: &Member, run: &Run, event: &str, dat
     let (run_topic, project_topic) =
         (Topic::Run(RunId::from(run.id)), Topic::Project(ProjectId::from(run.project_id)));
     let (Ok(data), Ok(summary)) =
-        (serde_json::value::to_raw_value(data), serde_json::value::to_raw_value(&Summary::from(run)))
+        (serde_json::value::to_raw_value(data), serde_json::value::to_raw_value(&RunSummary::event(run)))
     else {
         tracing::error!(run_id = %run.id, "run event could not be encoded");
         return;
@@ -169,12 +139,12 @@ pub struct CreateRun {
     #[schema(max_length = 200)]
     #[serde(default)]
     agent: String,
-    /// What the run was asked to do (an object).
+    /// What the run was asked to do: an object, at most 256 KiB of JSON.
     #[schema(value_type = Option<Object>)]
     input: Option<Value>,
 }
 
-#[utoipa::path(post, path = "/api/v1/runs", tag = "runs", params(("Idempotency-Key" = Option<String>, Header, description = "Same key, same run: created once", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$")), request_body = CreateRun, responses((status = 201, body = Run), (status = 200, body = Run, description = "Replayed for a repeated Idempotency-Key"), crate::openapi::CommonErrors))]
+#[utoipa::path(post, path = "/api/v1/runs", tag = "runs", params(("Idempotency-Key" = Option<String>, Header, description = "Same key, same run: created once", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$")), request_body = CreateRun, responses((status = 201, body = RunView), (status = 200, body = RunView, description = "Replayed for a repeated Idempotency-Key"), crate::openapi::CommonErrors))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     member: Member,
@@ -183,21 +153,21 @@ pub(crate) async fn create(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
     let input = body.input.unwrap_or_else(|| json!({}));
-    check_json_object("input", &input)?;
+    check_json("input", &input, Shape::Object, JsonCap::Document)?;
     let new = NewRun {
         project: ProjectId::from(body.project_id),
         conversation: body.conversation_id.map(ConversationId::from),
         agent: &body.agent,
         input: &input,
-        idempotency_key: key.as_deref(),
+        idempotency_key: key.as_ref(),
     };
     let mut tx = state.db.begin(&member.ctx).await?;
     let created = runs::create(&mut tx, &new).await?;
     tx.commit().await?;
     if let Created::New(run) = &created {
-        announce(&state, &member, run, "run:updated", run).await;
+        announce(&state, &member, run, "run:updated", &RunSummary::event(run)).await;
     }
-    Ok(created_response(created))
+    Ok(created_response(created.map(RunView::from)))
 }
 
 #[derive(Debug, Deserialize, Validate, utoipa::IntoParams)]
@@ -218,12 +188,13 @@ pub struct RunQuery {
     until: Option<DateTime<Utc>>,
 }
 
-#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunQuery), responses((status = 200, body = Paged<Run>), crate::openapi::CommonErrors))]
+/// Summaries, newest first: a run's input and output are in `GET /runs/{id}`.
+#[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunQuery), responses((status = 200, body = Paged<RunSummary>), crate::openapi::CommonErrors))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     member: Member,
     ValidQuery(q): ValidQuery<RunQuery>,
-) -> Result<Json<Paged<Run>>, ApiError> {
+) -> Result<Json<Paged<RunSummary>>, ApiError> {
     let page = Page { limit: q.limit.unwrap_or(50), cursor: q.cursor };
     let filter = Filter {
         status: q.status,
@@ -234,16 +205,27 @@ pub(crate) async fn list(
     let mut tx = state.db.begin(&member.ctx).await?;
     let rows = runs::list(&mut tx, &filter, page.cursor, page.fetch_limit()).await?;
     tx.commit().await?;
-    Ok(Json(Paged::new(rows, page, |r: &Run| r.id)))
+    let paged = Paged::new(rows, page, |r: &runs::RunSummary| r.id);
+    Ok(Json(Paged {
+        data: paged.data.into_iter().map(RunSummary::from).collect(),
+        next_cursor: paged.next_cursor,
+    }))
 }
 
-/// A run with its steps and tool calls (the first 1,000 of each).
+/// A run with the first page of its steps and of its tool calls.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct RunDetail {
     #[serde(flatten)]
-    run: Run,
-    steps: Vec<Step>,
-    tool_calls: Vec<ToolCall>,
+    run: RunView,
+    /// In order, at most 100 and 4 MiB of content; more with `GET /runs/{id}/steps?after=`.
+    steps: Vec<StepView>,
+    /// The `after` of the next page of steps; `null` when these are all.
+    next_steps_after: Option<i32>,
+    /// In order, at most 100 and 4 MiB of arguments and results; more with
+    /// `GET /runs/{id}/tool-calls?cursor=`.
+    tool_calls: Vec<ToolCallView>,
+    /// The `cursor` of the next page of tool calls; `null` when these are all.
+    next_tool_calls_cursor: Option<Uuid>,
 }
 
 #[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs", params(("id" = Uuid, Path)), responses((status = 200, body = RunDetail), crate::openapi::CommonErrors))]
@@ -255,10 +237,70 @@ pub(crate) async fn show(
     let id = run_id(&id)?;
     let mut tx = state.db.begin(&member.ctx).await?;
     let run = runs::get(&mut tx, id).await?;
-    let steps = runs::steps(&mut tx, id, DETAIL_LIMIT).await?;
-    let tool_calls = runs::tool_calls(&mut tx, id, DETAIL_LIMIT).await?;
+    let steps = runs::steps(&mut tx, id, 0, PAGE_LIMIT, PAGE_BYTES).await?;
+    let calls = runs::tool_calls(&mut tx, id, None, PAGE_LIMIT, PAGE_BYTES).await?;
     tx.commit().await?;
-    Ok(Json(RunDetail { run, steps, tool_calls }))
+    let next_steps_after = if steps.more { steps.items.last().map(|s| s.seq) } else { None };
+    let next_tool_calls_cursor = if calls.more { calls.items.last().map(|c| c.id) } else { None };
+    Ok(Json(RunDetail {
+        run: run.into(),
+        steps: steps.items.into_iter().map(StepView::from).collect(),
+        next_steps_after,
+        tool_calls: calls.items.into_iter().map(ToolCallView::from).collect(),
+        next_tool_calls_cursor,
+    }))
+}
+
+#[derive(Debug, Deserialize, Validate, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct StepsQuery {
+    #[validate(range(min = 1, max = 100))]
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<i64>,
+    /// Steps after this sequence number (the previous page's `next_after`).
+    #[validate(range(min = 0))]
+    #[param(minimum = 0)]
+    after: Option<i32>,
+}
+
+/// A page of steps: at most `limit` (50 by default) and 4 MiB of content.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StepPage {
+    data: Vec<StepView>,
+    /// The `after` of the next page; `null` on the last.
+    next_after: Option<i32>,
+}
+
+#[utoipa::path(get, path = "/api/v1/runs/{id}/steps", tag = "runs", params(("id" = Uuid, Path), StepsQuery), responses((status = 200, body = StepPage), crate::openapi::CommonErrors))]
+pub(crate) async fn list_steps(
+    State(state): State<AppState>,
+    member: Member,
+    Path(id): Path<String>,
+    ValidQuery(q): ValidQuery<StepsQuery>,
+) -> Result<Json<StepPage>, ApiError> {
+    let id = run_id(&id)?;
+    let mut tx = state.db.begin(&member.ctx).await?;
+    runs::get(&mut tx, id).await?;
+    let steps = runs::steps(&mut tx, id, q.after.unwrap_or(0), q.limit.unwrap_or(50), PAGE_BYTES).await?;
+    tx.commit().await?;
+    let next_after = if steps.more { steps.items.last().map(|s| s.seq) } else { None };
+    Ok(Json(StepPage { data: steps.items.into_iter().map(StepView::from).collect(), next_after }))
+}
+
+#[utoipa::path(get, path = "/api/v1/runs/{id}/tool-calls", tag = "runs", params(("id" = Uuid, Path), crate::extract::PageQuery), responses((status = 200, body = Paged<ToolCallView>), crate::openapi::CommonErrors))]
+pub(crate) async fn list_tool_calls(
+    State(state): State<AppState>,
+    member: Member,
+    Path(id): Path<String>,
+    page: Page,
+) -> Result<Json<Paged<ToolCallView>>, ApiError> {
+    let id = run_id(&id)?;
+    let mut tx = state.db.begin(&member.ctx).await?;
+    runs::get(&mut tx, id).await?;
+    let calls = runs::tool_calls(&mut tx, id, page.cursor, page.limit, PAGE_BYTES).await?;
+    tx.commit().await?;
+    Ok(Json(Paged::from_slice(calls, |c: &runs::ToolCall| c.id, ToolCallView::from)))
 }
 
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
@@ -268,7 +310,7 @@ pub struct PatchRun {
     /// queued run may also fail or be cancelled); any other move is 409.
     #[schema(value_type = Option<String>, pattern = "^(queued|running|succeeded|failed|cancelled)$")]
     status: Option<RunStatus>,
-    /// What the run produced (any JSON).
+    /// What the run produced: any JSON, at most 256 KiB.
     #[schema(value_type = Option<Object>)]
     output: Option<Value>,
     /// Why it failed.
@@ -289,16 +331,16 @@ pub struct PatchRun {
     cost_usd: Option<Cost>,
 }
 
-#[utoipa::path(patch, path = "/api/v1/runs/{id}", tag = "runs", params(("id" = Uuid, Path)), request_body = PatchRun, responses((status = 200, body = Run), crate::openapi::CommonErrors))]
+#[utoipa::path(patch, path = "/api/v1/runs/{id}", tag = "runs", params(("id" = Uuid, Path)), request_body = PatchRun, responses((status = 200, body = RunView), crate::openapi::CommonErrors))]
 pub(crate) async fn update(
     State(state): State<AppState>,
     member: Member,
     Path(id): Path<String>,
     ValidJson(body): ValidJson<PatchRun>,
-) -> Result<Json<Run>, ApiError> {
+) -> Result<Json<RunView>, ApiError> {
     let id = run_id(&id)?;
     if let Some(output) = &body.output {
-        check_json_value("output", output)?;
+        check_json("output", output, Shape::Any, JsonCap::Document)?;
     }
     let usage = reported(body.tokens_in, body.tokens_out, body.cost_usd.as_ref())?;
     let nothing =
@@ -317,8 +359,8 @@ pub(crate) async fn update(
     if body.status.is_some() {
         state.directory.runs_changed(member.ctx.tenant_id).await;
     }
-    announce(&state, &member, &run, "run:updated", &run).await;
-    Ok(Json(run))
+    announce(&state, &member, &run, "run:updated", &RunSummary::event(&run)).await;
+    Ok(Json(run.into()))
 }
 
 #[derive(Debug, Deserialize, Validate, utoipa::ToSchema)]
@@ -328,10 +370,13 @@ pub struct AppendStep {
     #[validate(length(min = 1, max = 64))]
     #[schema(min_length = 1, max_length = 64)]
     kind: Option<String>,
-    /// The step's final text (what its deltas added up to).
+    /// The step's final text (what its deltas added up to), at most
+    /// 1,000,000 characters (and the 1 MiB body).
     #[validate(length(max = 1_000_000))]
+    #[schema(max_length = 1000000)]
     #[serde(default)]
     content: String,
+    /// An object, at most 256 KiB of JSON.
     #[schema(value_type = Option<Object>)]
     data: Option<Value>,
     /// Tokens read, added to the run's and the tenant's totals.
@@ -348,17 +393,7 @@ pub struct AppendStep {
     cost_usd: Option<Cost>,
 }
 
-/// What `run:step` carries: the run's id and a step or a tool call.
-#[derive(Serialize)]
-struct StepEvent<'a> {
-    run_id: Uuid,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    step: Option<&'a Step>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_call: Option<&'a ToolCall>,
-}
-
-#[utoipa::path(post, path = "/api/v1/runs/{id}/steps", tag = "runs", params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key, same step: appended once", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$")), request_body = AppendStep, responses((status = 201, body = Step), (status = 200, body = Step, description = "Replayed for a repeated Idempotency-Key"), crate::openapi::CommonErrors))]
+#[utoipa::path(post, path = "/api/v1/runs/{id}/steps", tag = "runs", params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key, same step: appended once", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$")), request_body = AppendStep, responses((status = 201, body = StepView), (status = 200, body = StepView, description = "Replayed for a repeated Idempotency-Key"), crate::openapi::CommonErrors))]
 pub(crate) async fn append_step(
     State(state): State<AppState>,
     member: Member,
@@ -369,22 +404,22 @@ pub(crate) async fn append_step(
     let id = run_id(&id)?;
     let key = idempotency_key(&headers)?;
     let data = body.data.unwrap_or_else(|| json!({}));
-    check_json_object("data", &data)?;
+    check_json("data", &data, Shape::Object, JsonCap::Document)?;
     let new = NewStep {
         kind: body.kind.as_deref().unwrap_or("message"),
         content: &body.content,
         data: &data,
         usage: reported(body.tokens_in, body.tokens_out, body.cost_usd.as_ref())?,
-        idempotency_key: key.as_deref(),
+        idempotency_key: key.as_ref(),
     };
     let mut tx = state.db.begin(&member.ctx).await?;
     let recorded = runs::append_step(&mut tx, id, &new).await?;
     tx.commit().await?;
     if let Recorded::New(step, run) = &recorded {
-        let event = StepEvent { run_id: run.id, step: Some(step), tool_call: None };
+        let event = StepEvent::step(step, member.tenant.limits.max_payload_bytes);
         announce(&state, &member, run, "run:step", &event).await;
     }
-    Ok(created_response(recorded.into_created()))
+    Ok(created_response(recorded.into_created().map(StepView::from)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
@@ -414,10 +449,10 @@ pub struct AddToolCall {
     #[validate(length(min = 1, max = 200))]
     #[schema(min_length = 1, max_length = 200)]
     name: String,
-    /// The arguments it was called with (an object).
+    /// The arguments it was called with: an object, at most 256 KiB of JSON.
     #[schema(value_type = Option<Object>)]
     arguments: Option<Value>,
-    /// What it returned (any JSON).
+    /// What it returned: any JSON, at most 256 KiB.
     #[schema(value_type = Option<Object>)]
     result: Option<Value>,
     /// `succeeded` if a result is given, else `pending`.
@@ -431,7 +466,7 @@ pub struct AddToolCall {
     step: Option<i32>,
 }
 
-#[utoipa::path(post, path = "/api/v1/runs/{id}/tool-calls", tag = "runs", params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key, same tool call: recorded once", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$")), request_body = AddToolCall, responses((status = 201, body = ToolCall), (status = 200, body = ToolCall, description = "Replayed for a repeated Idempotency-Key"), crate::openapi::CommonErrors))]
+#[utoipa::path(post, path = "/api/v1/runs/{id}/tool-calls", tag = "runs", params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key, same tool call: recorded once", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$")), request_body = AddToolCall, responses((status = 201, body = ToolCallView), (status = 200, body = ToolCallView, description = "Replayed for a repeated Idempotency-Key"), crate::openapi::CommonErrors))]
 pub(crate) async fn add_tool_call(
     State(state): State<AppState>,
     member: Member,
@@ -442,9 +477,9 @@ pub(crate) async fn add_tool_call(
     let id = run_id(&id)?;
     let key = idempotency_key(&headers)?;
     let arguments = body.arguments.unwrap_or_else(|| json!({}));
-    check_json_object("arguments", &arguments)?;
+    check_json("arguments", &arguments, Shape::Object, JsonCap::Document)?;
     if let Some(result) = &body.result {
-        check_json_value("result", result)?;
+        check_json("result", result, Shape::Any, JsonCap::Document)?;
     }
     let status = body.status.unwrap_or(if body.result.is_some() {
         ToolCallStatus::Succeeded
@@ -458,16 +493,15 @@ pub(crate) async fn add_tool_call(
         result: body.result.as_ref(),
         status: status.as_str(),
         latency_ms: body.latency_ms,
-        idempotency_key: key.as_deref(),
+        idempotency_key: key.as_ref(),
     };
     let mut tx = state.db.begin(&member.ctx).await?;
     let recorded = runs::add_tool_call(&mut tx, id, &new).await?;
     tx.commit().await?;
     if let Recorded::New(call, run) = &recorded {
-        let event = StepEvent { run_id: run.id, step: None, tool_call: Some(call) };
-        announce(&state, &member, run, "run:step", &event).await;
+        announce(&state, &member, run, "run:step", &StepEvent::tool_call(call)).await;
     }
-    Ok(created_response(recorded.into_created()))
+    Ok(created_response(recorded.into_created().map(ToolCallView::from)))
 }
 
 #[derive(Debug, Serialize, Deserialize, Validate, utoipa::ToSchema)]
@@ -477,7 +511,7 @@ pub struct Delta {
     #[validate(length(max = 65_536))]
     #[schema(max_length = 65536)]
     text: String,
-    /// Anything else the watchers need with it (an object).
+    /// Anything else the watchers need with it: an object, at most 16 KiB of JSON.
     #[schema(value_type = Option<Object>)]
     data: Option<Value>,
 }
@@ -534,9 +568,10 @@ pub(crate) async fn stream_deltas(
         ));
     }
     let mut data = Vec::with_capacity(count);
+    let mut bytes = 0;
     for delta in &body.deltas {
         if let Some(d) = &delta.data {
-            check_json_object("deltas.data", d)?;
+            check_json("deltas.data", d, Shape::Object, JsonCap::Metadata)?;
         }
         let event = DeltaEvent {
             run_id: id.as_uuid(),
@@ -552,6 +587,7 @@ pub(crate) async fn stream_deltas(
                 format!("a delta is over the tenant's {} bytes", limits.max_payload_bytes),
             ));
         }
+        bytes += raw.get().len();
         data.push(raw);
     }
     match state.directory.run(&member.ctx, id).await? {
@@ -564,27 +600,38 @@ pub(crate) async fn stream_deltas(
         }
         Some(_) => {}
     }
-    if let Err(wait) =
-        state.realtime.take_events(member.ctx.tenant_id, limits.events_per_second, count as u32).await
-    {
+    let tenant = member.ctx.tenant_id;
+    if let Err(wait) = state.realtime.take_events(tenant, limits.events_per_second, count as u32).await {
         return Ok(crate::ratelimit::too_many(wait));
+    }
+    if let Err(wait) = state.realtime.charge_history(tenant, &limits, bytes).await {
+        return Err(crate::ratelimit::quota_exceeded(wait, "history"));
+    }
+    // The whole request, sender included: the same key with anything else is a conflict.
+    let sender = (member.ctx.user_id, member.ctx.role == switchboard_domain::Role::Service);
+    let fingerprint = Fingerprint::of("deltas", &(sender, id, body.step, &body.deltas)).to_hex();
+    let dedupe = key.as_ref().map(|k| Dedupe { key: k.as_str(), fingerprint: &fingerprint });
+    if dedupe.is_some()
+        && let Err(wait) = state.realtime.charge_dedupe_key(tenant, &limits).await
+    {
+        return Err(crate::ratelimit::quota_exceeded(wait, "dedupe keys"));
     }
     let from = member.sender();
     let published = state
         .realtime
-        .publish_batch(member.ctx.tenant_id, &Topic::Run(id), "run:delta", &data, Some(&from), key.as_deref())
+        .publish_batch(tenant, &Topic::Run(id), "run:delta", &data, Some(&from), dedupe)
         .await
-        .map_err(|kind| {
-            ApiError::new(kind, "the deltas could not be sent; retry with the same Idempotency-Key")
+        .map_err(|kind| match kind {
+            ErrorKind::Conflict => {
+                ApiError::new(kind, "the Idempotency-Key was already used for a different batch")
+            }
+            _ => ApiError::new(kind, "the deltas could not be sent; retry with the same Idempotency-Key"),
         })?;
-    let (Some(first), Some(last)) = (published.offsets.first(), published.offsets.last()) else {
-        return Err(ApiError::new(ErrorKind::Internal, "no offsets for a published batch"));
-    };
     let answer = Streamed {
         run_id: id.as_uuid(),
-        count: published.offsets.len(),
-        first_offset: first.to_string(),
-        last_offset: last.to_string(),
+        count: published.count,
+        first_offset: published.first.to_string(),
+        last_offset: published.last.to_string(),
     };
     Ok(replayable_response(StatusCode::ACCEPTED, answer, published.replayed))
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchboard_db::repo::audit::{self, Entry};
 use switchboard_db::repo::tenants::{self, Tenant};
-use switchboard_domain::{ErrorKind, Limits, TenantId, TenantStatus};
+use switchboard_domain::{ErrorKind, LimitOverrides, Limits, TenantId, TenantStatus};
 use validator::Validate;
 
 pub fn router() -> Router<AppState> {
@@ -61,14 +61,17 @@ pub struct PatchTenant {
     limits: Option<Value>,
 }
 
-fn check_limits(limits: Option<&Value>) -> Result<(), ApiError> {
-    match limits {
-        None => Ok(()),
-        Some(v) => Limits::validate_overrides(v).map_err(|e| {
-            ApiError::new(ErrorKind::Validation, "invalid fields")
-                .with_details(json!({ "limits": [e.to_string()] }))
-        }),
-    }
+/// Limit overrides as sent, parsed into their typed form (unknown names and
+/// out-of-range values are 422) and written back normalised for storage.
+fn overrides(limits: Option<&Value>) -> Result<Option<Value>, ApiError> {
+    let Some(v) = limits else { return Ok(None) };
+    let parsed = LimitOverrides::parse(v).map_err(|e| {
+        ApiError::new(ErrorKind::Validation, "invalid fields")
+            .with_details(json!({ "limits": [e.to_string()] }))
+    })?;
+    serde_json::to_value(parsed)
+        .map(Some)
+        .map_err(|_| ApiError::new(ErrorKind::Internal, "limits could not be encoded"))
 }
 
 #[utoipa::path(post, path = "/api/v1/tenants", tag = "platform", request_body = CreateTenant, responses((status = 201, body = TenantView), crate::openapi::CommonErrors))]
@@ -77,10 +80,9 @@ pub(crate) async fn create(
     Platform(caller): Platform,
     ValidJson(body): ValidJson<CreateTenant>,
 ) -> Result<(StatusCode, Json<TenantView>), ApiError> {
-    check_limits(body.limits.as_ref())?;
+    let limits = overrides(body.limits.as_ref())?;
     let mut tx = state.db.begin_platform().await?;
-    let tenant =
-        tenants::create(&mut tx, None, &body.name, body.limits.as_ref().unwrap_or(&json!({}))).await?;
+    let tenant = tenants::create(&mut tx, None, &body.name, limits.as_ref().unwrap_or(&json!({}))).await?;
     let id = TenantId(tenant.id);
     let entry = Entry {
         action: "tenant.create",
@@ -126,19 +128,18 @@ pub(crate) async fn update(
     ValidJson(body): ValidJson<PatchTenant>,
 ) -> Result<Json<TenantView>, ApiError> {
     let id = path_id::<TenantId>(&id)?;
-    check_limits(body.limits.as_ref())?;
+    let limits = overrides(body.limits.as_ref())?;
     if body.name.is_none() && body.status.is_none() && body.limits.is_none() {
         return Err(ApiError::new(ErrorKind::Validation, "send at least one of name, status, limits")
             .with_details(json!({ "body": ["empty"] })));
     }
     let mut tx = state.db.begin_platform().await?;
-    let tenant =
-        tenants::update(&mut tx, id, body.name.as_deref(), body.status, body.limits.as_ref()).await?;
+    let tenant = tenants::update(&mut tx, id, body.name.as_deref(), body.status, limits.as_ref()).await?;
     let entry = Entry {
         action: "tenant.update",
         target_type: "tenant",
         target_id: id.to_string(),
-        details: json!({ "name": body.name, "status": body.status, "limits": body.limits }),
+        details: json!({ "name": body.name, "status": body.status, "limits": limits }),
     };
     audit::record_platform(&mut tx, id, &caller.actor(), &entry).await?;
     tx.commit().await?;

@@ -146,6 +146,12 @@ impl Verifier {
 
     /// Verifies `token` and maps its claims to a principal.
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        self.verify_until(token).await.map(|(principal, _)| principal)
+    }
+
+    /// Verifies `token`: its principal, and its `exp` (seconds since the
+    /// epoch), for connections that must end with their token.
+    pub async fn verify_until(&self, token: &str) -> Result<(Principal, u64), AuthError> {
         let token = token.trim();
         if token.is_empty() {
             return Err(AuthError::Missing);
@@ -180,7 +186,7 @@ impl Verifier {
             JwtErrorKind::InvalidSignature => AuthError::Invalid("bad signature"),
             _ => AuthError::Invalid("malformed"),
         })?;
-        principal_from_claims(&data.claims)
+        Ok((principal_from_claims(&data.claims)?, data.claims.exp))
     }
 }
 

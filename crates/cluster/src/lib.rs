@@ -7,15 +7,17 @@
 //! is down keeps serving and reports itself not ready.
 
 pub mod cache;
-pub mod connections;
 pub mod presence;
 pub mod ratelimit;
 mod redis;
+pub mod shares;
 pub mod topics;
 
 pub use cache::{Cache, CacheStats, Kind, Namespace};
-pub use connections::Connections;
-pub use presence::Presence;
+pub use presence::{Presence, Tracked};
 pub use ratelimit::{Decision, Quota, RateLimiter};
 pub use redis::{ClusterError, Redis};
-pub use topics::{DEDUPE_TTL, Delivery, HistoryConfig, Offset, Published, Replay, TopicEvent, Topics};
+pub use shares::Shares;
+pub use topics::{
+    DEDUPE_TTL, Dedupe, Delivery, HistoryConfig, Offset, Published, ReadPage, Replay, TopicEvent, Topics,
+};

@@ -9,13 +9,17 @@
 //! - If Redis cannot answer, the node never fails open: it limits locally at
 //!   `per_second / live nodes` (the count it last saw), and logs the change of mode.
 //! - Live nodes are counted through a heartbeat every 2 s; a node that stops
-//!   beating leaves the count after 10 s.
+//!   beating leaves the count after 10 s. Each node keeps the names of the live
+//!   nodes it last saw ([`RateLimiter::live_set`]), which presence and the
+//!   shared counts use to tell a dead node's entries apart without a script
+//!   that spans keys.
 
 use crate::Redis;
 use fred::prelude::*;
 use fred::types::scripts::Script;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// How much a key may do.
@@ -98,6 +102,8 @@ struct Inner {
     local: moka::sync::Cache<String, Arc<Mutex<u64>>>,
     epoch: Instant,
     nodes: AtomicU32,
+    live: RwLock<Arc<HashSet<String>>>,
+    node_id: String,
     degraded: AtomicBool,
 }
 
@@ -126,12 +132,25 @@ impl RateLimiter {
                 .build(),
             epoch: Instant::now(),
             nodes: AtomicU32::new(1),
+            live: RwLock::new(Arc::new(HashSet::from([node_id.to_owned()]))),
+            node_id: node_id.to_owned(),
             degraded: AtomicBool::new(false),
         });
         if inner.redis.is_some() {
-            tokio::spawn(heartbeat(Arc::downgrade(&inner), node_id.to_owned()));
+            tokio::spawn(heartbeat(Arc::downgrade(&inner)));
         }
         Self { inner }
+    }
+
+    /// Beats once now, so this node counts as live before it serves anything
+    /// (the background heartbeat keeps it so).
+    pub async fn join_cluster(&self) {
+        beat(&self.inner).await;
+    }
+
+    /// The instances seen beating in the last 10 s (always this one).
+    pub fn live_set(&self) -> Arc<HashSet<String>> {
+        self.inner.live.read().map(|l| l.clone()).unwrap_or_default()
     }
 
     /// Nodes that beat within the last 10 s, as last seen (at least 1).
@@ -203,26 +222,38 @@ impl RateLimiter {
     }
 }
 
-async fn heartbeat(inner: std::sync::Weak<Inner>, node_id: String) {
+async fn heartbeat(inner: std::sync::Weak<Inner>) {
     loop {
         let Some(strong) = inner.upgrade() else { return };
-        if let Some(client) = strong.redis.as_ref().and_then(Redis::live) {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0);
-            let beat = async {
-                let _: () = client.zadd(NODES_KEY, None, None, false, false, (now, node_id.as_str())).await?;
-                let _: () = client.zremrangebyscore(NODES_KEY, 0.0, now - NODE_EXPIRY.as_secs_f64()).await?;
-                client.zcard::<u32, _>(NODES_KEY).await
-            };
-            match beat.await {
-                Ok(n) => strong.nodes.store(n.max(1), Ordering::Relaxed),
-                Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
-            }
-        }
+        beat(&strong).await;
         drop(strong);
         tokio::time::sleep(HEARTBEAT).await;
+    }
+}
+
+/// Writes this node's beat and reads who else is alive.
+async fn beat(inner: &Inner) {
+    let Some(client) = inner.redis.as_ref().and_then(Redis::live) else { return };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let oldest = now - NODE_EXPIRY.as_secs_f64();
+    let beat = async {
+        let _: () = client.zadd(NODES_KEY, None, None, false, false, (now, inner.node_id.as_str())).await?;
+        let _: () = client.zremrangebyscore(NODES_KEY, 0.0, oldest).await?;
+        client.zrangebyscore::<Vec<String>, _, _, _>(NODES_KEY, oldest, "+inf", false, None).await
+    };
+    match beat.await {
+        Ok(names) => {
+            let mut live: HashSet<String> = names.into_iter().collect();
+            live.insert(inner.node_id.clone());
+            inner.nodes.store(live.len() as u32, Ordering::Relaxed);
+            if let Ok(mut l) = inner.live.write() {
+                *l = Arc::new(live);
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
     }
 }
 

@@ -22,6 +22,8 @@ pub enum ClusterError {
     Timeout,
     #[error("redis answered unexpectedly: {0}")]
     Unexpected(String),
+    #[error("the dedupe key was already used for a different batch")]
+    DedupeMismatch,
 }
 
 impl ClusterError {
@@ -29,6 +31,7 @@ impl ClusterError {
         match self {
             ClusterError::Config(_) | ClusterError::Unexpected(_) => ErrorKind::Internal,
             ClusterError::Redis(_) | ClusterError::Timeout => ErrorKind::Unavailable,
+            ClusterError::DedupeMismatch => ErrorKind::Conflict,
         }
     }
 }

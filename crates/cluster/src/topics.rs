@@ -22,6 +22,12 @@
 //!   the stream), expired, or Redis lost the topic
 //!   (every topic has an epoch, renewed when its keys are gone, that is part of
 //!   each offset).
+//! - Reads come in pages bounded by count and bytes ([`ReadPage`]): one Redis
+//!   call never carries more than a page, and the caller decides how many pages
+//!   a replay may take.
+//! - A dedupe key is remembered with the fingerprint of the batch it sent: the
+//!   same key with the same fingerprint replays the first offsets, with another
+//!   fingerprint it is [`ClusterError::DedupeMismatch`].
 //!
 //! Without Redis, [`Topics`] keeps the same promises inside the process.
 
@@ -94,19 +100,43 @@ pub enum Delivery {
 /// The answer of [`Topics::read`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Replay {
-    /// `true` only if `events` is everything after `since` (up to the bound).
+    /// `false` when an event after `since` may be missing (trimmed, expired,
+    /// or lost with Redis): then `events` is empty.
     pub recovered: bool,
+    /// The events after `since`, in order: the whole range, or its first page.
     pub events: Vec<TopicEvent>,
+    /// The page ended before `upto` (or the latest event): read on from the
+    /// last event's offset.
+    pub more: bool,
+}
+
+/// How much one [`Topics::read`] returns at most: `count` events and, after
+/// the first, `bytes` of payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadPage {
+    pub count: u32,
+    pub bytes: u32,
 }
 
 /// The answer of [`Topics::publish_batch`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Published {
-    /// One per payload, in order.
-    pub offsets: Vec<Offset>,
-    /// The dedupe key was seen before: nothing was published now, and these
-    /// are the offsets of the first time.
+    /// The offsets of the batch's first and last events.
+    pub first: Offset,
+    pub last: Offset,
+    /// Events in the batch.
+    pub count: usize,
+    /// The dedupe key was seen before with the same fingerprint: nothing was
+    /// published now, and these are the offsets of the first time.
     pub replayed: bool,
+}
+
+/// A batch's dedupe key and the fingerprint of the request that sent it.
+#[derive(Clone, Copy, Debug)]
+pub struct Dedupe<'a> {
+    pub key: &'a str,
+    /// Hex, compared as text.
+    pub fingerprint: &'a str,
 }
 
 /// How long a [`Topics::publish_batch`] dedupe key is remembered.
@@ -149,15 +179,20 @@ end
 "#;
 
 /// KEYS: stream, epoch, trimmed (, dedupe). ARGV: max_len, ttl_ms, fresh epoch,
-/// channel, sharded, dedupe ttl_ms, payload… Appends and publishes each payload
-/// in order; returns {replayed, "off1 off2 …"}. Keeps the largest id ever
-/// trimmed, so a read can tell whether anything after an offset is gone. With a
-/// dedupe key that is already set, does nothing and returns the offsets stored
-/// under it.
+/// channel, sharded, dedupe ttl_ms, dedupe fingerprint, payload… Appends and
+/// publishes each payload in order; returns {0, "first last count"}. Keeps the
+/// largest id ever trimmed, so a read can tell whether anything after an
+/// offset is gone. With a dedupe key that is already set, publishes nothing and
+/// returns {1, "first last count"} of the first time if the fingerprint is the
+/// one stored, {2} otherwise.
 const PUBLISH: &str = r#"
 if KEYS[4] then
   local seen = redis.call('GET', KEYS[4])
-  if seen then return {1, seen} end
+  if seen then
+    local fp, rest = string.match(seen, '^(%S+) (.*)$')
+    if fp == ARGV[7] then return {1, rest} end
+    return {2, ''}
+  end
 end
 local e = redis.call('GET', KEYS[2])
 if not e then e = ARGV[3] end
@@ -165,7 +200,7 @@ redis.call('SET', KEYS[2], e, 'PX', ARGV[2])
 local maxlen = tonumber(ARGV[1])
 local trimmed = nil
 local ids = {}
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   local len = redis.call('XLEN', KEYS[1])
   if len >= maxlen then
     local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - maxlen + 1)
@@ -189,15 +224,12 @@ if old then redis.call('SET', KEYS[3], old, 'PX', ARGV[2]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local cmd = 'PUBLISH'
 if ARGV[5] == '1' then cmd = 'SPUBLISH' end
-local offs = {}
 for i, id in ipairs(ids) do
-  local off = e .. ':' .. id
-  offs[i] = off
-  redis.call(cmd, ARGV[4], off .. ' ' .. ARGV[6 + i])
+  redis.call(cmd, ARGV[4], e .. ':' .. id .. ' ' .. ARGV[7 + i])
 end
-local joined = table.concat(offs, ' ')
-if KEYS[4] then redis.call('SET', KEYS[4], joined, 'PX', ARGV[6]) end
-return {0, joined}
+local answer = e .. ':' .. ids[1] .. ' ' .. e .. ':' .. ids[#ids] .. ' ' .. #ids
+if KEYS[4] then redis.call('SET', KEYS[4], ARGV[7] .. ' ' .. answer, 'PX', ARGV[6]) end
+return {0, answer}
 "#;
 
 /// KEYS: stream, epoch (, trimmed). ARGV: fresh epoch, ttl_ms. The topic's current offset.
@@ -213,20 +245,29 @@ if m then id = m['last-generated-id'] end
 return e .. ':' .. id
 "#;
 
-/// KEYS: stream, epoch, trimmed. ARGV: since epoch, since id, upto id or '+', limit.
-/// Returns {recovered, id1, payload1, id2, payload2, ...}.
+/// KEYS: stream, epoch, trimmed. ARGV: since epoch, since id, upto id or '+',
+/// page count, page bytes. Returns {status, id1, payload1, id2, payload2, ...}:
+/// status 0 when something after `since` is gone (and no events), 1 when the
+/// events reach `upto`, 2 when the page ended first.
 const READ: &str = r#"
 local e = redis.call('GET', KEYS[2])
 if (not e) or e ~= ARGV[1] then return {0} end
 local trimmed = redis.call('GET', KEYS[3])
 if trimmed and before(ARGV[2], trimmed) then return {0} end
-local limit = tonumber(ARGV[4])
-local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], ARGV[3], 'COUNT', limit + 1)
-if #entries > limit then return {0} end
+local count = tonumber(ARGV[4])
+local budget = tonumber(ARGV[5])
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[2], ARGV[3], 'COUNT', count + 1)
 local out = {1}
-for _, en in ipairs(entries) do
+local bytes = 0
+for i, en in ipairs(entries) do
+  local p = en[2][2]
+  if i > count or (i > 1 and bytes + #p > budget) then
+    out[1] = 2
+    break
+  end
+  bytes = bytes + #p
   out[#out + 1] = en[1]
-  out[#out + 1] = en[2][2]
+  out[#out + 1] = p
 end
 return out
 "#;
@@ -324,25 +365,29 @@ impl Topics {
 
     /// Appends `payload` to `room`'s history and sends it to every subscribed node.
     pub async fn publish(&self, room: &str, payload: &str) -> Result<Offset, ClusterError> {
-        let published = self.publish_batch(room, &[payload], None).await?;
-        published.offsets.into_iter().next().ok_or_else(|| ClusterError::Unexpected("no offset".to_owned()))
+        Ok(self.publish_batch(room, &[payload], None).await?.first)
     }
 
-    /// Appends `payloads` to `room`'s history and sends them to every subscribed
-    /// node, in order and atomically: no other event of the room lands between
-    /// them. With a `dedupe` key, the first call for the key publishes and
-    /// remembers the offsets for the history's ttl; a later call with the same
-    /// key publishes nothing and answers with them (`replayed`).
+    /// Appends `payloads` (at least one) to `room`'s history and sends them to
+    /// every subscribed node, in order and atomically: no other event of the
+    /// room lands between them. With `dedupe`, the first call for the key
+    /// publishes and remembers the offsets and the fingerprint for
+    /// [`DEDUPE_TTL`]; a later call with the same key and fingerprint publishes
+    /// nothing and answers with them (`replayed`), with another fingerprint it
+    /// is [`ClusterError::DedupeMismatch`].
     pub async fn publish_batch(
         &self,
         room: &str,
         payloads: &[&str],
-        dedupe: Option<&str>,
+        dedupe: Option<Dedupe<'_>>,
     ) -> Result<Published, ClusterError> {
+        if payloads.is_empty() {
+            return Err(ClusterError::Unexpected("an empty batch".to_owned()));
+        }
         let ttl_ms = self.inner.config.ttl.as_millis().max(1) as u64;
         match &self.inner.backend {
             Backend::Redis { redis, publish, .. } => {
-                let mut args: Vec<String> = Vec::with_capacity(6 + payloads.len());
+                let mut args: Vec<String> = Vec::with_capacity(7 + payloads.len());
                 args.extend([
                     self.inner.config.max_len.max(1).to_string(),
                     ttl_ms.to_string(),
@@ -350,35 +395,61 @@ impl Topics {
                     room_key(room, 'c'),
                     if redis.sharded() { "1" } else { "0" }.to_owned(),
                     DEDUPE_TTL.as_millis().to_string(),
+                    dedupe.map_or_else(String::new, |d| d.fingerprint.to_owned()),
                 ]);
                 args.extend(payloads.iter().map(|p| (*p).to_owned()));
                 let mut keys = history_keys(room);
-                if let Some(key) = dedupe {
-                    keys.push(dedupe_key(room, key));
+                if let Some(d) = dedupe {
+                    keys.push(dedupe_key(room, d.key));
                 }
-                let (replayed, offsets): (i64, String) =
+                let (status, answer): (i64, String) =
                     publish.evalsha_with_reload(redis.client(), keys, args).await?;
-                let offsets = offsets
-                    .split_ascii_whitespace()
-                    .map(|o| Offset::parse(o).ok_or_else(|| ClusterError::Unexpected(format!("offset {o}"))))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(Published { offsets, replayed: replayed == 1 })
+                if status == 2 {
+                    return Err(ClusterError::DedupeMismatch);
+                }
+                let mut parts = answer.split_ascii_whitespace();
+                let offset = |o: Option<&str>| {
+                    o.and_then(Offset::parse)
+                        .ok_or_else(|| ClusterError::Unexpected(format!("offsets {answer}")))
+                };
+                let (first, last) = (offset(parts.next())?, offset(parts.next())?);
+                let count = parts.next().and_then(|c| c.parse().ok()).unwrap_or(payloads.len());
+                Ok(Published { first, last, count, replayed: status == 1 })
             }
             Backend::Local { streams, subscribed, tx } => {
                 let (room, events) = {
                     let mut streams = lock(streams);
                     let (key, stream) = local_stream(&mut streams, room, self.inner.config);
-                    if let Some(seen) = dedupe.and_then(|d| stream.seen(d)) {
-                        return Ok(Published { offsets: seen, replayed: true });
+                    if let Some(d) = dedupe
+                        && let Some(seen) = stream.seen(d.key)
+                    {
+                        return if *seen.fingerprint == *d.fingerprint {
+                            Ok(Published { replayed: true, ..seen.published })
+                        } else {
+                            Err(ClusterError::DedupeMismatch)
+                        };
                     }
                     let events: Vec<TopicEvent> =
                         payloads.iter().map(|p| stream.push(p, self.inner.config)).collect();
-                    if let Some(d) = dedupe {
-                        stream.remember(d, events.iter().map(|e| e.offset.clone()).collect());
-                    }
                     (key, events)
                 };
-                let offsets = events.iter().map(|e| e.offset.clone()).collect();
+                let (Some(first), Some(last)) = (events.first(), events.last()) else {
+                    return Err(ClusterError::Unexpected("an empty batch".to_owned()));
+                };
+                let published = Published {
+                    first: first.offset.clone(),
+                    last: last.offset.clone(),
+                    count: events.len(),
+                    replayed: false,
+                };
+                if let Some(d) = dedupe {
+                    let mut streams = lock(streams);
+                    let (_, stream) = local_stream(&mut streams, &room, self.inner.config);
+                    stream.remember(
+                        d.key,
+                        Seen { fingerprint: d.fingerprint.into(), published: published.clone() },
+                    );
+                }
                 if lock(subscribed).contains(&room) {
                     for event in events {
                         // A full queue means the node is far behind: it resyncs.
@@ -388,7 +459,7 @@ impl Topics {
                         }
                     }
                 }
-                Ok(Published { offsets, replayed: false })
+                Ok(published)
             }
         }
     }
@@ -437,31 +508,38 @@ impl Topics {
         }
     }
 
-    /// The events after `since` up to `upto` (inclusive; `None` = latest), at
-    /// most `limit` of them; `recovered: false` (and no events) when some may be
-    /// missing or there are more than `limit`.
+    /// The events after `since` up to `upto` (inclusive; `None` = latest),
+    /// at most one `page` of them (`more` when the page ended first);
+    /// `recovered: false` (and no events) when some may be missing.
     pub async fn read(
         &self,
         room: &str,
         since: &Offset,
         upto: Option<&Offset>,
-        limit: u32,
+        page: ReadPage,
     ) -> Result<Replay, ClusterError> {
         if let Some(upto) = upto {
             if !upto.same_epoch(since) {
-                return Ok(Replay { recovered: false, events: Vec::new() });
+                return Ok(Replay { recovered: false, events: Vec::new(), more: false });
             }
             if upto.is_after(since) != Some(true) {
-                return Ok(Replay { recovered: true, events: Vec::new() });
+                return Ok(Replay { recovered: true, events: Vec::new(), more: false });
             }
         }
+        let page = ReadPage { count: page.count.max(1), bytes: page.bytes.max(1) };
         match &self.inner.backend {
             Backend::Redis { redis, read, .. } => {
                 let upto_id = upto.map_or_else(|| "+".to_owned(), Offset::stream_id);
-                let args = vec![since.epoch.to_string(), since.stream_id(), upto_id, limit.to_string()];
+                let args = vec![
+                    since.epoch.to_string(),
+                    since.stream_id(),
+                    upto_id,
+                    page.count.to_string(),
+                    page.bytes.to_string(),
+                ];
                 let raw: Vec<Value> =
                     read.evalsha_with_reload(redis.client(), history_keys(room), args).await?;
-                let recovered = raw.first().and_then(Value::as_i64) == Some(1);
+                let status = raw.first().and_then(Value::as_i64).unwrap_or(0);
                 let mut events = Vec::with_capacity(raw.len() / 2);
                 for pair in raw.get(1..).unwrap_or_default().chunks(2) {
                     let (Some(id), Some(payload)) =
@@ -473,12 +551,12 @@ impl Topics {
                         .ok_or_else(|| ClusterError::Unexpected(format!("stream id {id}")))?;
                     events.push(TopicEvent { offset, payload: Arc::from(&*payload) });
                 }
-                Ok(Replay { recovered, events })
+                Ok(Replay { recovered: status != 0, events, more: status == 2 })
             }
             Backend::Local { streams, .. } => {
                 let mut streams = lock(streams);
                 let (_, stream) = local_stream(&mut streams, room, self.inner.config);
-                Ok(stream.read(since, upto, limit))
+                Ok(stream.read(since, upto, page))
             }
         }
     }
@@ -535,8 +613,15 @@ struct LocalStream {
     last: (u64, u64),
     max_deleted: (u64, u64),
     touched: Instant,
-    /// Dedupe keys of batches, oldest first, with their offsets.
-    seen: VecDeque<(Box<str>, Vec<Offset>, Instant)>,
+    /// Dedupe keys of batches, oldest first, with what they sent.
+    seen: VecDeque<(Box<str>, Seen, Instant)>,
+}
+
+/// What a dedupe key remembers: the batch's fingerprint and its offsets.
+#[derive(Clone, Debug)]
+struct Seen {
+    fingerprint: Box<str>,
+    published: Published,
 }
 
 /// Dedupe keys one in-process topic remembers at most.
@@ -598,38 +683,41 @@ impl LocalStream {
         TopicEvent { offset: self.offset(id), payload }
     }
 
-    fn seen(&mut self, key: &str) -> Option<Vec<Offset>> {
+    fn seen(&mut self, key: &str) -> Option<Seen> {
         while self.seen.front().is_some_and(|(_, _, at)| at.elapsed() >= DEDUPE_TTL) {
             self.seen.pop_front();
         }
-        self.seen.iter().find(|(k, _, _)| &**k == key).map(|(_, offsets, _)| offsets.clone())
+        self.seen.iter().find(|(k, _, _)| &**k == key).map(|(_, seen, _)| seen.clone())
     }
 
-    fn remember(&mut self, key: &str, offsets: Vec<Offset>) {
+    fn remember(&mut self, key: &str, seen: Seen) {
         if self.seen.len() >= LOCAL_DEDUPE_KEYS {
             self.seen.pop_front();
         }
-        self.seen.push_back((key.into(), offsets, Instant::now()));
+        self.seen.push_back((key.into(), seen, Instant::now()));
     }
 
-    fn read(&mut self, since: &Offset, upto: Option<&Offset>, limit: u32) -> Replay {
+    fn read(&mut self, since: &Offset, upto: Option<&Offset>, page: ReadPage) -> Replay {
         self.touched = Instant::now();
-        let lost = Replay { recovered: false, events: Vec::new() };
         if *since.epoch != *self.epoch || (since.ms, since.seq) < self.max_deleted {
-            return lost;
+            return Replay { recovered: false, events: Vec::new(), more: false };
         }
         let upto = upto.map_or((u64::MAX, u64::MAX), |u| (u.ms, u.seq));
-        let events: Vec<TopicEvent> = self
-            .entries
-            .iter()
-            .filter(|(m, s, _)| (*m, *s) > (since.ms, since.seq) && (*m, *s) <= upto)
-            .take(limit as usize + 1)
-            .map(|(m, s, p)| TopicEvent { offset: self.offset((*m, *s)), payload: p.clone() })
-            .collect();
-        if events.len() > limit as usize {
-            return lost;
+        let mut events = Vec::new();
+        let (mut bytes, mut more) = (0usize, false);
+        for (m, s, p) in
+            self.entries.iter().filter(|(m, s, _)| (*m, *s) > (since.ms, since.seq) && (*m, *s) <= upto)
+        {
+            if events.len() >= page.count as usize
+                || (!events.is_empty() && bytes + p.len() > page.bytes as usize)
+            {
+                more = true;
+                break;
+            }
+            bytes += p.len();
+            events.push(TopicEvent { offset: self.offset((*m, *s)), payload: p.clone() });
         }
-        Replay { recovered: true, events }
+        Replay { recovered: true, events, more }
     }
 }
 
@@ -665,12 +753,16 @@ mod tests {
         let start = s.top();
         let offsets: Vec<Offset> = (0..5).map(|i| s.push(&i.to_string(), config).offset).collect();
         assert_eq!(s.entries.len(), 3);
-        assert!(!s.read(&start, None, 100).recovered, "two events were trimmed after `start`");
-        let r = s.read(&offsets[1], None, 100);
-        assert!(r.recovered);
+        let all = ReadPage { count: 100, bytes: 1 << 20 };
+        assert!(!s.read(&start, None, all).recovered, "two events were trimmed after `start`");
+        let r = s.read(&offsets[1], None, all);
+        assert!(r.recovered && !r.more);
         assert_eq!(r.events.iter().map(|e| &*e.payload).collect::<Vec<_>>(), ["2", "3", "4"]);
-        let r = s.read(&offsets[2], Some(&offsets[3]), 100);
+        let r = s.read(&offsets[2], Some(&offsets[3]), all);
         assert_eq!(r.events.len(), 1);
-        assert!(!s.read(&offsets[1], None, 2).recovered, "more than the limit");
+        let r = s.read(&offsets[1], None, ReadPage { count: 2, bytes: 1 << 20 });
+        assert!(r.recovered && r.more && r.events.len() == 2, "a page of two, more to come");
+        let r = s.read(&offsets[1], None, ReadPage { count: 100, bytes: 1 });
+        assert!(r.recovered && r.more && r.events.len() == 1, "past the byte budget after the first");
     }
 }

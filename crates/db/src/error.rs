@@ -11,6 +11,9 @@ pub enum DbError {
     /// A change the row's state does not allow (a finished run moving again).
     #[error("{0}")]
     Conflict(String),
+    /// Not allowed, with a reason the caller may read.
+    #[error("{0}")]
+    Forbidden(String),
     /// A request that names something that is not there in a way the schema
     /// cannot say (a tool call's step number the run does not have).
     #[error("{0}")]
@@ -30,6 +33,7 @@ impl DbError {
             DbError::NotFound => ErrorKind::NotFound,
             DbError::IdempotencyMismatch | DbError::Conflict(_) => ErrorKind::Conflict,
             DbError::Invalid(_) => ErrorKind::Validation,
+            DbError::Forbidden(_) => ErrorKind::Forbidden,
             DbError::Config(_) | DbError::Migrate(_) => ErrorKind::Internal,
             DbError::Sqlx(sqlx::Error::RowNotFound) => ErrorKind::NotFound,
             DbError::Sqlx(sqlx::Error::Database(db)) => match db.code().as_deref() {
@@ -50,6 +54,26 @@ impl DbError {
                 | sqlx::Error::Tls(_),
             ) => ErrorKind::Unavailable,
             DbError::Sqlx(_) => ErrorKind::Internal,
+        }
+    }
+
+    /// What a client may read about this failure: the server's own words,
+    /// never Postgres's (whose text names tables, constraints and values).
+    pub fn public_message(&self) -> String {
+        match self {
+            DbError::IdempotencyMismatch
+            | DbError::Conflict(_)
+            | DbError::Invalid(_)
+            | DbError::Forbidden(_) => self.to_string(),
+            _ => match self.kind() {
+                ErrorKind::NotFound => "not found",
+                ErrorKind::Conflict => "conflicts with an existing record",
+                ErrorKind::Validation => "a value is out of range or malformed",
+                ErrorKind::Forbidden => "not allowed",
+                ErrorKind::Unavailable => "the database is unavailable; retry shortly",
+                _ => "internal error",
+            }
+            .to_owned(),
         }
     }
 

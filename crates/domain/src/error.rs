@@ -32,6 +32,8 @@ pub enum ErrorKind {
     TenantSuspended,
     /// A capacity limit (connections) is reached.
     OverCapacity,
+    /// A tenant's quota of shared memory (history, presence, dedupe keys) is used up.
+    QuotaExceeded,
     /// A dependency (Postgres, Redis) is unreachable, or the node is draining.
     Unavailable,
     /// A bug or an unexpected failure; details go to the log only.
@@ -53,6 +55,7 @@ impl ErrorKind {
             ErrorKind::RateLimited => "rate_limited",
             ErrorKind::TenantSuspended => "tenant_suspended",
             ErrorKind::OverCapacity => "over_capacity",
+            ErrorKind::QuotaExceeded => "quota_exceeded",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Internal => "internal",
         }

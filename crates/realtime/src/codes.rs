@@ -71,6 +71,27 @@ impl EventError {
         }
     }
 
+    /// The same error with another message for people.
+    pub fn with_message(mut self, message: impl Into<Cow<'static, str>>) -> Self {
+        self.message = message.into();
+        self
+    }
+
+    /// The same error with a more precise code (`token_expired`, ...).
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
+    }
+
+    /// The tenant's quota of shared memory is used up for now.
+    pub fn quota(retry_after: Duration) -> Self {
+        Self {
+            code: "quota_exceeded",
+            message: "the tenant's quota is used up; retry later".into(),
+            retry_after: Some(retry_after),
+        }
+    }
+
     pub fn rate_limited(retry_after: Duration) -> Self {
         Self {
             code: "rate_limited",
@@ -107,8 +128,9 @@ pub fn connect_error_message(kind: ErrorKind) -> &'static str {
 }
 
 /// The `error.code` of a refused event: `invalid_payload`, `unknown_topic`,
-/// `forbidden`, `not_subscribed`, `rate_limited`, `payload_too_large`, and
-/// `not_found` / `unavailable` / `internal` for failures behind the event.
+/// `forbidden`, `not_subscribed`, `rate_limited`, `payload_too_large`,
+/// `quota_exceeded`, and `not_found` / `conflict` / `unavailable` / `internal`
+/// for failures behind the event.
 pub fn event_error_code(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::BadRequest | ErrorKind::Validation => "invalid_payload",

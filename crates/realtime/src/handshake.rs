@@ -3,13 +3,17 @@
 //! Bearer`), verifies it, loads the tenant through the cached directory (no
 //! Postgres round trip when warm), takes a slot in the tenant's cluster-wide
 //! connection count, and refuses with the contract's message and code otherwise.
-//! On success it also joins the tenant and user rooms and registers the event
-//! handlers, before the client can send anything.
+//! On success it also joins the tenant and user rooms, registers the event
+//! handlers (before the client can send anything) and files the socket under
+//! its token's expiry. `auth:refresh { token }` moves that expiry on with a
+//! fresh token of the same tenant and user.
 
 use crate::codes::{EventError, Refusal};
+use crate::event::{Ev, payload, reply};
 use crate::{Realtime, Session, messages, presence, subscribe};
-use serde_json::Value;
-use socketioxide::extract::{Event, SocketRef, State, TryData};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
 use std::sync::Arc;
 use switchboard_domain::{ErrorKind, Principal, TenantStatus};
 
@@ -63,8 +67,11 @@ async fn admit(
             "API keys authenticate REST calls; sockets need a user token",
         ));
     }
-    let principal =
-        inner.verifier.verify(&token).await.map_err(|e| Refusal::new(e.kind(), e.code(), e.to_string()))?;
+    let (principal, expires_at) = inner
+        .verifier
+        .verify_until(&token)
+        .await
+        .map_err(|e| Refusal::new(e.kind(), e.code(), e.to_string()))?;
     let Principal::User { tenant_id, user_id, role } = principal else {
         return Err(Refusal::new(
             ErrorKind::Forbidden,
@@ -90,7 +97,7 @@ async fn admit(
             format!("the tenant has its {} connections", info.limits.max_connections),
         ));
     }
-    let session = Arc::new(Session::new(tenant_id, user_id, role, inner.connections.clone()));
+    let session = Arc::new(Session::new(tenant_id, user_id, role, expires_at, inner.connections.clone()));
     // Everything the socket needs is in place before the CONNECT packet goes out:
     // socketioxide runs the connect handler in a task of its own, and a client's
     // first event may arrive before that task has run.
@@ -101,8 +108,10 @@ async fn admit(
     s.on("presence:track", presence::track);
     s.on("presence:list", presence::list_event);
     s.on("message:send", messages::send);
+    s.on("auth:refresh", refresh);
     s.on_fallback(unknown_event);
     s.on_disconnect(on_disconnect);
+    inner.expiries.add(expires_at, s.id);
     s.extensions.insert(session);
     Ok(())
 }
@@ -120,14 +129,59 @@ async fn unknown_event(s: SocketRef, Event(event): Event) {
     let _ = s.emit("error", &err.body());
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshReq {
+    token: String,
+}
+
+/// `auth:refresh { token }`: a fresh token for the same tenant and user keeps
+/// the socket open past the old token's expiry; its role applies from now on.
+/// Answers `{ ok, expires_at }` (seconds since the epoch).
+async fn refresh(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: AckSender) {
+    let result = async {
+        crate::event::admit(&rt, &s, &session).await?;
+        let req: RefreshReq = payload(data)?;
+        let (principal, expires_at) = rt
+            .inner
+            .verifier
+            .verify_until(&req.token)
+            .await
+            .map_err(|e| EventError::new(e.kind(), e.to_string()).with_code(e.code()))?;
+        match principal {
+            switchboard_domain::Principal::User { tenant_id, user_id, role }
+                if tenant_id == session.tenant && user_id == session.user =>
+            {
+                let before = session.expires_at();
+                session.refreshed(role, expires_at);
+                rt.inner.expiries.remove(before, s.id);
+                rt.inner.expiries.add(expires_at, s.id);
+                Ok(json!({ "ok": true, "expires_at": expires_at }))
+            }
+            _ => Err(EventError::new(
+                ErrorKind::Forbidden,
+                "a refreshed token must be for the same tenant and user; reconnect to switch",
+            )),
+        }
+    }
+    .await;
+    reply(ack, result);
+}
+
+/// Waits for the socket's handlers in flight, then undoes everything it held:
+/// presence entries, topics (and the node's subscriptions with the last local
+/// subscriber), its place in the expiry set. The connection slot goes with the
+/// session.
 async fn on_disconnect(s: SocketRef, State(rt): State<Realtime>) {
     let Some(session) = s.extensions.get::<Arc<Session>>() else { return };
     let sid = s.id.to_string();
-    presence::untrack_all(&rt, &session, &sid).await;
-    let rooms: Vec<Box<str>> = std::mem::take(&mut *crate::session::lock(&session.topics));
-    for room in rooms {
+    let held = session.close().await;
+    presence::untrack_all(&rt, &session, &sid, &held.presence).await;
+    for room in held.rooms {
+        s.leave(room.to_string());
         rt.inner.hub.leave(&rt.inner, &room);
     }
+    rt.inner.expiries.remove(session.expires_at(), s.id);
     tracing::debug!(sid = %sid, tenant_id = %session.tenant, "socket disconnected");
 }
 

@@ -4,13 +4,20 @@
 //! event.
 //!
 //! Each local topic keeps a cursor: the offset of the last event delivered to its
-//! room. Joining a topic takes the cursor's lock, so no live event reaches the
-//! room meanwhile; a socket that asks for `since` gets history from `since` up to
-//! the cursor, then joins the room and gets everything after it live: no gap and
-//! no duplicate at the seam. After a bus interruption the dispatcher reads each
-//! topic from its cursor, so live sockets lose nothing either.
+//! room. A socket that asks for `since` is caught up in two phases. First,
+//! without the cursor's lock (so the dispatcher keeps delivering every topic of
+//! the node), it reads history in pages from `since` towards the cursor and
+//! emits them. Then it takes the lock for the last short stretch, one page at
+//! most, and joins the room: everything after the cursor arrives live, so there
+//! is no gap and no duplicate at the seam. A replay is bounded in events, bytes
+//! and time, paced by the socket's queue (it waits while the queue is full
+//! rather than dropping events), and charged to the tenant's event budget; when
+//! it cannot be complete, the ack says `recovered: false`. After a bus
+//! interruption the dispatcher reads each topic from its cursor, page by page,
+//! so live sockets lose nothing either.
 
 use crate::envelope::{self, Envelope};
+use crate::limits::Spend;
 use crate::{CONTROL_ROOM, Inner, Session};
 use serde::{Deserialize, Serialize};
 use socketioxide::SocketIo;
@@ -20,16 +27,27 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
-use switchboard_cluster::{Delivery, Offset, TopicEvent};
+use switchboard_cluster::{Delivery, Offset, Quota, ReadPage, TopicEvent};
 use switchboard_domain::{ErrorKind, TenantId, UserId};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// Events a resync reads per topic at most; beyond, the gap is reported.
 const RESYNC_LIMIT: u32 = 10_000;
 
+/// One read of history: at most this many events and (after the first) bytes.
+const PAGE: ReadPage = ReadPage { count: 64, bytes: 256 * 1024 };
+
+/// How many times a join goes back to reading without the lock because more
+/// than a page arrived while it caught up; then the ack says `recovered: false`.
+const TAIL_ROUNDS: usize = 4;
+
 /// How long a join waits for this node to deliver an offset the client already
 /// holds (it came from another node a moment ago).
 const CATCH_UP: Duration = Duration::from_millis(500);
+
+/// How long a replay waits in all for the socket's queue and the tenant's budget.
+const REPLAY_TIME: Duration = Duration::from_secs(5);
 
 struct LocalTopic {
     members: AtomicUsize,
@@ -51,8 +69,116 @@ pub(crate) struct Joined {
     pub recovered: Option<bool>,
 }
 
+/// Who pays for a replay: the tenant's event budget.
+pub(crate) struct Payer {
+    pub tenant: TenantId,
+    pub events_per_second: u32,
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Where a replay stands.
+struct Replay<'a> {
+    inner: &'a Inner,
+    socket: &'a SocketRef,
+    room: &'a str,
+    payer: &'a Payer,
+    /// The last offset sent to the socket.
+    pos: Offset,
+    events: u32,
+    bytes: u64,
+    deadline: Instant,
+}
+
+/// How a step of a replay ended.
+enum Step {
+    /// Reached the target.
+    Done,
+    /// The page ended before the target (only under the lock, where a replay
+    /// reads one page at most).
+    More,
+    /// Cannot be complete: lost from history, over a bound, or out of time.
+    Incomplete,
+}
+
+impl Replay<'_> {
+    /// Reads and sends pages until `target`; `locked` reads one page at most
+    /// and never waits.
+    async fn towards(&mut self, target: &Offset, locked: bool) -> Step {
+        loop {
+            let page = match self.inner.topics.read(self.room, &self.pos, Some(target), PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    tracing::warn!(error = %e, room = self.room, "history read failed");
+                    return Step::Incomplete;
+                }
+            };
+            if !page.recovered {
+                return Step::Incomplete;
+            }
+            let n = page.events.len() as u32;
+            let bytes: u64 = page.events.iter().map(|e| e.payload.len() as u64).sum();
+            if self.events + n > self.inner.config.replay_limit
+                || self.bytes + bytes > u64::from(self.inner.config.replay_bytes)
+            {
+                return Step::Incomplete;
+            }
+            if n > 0 && !self.charge(n, locked).await {
+                return Step::Incomplete;
+            }
+            for event in &page.events {
+                if !self.send(event, locked).await {
+                    return Step::Incomplete;
+                }
+                self.pos = event.offset.clone();
+            }
+            self.events += n;
+            self.bytes += bytes;
+            if !page.more {
+                return Step::Done;
+            }
+            if locked {
+                return Step::More;
+            }
+        }
+    }
+
+    /// Charges a page of `n` events to the tenant (`1 + n / 16`), waiting for
+    /// budget while time is left (never under the lock).
+    async fn charge(&self, n: u32, locked: bool) -> bool {
+        let cost = 1 + n / 16;
+        let quota = Quota { per_second: self.payer.events_per_second, burst: self.payer.events_per_second };
+        loop {
+            let taken = self
+                .inner
+                .budgets
+                .spend(&self.inner.limiter, self.payer.tenant, Spend::Events, quota, cost)
+                .await;
+            match taken {
+                Ok(()) => return true,
+                Err(wait) if !locked && Instant::now() + wait < self.deadline => {
+                    tokio::time::sleep(wait).await
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Sends one event, waiting while the socket's queue is full (not under the
+    /// lock); `false` if it could not be sent.
+    async fn send(&self, event: &TopicEvent, locked: bool) -> bool {
+        loop {
+            match emit_to_socket(self.socket, event) {
+                Emitted::Sent => return true,
+                Emitted::Full if !locked && Instant::now() < self.deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Emitted::Full | Emitted::Gone => return false,
+            }
+        }
+    }
 }
 
 impl Hub {
@@ -70,9 +196,9 @@ impl Hub {
         topic.cursor.lock().await.clone()
     }
 
-    /// Local topics (for metrics).
+    /// Topics with local subscribers (for metrics).
     pub(crate) fn len(&self) -> usize {
-        lock(&self.topics).len()
+        lock(&self.topics).values().filter(|t| t.members.load(Ordering::SeqCst) > 0).count()
     }
 
     /// Joins `socket` to `room`, replaying history after `since` first.
@@ -82,6 +208,7 @@ impl Hub {
         socket: &SocketRef,
         room: &str,
         since: Option<&str>,
+        payer: &Payer,
     ) -> Result<Joined, ErrorKind> {
         let topic = {
             let mut topics = lock(&self.topics);
@@ -98,7 +225,7 @@ impl Hub {
             topic.members.fetch_add(1, Ordering::SeqCst);
             topic
         };
-        match self.join_locked(inner, &topic, socket, room, since).await {
+        match self.join_counted(inner, &topic, socket, room, since, payer).await {
             Ok(joined) => Ok(joined),
             Err(e) => {
                 self.leave(inner, room);
@@ -107,58 +234,90 @@ impl Hub {
         }
     }
 
-    async fn join_locked(
+    async fn join_counted(
         &self,
         inner: &Inner,
         topic: &LocalTopic,
         socket: &SocketRef,
         room: &str,
         since: Option<&str>,
+        payer: &Payer,
     ) -> Result<Joined, ErrorKind> {
-        let since = since.map(Offset::parse);
-        // A client may hold an offset this node has not delivered yet (it came
-        // from another node a moment ago): wait for the dispatcher to reach it.
-        let deadline = tokio::time::Instant::now() + CATCH_UP;
+        {
+            let mut cursor = topic.cursor.lock().await;
+            if cursor.is_none() {
+                let top = inner.topics.subscribe(room).await.map_err(|e| {
+                    tracing::warn!(error = %e, room, "topic subscribe failed");
+                    e.kind()
+                })?;
+                *cursor = Some(top);
+            }
+        }
+        let since = match since.map(Offset::parse) {
+            None => return Self::join_live(topic, socket, room, None).await,
+            Some(None) => return Self::join_live(topic, socket, room, Some(false)).await,
+            Some(Some(since)) => since,
+        };
+        Self::wait_for(topic, &since).await;
+        let mut replay = Replay {
+            inner,
+            socket,
+            room,
+            payer,
+            pos: since,
+            events: 0,
+            bytes: 0,
+            deadline: Instant::now() + REPLAY_TIME,
+        };
+        for _ in 0..TAIL_ROUNDS {
+            // Without the lock: the dispatcher keeps delivering meanwhile.
+            let target = topic.cursor.lock().await.clone().ok_or(ErrorKind::Unavailable)?;
+            if let Step::Incomplete = replay.towards(&target, false).await {
+                return Self::join_live(topic, socket, room, Some(false)).await;
+            }
+            // Under the lock: what arrived meanwhile, one page at most, then live.
+            let cursor = topic.cursor.lock().await;
+            let target = cursor.clone().ok_or(ErrorKind::Unavailable)?;
+            match replay.towards(&target, true).await {
+                Step::Done => {
+                    socket.join(room.to_owned());
+                    return Ok(Joined { offset: target, recovered: Some(true) });
+                }
+                Step::Incomplete => {
+                    socket.join(room.to_owned());
+                    return Ok(Joined { offset: target, recovered: Some(false) });
+                }
+                Step::More => {}
+            }
+        }
+        Self::join_live(topic, socket, room, Some(false)).await
+    }
+
+    /// Joins the room at the cursor.
+    async fn join_live(
+        topic: &LocalTopic,
+        socket: &SocketRef,
+        room: &str,
+        recovered: Option<bool>,
+    ) -> Result<Joined, ErrorKind> {
+        let cursor = topic.cursor.lock().await;
+        let offset = cursor.clone().ok_or(ErrorKind::Unavailable)?;
+        socket.join(room.to_owned());
+        Ok(Joined { offset, recovered })
+    }
+
+    /// A client may hold an offset this node has not delivered yet (it came
+    /// from another node a moment ago): waits a little for the dispatcher.
+    async fn wait_for(topic: &LocalTopic, since: &Offset) {
+        let deadline = Instant::now() + CATCH_UP;
         loop {
             // Created before the check, so a move in between is not missed.
             let advanced = topic.advanced.notified();
-            let cursor = topic.cursor.lock().await;
-            let ahead = matches!((&since, &*cursor), (Some(Some(s)), Some(c)) if s.is_after(c) == Some(true));
-            drop(cursor);
+            let ahead = matches!(&*topic.cursor.lock().await, Some(c) if since.is_after(c) == Some(true));
             if !ahead || tokio::time::timeout_at(deadline, advanced).await.is_err() {
-                break;
+                return;
             }
         }
-        let mut cursor = topic.cursor.lock().await;
-        if cursor.is_none() {
-            let top = inner.topics.subscribe(room).await.map_err(|e| {
-                tracing::warn!(error = %e, room, "topic subscribe failed");
-                e.kind()
-            })?;
-            *cursor = Some(top);
-        }
-        let Some(current) = cursor.clone() else { return Err(ErrorKind::Internal) };
-        let recovered = match since {
-            None => None,
-            Some(None) => Some(false),
-            Some(Some(since)) => {
-                match inner.topics.read(room, &since, Some(&current), inner.config.replay_limit).await {
-                    Ok(replay) => {
-                        for event in &replay.events {
-                            emit_to_socket(socket, event);
-                        }
-                        Some(replay.recovered)
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, room, "history read failed");
-                        Some(false)
-                    }
-                }
-            }
-        };
-        socket.join(room.to_owned());
-        drop(cursor);
-        Ok(Joined { offset: current, recovered })
     }
 
     /// One local subscriber of `room` left (the caller took the socket out of the
@@ -191,12 +350,26 @@ impl Hub {
     }
 }
 
+/// How an emit to one socket went.
+enum Emitted {
+    Sent,
+    /// The socket's queue is full: it is behind.
+    Full,
+    /// Closed, or the event could not be encoded.
+    Gone,
+}
+
 /// Emits one stored event to one socket (a replay).
-fn emit_to_socket(socket: &SocketRef, event: &TopicEvent) {
-    let Some(stored) = envelope::parse(&event.payload) else { return };
+fn emit_to_socket(socket: &SocketRef, event: &TopicEvent) -> Emitted {
+    let Some(stored) = envelope::parse(&event.payload) else { return Emitted::Gone };
     let env = Envelope { topic: &stored.t, offset: event.offset.to_string(), data: stored.d, from: stored.f };
-    if let Err(e) = socket.emit(&*stored.e, &env) {
-        tracing::debug!(error = %e, sid = %socket.id, "replay emit failed");
+    match socket.emit(&*stored.e, &env) {
+        Ok(()) => Emitted::Sent,
+        Err(socketioxide::SendError::Socket(socketioxide::SocketError::InternalChannelFull)) => Emitted::Full,
+        Err(e) => {
+            tracing::debug!(error = %e, sid = %socket.id, "replay emit failed");
+            Emitted::Gone
+        }
     }
 }
 
@@ -301,21 +474,33 @@ async fn resync(inner: &Inner, io: &SocketIo) {
     }
     for (room, topic) in inner.hub.rooms() {
         let mut cursor = topic.cursor.lock().await;
-        let Some(current) = cursor.clone() else { continue };
-        match inner.topics.read(&room, &current, None, RESYNC_LIMIT).await {
-            Ok(replay) if replay.recovered => {
-                for event in replay.events {
-                    emit_to_room(io, &room, &event).await;
-                    *cursor = Some(event.offset);
+        let Some(mut current) = cursor.clone() else { continue };
+        let mut read = 0;
+        let complete = loop {
+            match inner.topics.read(&room, &current, None, PAGE).await {
+                Ok(page) if page.recovered && read + page.events.len() as u32 <= RESYNC_LIMIT => {
+                    read += page.events.len() as u32;
+                    for event in page.events {
+                        emit_to_room(io, &room, &event).await;
+                        current = event.offset;
+                    }
+                    *cursor = Some(current.clone());
+                    if !page.more {
+                        break true;
+                    }
+                }
+                Ok(_) => break false,
+                Err(e) => {
+                    tracing::warn!(error = %e, room = %room, "resync read failed");
+                    break true;
                 }
             }
-            Ok(_) => {
-                tracing::warn!(room = %room, "events were lost while the bus was away; subscribers should refetch");
-                if let Ok(top) = inner.topics.top(&room).await {
-                    *cursor = Some(top);
-                }
+        };
+        if !complete {
+            tracing::warn!(room = %room, "events were lost while the bus was away; subscribers should refetch");
+            if let Ok(top) = inner.topics.top(&room).await {
+                *cursor = Some(top);
             }
-            Err(e) => tracing::warn!(error = %e, room = %room, "resync read failed"),
         }
         topic.advanced.notify_waiters();
     }

@@ -15,6 +15,7 @@ pub mod directory;
 pub mod drain;
 mod envelope;
 mod event;
+mod expiry;
 pub mod handshake;
 mod hub;
 pub mod limits;
@@ -37,9 +38,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use switchboard_auth::Verifier;
-use switchboard_cluster::{Connections, HistoryConfig, Offset, Presence, Published, RateLimiter, Topics};
+use switchboard_cluster::{Dedupe, HistoryConfig, Offset, Presence, Published, RateLimiter, Shares, Topics};
 use switchboard_db::Database;
-use switchboard_domain::{ErrorKind, TenantId, Topic, UserId};
+use switchboard_domain::{ErrorKind, Limits, TenantId, Topic, UserId};
 
 /// Node-wide settings of the Socket.IO layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +49,8 @@ pub struct RealtimeConfig {
     pub socket_events_per_second: u32,
     /// Most events a `subscribe` with `since` replays; more means `recovered: false`.
     pub replay_limit: u32,
+    /// Most bytes of events one replay sends; more means `recovered: false`.
+    pub replay_bytes: u32,
     /// Per-topic history: count and age.
     pub history: HistoryConfig,
     /// Packets queued for one socket before it counts as too slow.
@@ -63,6 +66,7 @@ impl Default for RealtimeConfig {
         Self {
             socket_events_per_second: 100,
             replay_limit: 1_000,
+            replay_bytes: 4 * 1024 * 1024,
             history: HistoryConfig::default(),
             socket_buffer: 256,
             max_packet_bytes: 1024 * 1024,
@@ -91,7 +95,11 @@ pub(crate) struct Inner {
     pub(crate) limiter: RateLimiter,
     pub(crate) topics: Topics,
     pub(crate) presence: Presence,
-    pub(crate) connections: Connections,
+    /// Each tenant's open connections, cluster-wide.
+    pub(crate) connections: Shares,
+    /// Each tenant's presence entries, cluster-wide.
+    pub(crate) presence_entries: Shares,
+    pub(crate) expiries: expiry::Expiries,
     pub(crate) hub: hub::Hub,
     pub(crate) budgets: limits::TenantBudgets,
     pub(crate) draining: AtomicBool,
@@ -121,8 +129,10 @@ impl Realtime {
     /// Call from within a tokio runtime.
     pub async fn new(deps: Deps, config: RealtimeConfig) -> (Self, SocketIoLayer) {
         let (topics, deliveries) = Topics::new(deps.redis.clone(), config.history);
-        let presence = Presence::new(deps.redis.clone(), &deps.instance);
-        let connections = Connections::new(deps.redis.clone(), &deps.instance, deps.limiter.clone());
+        let presence = Presence::new(deps.redis.clone(), &deps.instance, deps.limiter.clone());
+        let connections = Shares::new("conns", deps.redis.clone(), &deps.instance, deps.limiter.clone());
+        let presence_entries =
+            Shares::new("presence", deps.redis.clone(), &deps.instance, deps.limiter.clone());
         let inner = Arc::new(Inner {
             config,
             db: deps.db,
@@ -132,6 +142,8 @@ impl Realtime {
             topics,
             presence,
             connections,
+            presence_entries,
+            expiries: expiry::Expiries::default(),
             hub: hub::Hub::default(),
             budgets: limits::TenantBudgets::default(),
             draining: AtomicBool::new(false),
@@ -159,6 +171,7 @@ impl Realtime {
         }
         tokio::spawn(hub::dispatch(Arc::downgrade(&rt.inner), io, deliveries));
         tokio::spawn(presence::reaper(Arc::downgrade(&rt.inner)));
+        tokio::spawn(expiry::sweeper(Arc::downgrade(&rt.inner)));
         (rt, layer)
     }
 
@@ -185,9 +198,10 @@ impl Realtime {
 
     /// Publishes one `event` per item of `data` on `topic`, in order and with
     /// nothing else in between (streamed deltas). With `dedupe`, a second call
-    /// with the same key (on any node, for a while: see
+    /// with the same key and fingerprint (on any node, for a while: see
     /// [`switchboard_cluster::DEDUPE_TTL`]) publishes nothing and answers with
-    /// the first call's offsets and `replayed: true`.
+    /// the first call's offsets and `replayed: true`; with another
+    /// fingerprint it is a conflict.
     pub async fn publish_batch(
         &self,
         tenant: TenantId,
@@ -195,7 +209,7 @@ impl Realtime {
         event: &str,
         data: &[Box<RawValue>],
         from: Option<&From>,
-        dedupe: Option<&str>,
+        dedupe: Option<Dedupe<'_>>,
     ) -> Result<Published, ErrorKind> {
         let room = topic.room(tenant);
         let name = topic.to_string();
@@ -205,13 +219,37 @@ impl Realtime {
             .collect::<Result<Vec<String>, _>>()?;
         let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
         let published = self.inner.topics.publish_batch(&room, &payloads, dedupe).await.map_err(|e| {
-            tracing::error!(error = %e, room, "publish failed");
+            if e.kind() != ErrorKind::Conflict {
+                tracing::error!(error = %e, room, "publish failed");
+            }
             e.kind()
         })?;
         if !published.replayed {
-            self.inner.published.fetch_add(published.offsets.len() as u64, Ordering::Relaxed);
+            self.inner.published.fetch_add(published.count as u64, Ordering::Relaxed);
         }
         Ok(published)
+    }
+
+    /// Charges `bytes` that a client is about to add to topic history to its
+    /// tenant's history quota (`max_history_bytes` per history TTL); refused
+    /// with how long until there is room. Server events are not charged: they
+    /// are bounded by the writes behind them and carry previews only.
+    pub async fn charge_history(
+        &self,
+        tenant: TenantId,
+        limits: &Limits,
+        bytes: usize,
+    ) -> Result<(), Duration> {
+        let quota = limits::Spend::HistoryBytes.quota(limits, self.inner.config.history.ttl);
+        let n = u32::try_from(bytes).unwrap_or(u32::MAX);
+        self.inner.budgets.spend(&self.inner.limiter, tenant, limits::Spend::HistoryBytes, quota, n).await
+    }
+
+    /// Charges one dedupe key of a streamed batch to the tenant's quota
+    /// (`max_dedupe_keys` per 15 minutes); refused with how long to wait.
+    pub async fn charge_dedupe_key(&self, tenant: TenantId, limits: &Limits) -> Result<(), Duration> {
+        let quota = limits::Spend::DedupeKeys.quota(limits, self.inner.config.history.ttl);
+        self.inner.budgets.spend(&self.inner.limiter, tenant, limits::Spend::DedupeKeys, quota, 1).await
     }
 
     /// Takes `n` events from `tenant`'s cluster-wide event budget (its

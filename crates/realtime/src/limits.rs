@@ -8,11 +8,16 @@
 //!   tenant's `events_per_second` at a time from the distributed limiter (one
 //!   Redis round trip per lease, not per event) and spends it locally. A lease
 //!   unspent after a second is dropped, so a node cannot hoard budget.
+//! - The tenant's quotas on what it keeps in Redis are budgets of the same
+//!   kind ([`Spend`]): the bytes it adds to topic history per history TTL
+//!   (`max_history_bytes`) and the dedupe keys of streamed batches per 15
+//!   minutes (`max_dedupe_keys`). Over any window of that length a tenant adds
+//!   at most twice its quota, so what it holds in Redis at once is bounded.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use switchboard_cluster::{Quota, RateLimiter};
-use switchboard_domain::TenantId;
+use switchboard_cluster::{DEDUPE_TTL, Quota, RateLimiter};
+use switchboard_domain::{Limits, TenantId};
 
 pub const ABUSE_REFUSALS: u32 = 200;
 pub const ABUSE_WINDOW: Duration = Duration::from_secs(10);
@@ -74,9 +79,45 @@ impl Budget {
     }
 }
 
-/// Every tenant's leased budget on this node.
+/// What a tenant spends from one of its cluster-wide budgets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Spend {
+    /// Events: publishes, broadcasts, deltas, and replayed history (a page of
+    /// `n` events costs `1 + n / 16`).
+    Events,
+    /// Bytes added to topic history, per history TTL.
+    HistoryBytes,
+    /// Dedupe keys of streamed batches, per 15 minutes.
+    DedupeKeys,
+}
+
+impl Spend {
+    fn prefix(self) -> &'static str {
+        match self {
+            Spend::Events => "ev",
+            Spend::HistoryBytes => "hb",
+            Spend::DedupeKeys => "dk",
+        }
+    }
+
+    /// The tenant's budget of this kind: a rate, and a burst of the whole
+    /// quota (for the quotas, the rate spreads the quota over its window).
+    pub fn quota(self, limits: &Limits, history_ttl: Duration) -> Quota {
+        let spread = |total: u32, window: Duration| {
+            let per_second = (u64::from(total) / window.as_secs().max(1)).clamp(1, u64::from(u32::MAX));
+            Quota { per_second: per_second as u32, burst: total.max(1) }
+        };
+        match self {
+            Spend::Events => Quota { per_second: limits.events_per_second, burst: limits.events_per_second },
+            Spend::HistoryBytes => spread(limits.max_history_bytes, history_ttl),
+            Spend::DedupeKeys => spread(limits.max_dedupe_keys, DEDUPE_TTL),
+        }
+    }
+}
+
+/// Every tenant's leased budgets on this node.
 pub struct TenantBudgets {
-    budgets: moka::sync::Cache<TenantId, Arc<Budget>>,
+    budgets: moka::sync::Cache<(TenantId, Spend), Arc<Budget>>,
 }
 
 impl Default for TenantBudgets {
@@ -98,7 +139,8 @@ impl TenantBudgets {
         tenant: TenantId,
         per_second: u32,
     ) -> Result<(), Duration> {
-        self.take_n(limiter, tenant, per_second, 1).await
+        let quota = Quota { per_second, burst: per_second };
+        self.spend(limiter, tenant, Spend::Events, quota, 1).await
     }
 
     /// Takes `n` events at once (a batch of streamed deltas) from `tenant`'s
@@ -110,8 +152,22 @@ impl TenantBudgets {
         per_second: u32,
         n: u32,
     ) -> Result<(), Duration> {
+        let quota = Quota { per_second, burst: per_second };
+        self.spend(limiter, tenant, Spend::Events, quota, n).await
+    }
+
+    /// Takes `n` from `tenant`'s cluster-wide budget of kind `spend`, whose
+    /// size is `quota`: all of it or none; refused with how long to wait.
+    pub async fn spend(
+        &self,
+        limiter: &RateLimiter,
+        tenant: TenantId,
+        spend: Spend,
+        quota: Quota,
+        n: u32,
+    ) -> Result<(), Duration> {
         let n = n.max(1);
-        let budget = self.budgets.get_with(tenant, || {
+        let budget = self.budgets.get_with((tenant, spend), || {
             Arc::new(Budget { lease: Mutex::new((0, Instant::now())), refill: tokio::sync::Mutex::new(()) })
         });
         if budget.spend(n) {
@@ -121,9 +177,9 @@ impl TenantBudgets {
         if budget.spend(n) {
             return Ok(());
         }
-        let per_second = per_second.max(1);
-        let quota = Quota { per_second, burst: per_second };
-        let key = format!("ev:{tenant}");
+        let per_second = quota.per_second.max(1);
+        let quota = Quota { per_second, burst: quota.burst.max(1) };
+        let key = format!("{}:{tenant}", spend.prefix());
         // A tenth of a second of budget beyond what is asked; when the cluster
         // has less left, just what is asked.
         let lease = n.saturating_add((per_second / 10).max(1) - 1);

@@ -2,11 +2,14 @@
 //! `presence:leave` events subscribers receive on every node. An entry is
 //! `{ user_id, conn_id, state }`; it leaves when its socket unsubscribes or
 //! disconnects, and, when its node dies, within the heartbeat expiry (the
-//! [`reaper`] on any surviving node announces it once).
+//! [`reaper`] on any surviving node announces it once). A topic holds at most
+//! the tenant's `max_presence_per_topic` entries and the tenant at most
+//! `max_presence_entries` across its topics and nodes; past either, `track` is
+//! refused with `quota_exceeded`.
 
 use crate::codes::EventError;
 use crate::event::{Ev, TopicReq, admit, joined_room, payload, reply, sized, topic};
-use crate::session::lock;
+use crate::session::Ops;
 use crate::{From, Inner, Realtime, Session};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -15,6 +18,7 @@ use socketioxide::extract::{AckSender, TryData};
 use std::borrow::Cow;
 use std::sync::Weak;
 use std::time::Duration;
+use switchboard_cluster::Tracked;
 use switchboard_domain::{ErrorKind, Topic};
 
 const REAP_EVERY: Duration = Duration::from_secs(2);
@@ -55,19 +59,36 @@ pub(crate) async fn track(Ev { s, rt, session }: Ev, TryData(data): TryData<Valu
         sized(&state, &limits)?;
         let sid = s.id.to_string();
         let entry = json!({ "user_id": session.user, "conn_id": sid, "state": state }).to_string();
-        rt.inner.presence.track(&room, &sid, &entry).await.map_err(|e| {
-            tracing::warn!(error = %e, "presence track failed");
-            EventError::new(e.kind(), "presence is unavailable; try again")
-        })?;
-        {
-            let mut tracked = lock(&session.presence);
-            if !tracked.iter().any(|r| **r == *room) {
-                tracked.push(room.clone().into_boxed_str());
-            }
+        let ops =
+            session.ops().await.ok_or_else(|| EventError::new(ErrorKind::Unavailable, "disconnected"))?;
+        let new = !session.has_presence(&room);
+        let tenant = session.tenant.as_uuid();
+        if new && !rt.inner.presence_entries.acquire(tenant, limits.max_presence_entries).await {
+            return Err(EventError::quota(Duration::from_secs(1)).with_message(format!(
+                "the tenant has its {} presence entries",
+                limits.max_presence_entries
+            )));
         }
-        if !s.connected() {
-            untrack(&rt, &session, &sid, &room).await;
-            return Err(EventError::new(ErrorKind::Unavailable, "disconnected"));
+        let tracked = rt.inner.presence.track(&room, &sid, &entry, limits.max_presence_per_topic).await;
+        match tracked {
+            Ok(Tracked::Full) | Err(_) if new => rt.inner.presence_entries.release(tenant),
+            _ => {}
+        }
+        match tracked {
+            Ok(Tracked::Full) => {
+                return Err(EventError::quota(Duration::from_secs(1)).with_message(format!(
+                    "{topic} has its {} presence entries",
+                    limits.max_presence_per_topic
+                )));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "presence track failed");
+                return Err(EventError::new(e.kind(), "presence is unavailable; try again"));
+            }
+            Ok(_) => {}
+        }
+        if new {
+            ops.topics().presence.push(room.clone().into_boxed_str());
         }
         announce(&rt.inner, &room, "presence:join", &entry).await;
         Ok(json!({ "ok": true, "topic": topic.to_string() }))
@@ -99,29 +120,33 @@ pub(crate) async fn list(inner: &Inner, room: &str) -> Result<Vec<Value>, ErrorK
     Ok(raw.iter().filter_map(|e| serde_json::from_str(e).ok()).collect())
 }
 
-/// Removes this socket's entry on `room`, announcing the departure.
-pub(crate) async fn untrack(rt: &Realtime, session: &Session, sid: &str, room: &str) {
+/// Removes this socket's entry on `room` (it unsubscribed), announcing the departure.
+pub(crate) async fn untrack(rt: &Realtime, ops: &Ops<'_>, sid: &str, room: &str) {
     let had = {
-        let mut tracked = lock(&session.presence);
-        let before = tracked.len();
-        tracked.retain(|r| **r != *room);
-        before != tracked.len()
+        let mut topics = ops.topics();
+        let before = topics.presence.len();
+        topics.presence.retain(|r| **r != *room);
+        before != topics.presence.len()
     };
-    if !had {
-        return;
+    if had {
+        remove(rt, ops.tenant(), sid, room).await;
     }
+}
+
+/// Removes every entry of a socket that went away (`rooms`, taken from its
+/// closed session).
+pub(crate) async fn untrack_all(rt: &Realtime, session: &Session, sid: &str, rooms: &[Box<str>]) {
+    for room in rooms {
+        remove(rt, session.tenant, sid, room).await;
+    }
+}
+
+async fn remove(rt: &Realtime, tenant: switchboard_domain::TenantId, sid: &str, room: &str) {
+    rt.inner.presence_entries.release(tenant.as_uuid());
     match rt.inner.presence.untrack(room, sid).await {
         Ok(Some(entry)) => announce(&rt.inner, room, "presence:leave", &entry).await,
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "presence untrack failed; the entry leaves with the node"),
-    }
-}
-
-/// Removes every entry of a socket that is going away.
-pub(crate) async fn untrack_all(rt: &Realtime, session: &Session, sid: &str) {
-    let rooms: Vec<Box<str>> = lock(&session.presence).clone();
-    for room in rooms {
-        untrack(rt, session, sid, &room).await;
     }
 }
 

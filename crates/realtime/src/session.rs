@@ -1,23 +1,41 @@
-//! What a connected socket carries: who it is, the topics it joined, its
-//! presence, its event budget, and its slot in the tenant's connection count
+//! What a connected socket carries: who it is and until when (its token's
+//! expiry, moved on by `auth:refresh`), the topics it joined and its presence
+//! entries, its event budget, and its slot in the tenant's connection count
 //! (given back when the session is dropped, however the socket ended).
+//!
+//! One guard owns a socket's topic state: the handlers that change it
+//! (`subscribe`, `unsubscribe`, `presence:track`) and the disconnect take the
+//! session's [`Ops`] lock in turn, so parallel events on one socket cannot add
+//! a topic twice or past the cap, and a disconnect waits for the handlers in
+//! flight, then closes the session: whatever they joined, it leaves.
 
 use crate::limits::SocketBucket;
 use std::sync::Mutex;
-use switchboard_cluster::Connections;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use switchboard_cluster::Shares as Connections;
 use switchboard_domain::{Role, TenantId, UserId};
 
 /// A socket's identity and per-socket state, stored in its extensions.
 pub struct Session {
     pub tenant: TenantId,
     pub user: UserId,
-    pub role: Role,
-    /// Rooms of the topics this socket joined.
-    pub(crate) topics: Mutex<Vec<Box<str>>>,
-    /// Rooms where this socket has a presence entry.
-    pub(crate) presence: Mutex<Vec<Box<str>>>,
+    role: AtomicU8,
+    /// The token's `exp` (seconds since the epoch).
+    expires_at: AtomicU64,
+    /// Serialises the handlers that change `topics` and the disconnect.
+    ops: tokio::sync::Mutex<()>,
+    topics: Mutex<Topics>,
     pub(crate) bucket: Mutex<SocketBucket>,
     _slot: Slot,
+}
+
+/// The rooms a socket joined and where it has presence entries.
+#[derive(Default)]
+pub(crate) struct Topics {
+    /// Set by the disconnect: no handler changes anything after it.
+    closed: bool,
+    pub rooms: Vec<Box<str>>,
+    pub presence: Vec<Box<str>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -45,26 +63,98 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The right to change a socket's topics: held by one handler at a time.
+pub(crate) struct Ops<'a> {
+    session: &'a Session,
+    _turn: tokio::sync::MutexGuard<'a, ()>,
+}
+
+impl Ops<'_> {
+    /// The socket's topic state, to read or change.
+    pub(crate) fn topics(&self) -> std::sync::MutexGuard<'_, Topics> {
+        lock(&self.session.topics)
+    }
+
+    pub(crate) fn tenant(&self) -> TenantId {
+        self.session.tenant
+    }
+}
+
+fn role_code(role: Role) -> u8 {
+    match role {
+        Role::Owner => 0,
+        Role::Admin => 1,
+        Role::Member => 2,
+        Role::Service => 3,
+    }
+}
+
 impl Session {
     /// A session holding the slot just taken from `connections`.
-    pub(crate) fn new(tenant: TenantId, user: UserId, role: Role, connections: Connections) -> Self {
+    pub(crate) fn new(
+        tenant: TenantId,
+        user: UserId,
+        role: Role,
+        expires_at: u64,
+        connections: Connections,
+    ) -> Self {
         Self {
             tenant,
             user,
-            role,
-            topics: Mutex::new(Vec::new()),
-            presence: Mutex::new(Vec::new()),
+            role: AtomicU8::new(role_code(role)),
+            expires_at: AtomicU64::new(expires_at),
+            ops: tokio::sync::Mutex::new(()),
+            topics: Mutex::new(Topics::default()),
             bucket: Mutex::new(SocketBucket::default()),
             _slot: Slot { connections, tenant },
         }
     }
 
-    pub(crate) fn has_topic(&self, room: &str) -> bool {
-        lock(&self.topics).iter().any(|r| &**r == room)
+    pub fn role(&self) -> Role {
+        match self.role.load(Ordering::Relaxed) {
+            0 => Role::Owner,
+            1 => Role::Admin,
+            _ => Role::Member,
+        }
     }
 
-    pub(crate) fn topic_count(&self) -> usize {
-        lock(&self.topics).len()
+    /// When the socket's token expires (seconds since the epoch).
+    pub fn expires_at(&self) -> u64 {
+        self.expires_at.load(Ordering::Relaxed)
+    }
+
+    /// A fresh token was verified for this session (`auth:refresh`).
+    pub(crate) fn refreshed(&self, role: Role, expires_at: u64) {
+        self.role.store(role_code(role), Ordering::Relaxed);
+        self.expires_at.store(expires_at, Ordering::Relaxed);
+    }
+
+    /// Waits for the handlers ahead, then the right to change the socket's
+    /// topics; `None` once the socket has disconnected.
+    pub(crate) async fn ops(&self) -> Option<Ops<'_>> {
+        let turn = self.ops.lock().await;
+        if lock(&self.topics).closed {
+            return None;
+        }
+        Some(Ops { session: self, _turn: turn })
+    }
+
+    /// Waits for the handlers in flight, closes the session, and hands back the
+    /// rooms and presence entries to undo.
+    pub(crate) async fn close(&self) -> Topics {
+        let _turn = self.ops.lock().await;
+        let mut topics = lock(&self.topics);
+        let taken = std::mem::take(&mut *topics);
+        topics.closed = true;
+        taken
+    }
+
+    pub(crate) fn has_topic(&self, room: &str) -> bool {
+        lock(&self.topics).rooms.iter().any(|r| &**r == room)
+    }
+
+    pub(crate) fn has_presence(&self, room: &str) -> bool {
+        lock(&self.topics).presence.iter().any(|r| &**r == room)
     }
 
     /// The tenant room every socket joins.

@@ -2,7 +2,7 @@
 
 use crate::codes::EventError;
 use crate::event::{Ev, TopicReq, admit, joined_room, payload, reply, sized, topic};
-use crate::session::lock;
+use crate::hub::Payer;
 use crate::{From, Realtime, Session};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -33,6 +33,10 @@ pub(crate) async fn subscribe(Ev { s, rt, session }: Ev, TryData(data): TryData<
     reply(ack, result);
 }
 
+fn gone() -> EventError {
+    EventError::new(ErrorKind::Unavailable, "the socket is disconnecting")
+}
+
 async fn subscribe_inner(
     rt: &Realtime,
     s: &SocketRef,
@@ -43,18 +47,20 @@ async fn subscribe_inner(
     let req: SubscribeReq = payload(data)?;
     let topic = topic(&req.topic)?;
     let room = topic.room(session.tenant);
+    // Held to the end: this socket's topics change one handler at a time.
+    let ops = session.ops().await.ok_or_else(gone)?;
     if session.has_topic(&room) {
         return Ok(
             json!({ "ok": true, "topic": topic.to_string(), "offset": rt.inner.hub.offset(&room).await.map(|o| o.to_string()) }),
         );
     }
-    if session.topic_count() >= limits.max_topics_per_socket as usize {
+    if ops.topics().rooms.len() >= limits.max_topics_per_socket as usize {
         return Err(EventError::new(
             ErrorKind::Forbidden,
             format!("a socket may hold at most {} topics", limits.max_topics_per_socket),
         ));
     }
-    let ctx = TenantContext::new(session.tenant, Some(session.user), session.role);
+    let ctx = TenantContext::new(session.tenant, Some(session.user), session.role());
     match rt.inner.directory.may_subscribe(&ctx, &topic).await {
         Ok(true) => {}
         Ok(false) => {
@@ -65,23 +71,14 @@ async fn subscribe_inner(
             return Err(EventError::new(e.kind(), "try again shortly"));
         }
     }
-    // Recorded before joining, so a disconnect meanwhile leaves the topic too.
-    lock(&session.topics).push(room.clone().into_boxed_str());
-    let joined = match rt.inner.hub.join(&rt.inner, s, &room, req.since.as_deref()).await {
-        Ok(joined) => joined,
-        Err(kind) => {
-            lock(&session.topics).retain(|r| **r != *room);
-            return Err(EventError::new(kind, "the topic is unavailable; try again"));
-        }
-    };
-    if !s.connected() {
-        // The socket left while joining: undo what its disconnect could not see.
-        s.leave(room.clone());
-        if lock(&session.topics).iter().any(|r| **r == *room) {
-            lock(&session.topics).retain(|r| **r != *room);
-            rt.inner.hub.leave(&rt.inner, &room);
-        }
-    }
+    let payer = Payer { tenant: session.tenant, events_per_second: limits.events_per_second };
+    let joined = rt
+        .inner
+        .hub
+        .join(&rt.inner, s, &room, req.since.as_deref(), &payer)
+        .await
+        .map_err(|kind| EventError::new(kind, "the topic is unavailable; try again"))?;
+    ops.topics().rooms.push(room.into_boxed_str());
     let mut ack = json!({ "ok": true, "topic": topic.to_string(), "offset": joined.offset.to_string() });
     if let Some(recovered) = joined.recovered {
         ack["recovered"] = json!(recovered);
@@ -95,18 +92,19 @@ pub(crate) async fn unsubscribe(Ev { s, rt, session }: Ev, TryData(data): TryDat
         let req: TopicReq = payload(data)?;
         let topic = topic(&req.topic)?;
         let room = topic.room(session.tenant);
+        let ops = session.ops().await.ok_or_else(gone)?;
         let removed = {
-            let mut topics = lock(&session.topics);
-            let before = topics.len();
-            topics.retain(|r| **r != *room);
-            before != topics.len()
+            let mut topics = ops.topics();
+            let before = topics.rooms.len();
+            topics.rooms.retain(|r| **r != *room);
+            before != topics.rooms.len()
         };
         if !removed {
             return Err(EventError::not_subscribed(&topic.to_string()));
         }
         s.leave(room.clone());
         rt.inner.hub.leave(&rt.inner, &room);
-        crate::presence::untrack(&rt, &session, &s.id.to_string(), &room).await;
+        crate::presence::untrack(&rt, &ops, &s.id.to_string(), &room).await;
         Ok(json!({ "ok": true, "topic": topic.to_string() }))
     }
     .await;
@@ -117,7 +115,7 @@ pub(crate) async fn unsubscribe(Ev { s, rt, session }: Ev, TryData(data): TryDat
 fn reserved(event: &str) -> bool {
     const NAMES: [&str; 7] =
         ["connect", "connect_error", "disconnect", "disconnecting", "error", "newListener", "removeListener"];
-    const PREFIXES: [&str; 4] = ["message:", "run:", "presence:", "system:"];
+    const PREFIXES: [&str; 7] = ["message:", "run:", "presence:", "system:", "auth:", "approval:", "task:"];
     NAMES.contains(&event) || PREFIXES.iter().any(|p| event.starts_with(p))
 }
 
@@ -148,6 +146,7 @@ pub(crate) async fn publish(Ev { s, rt, session }: Ev, TryData(data): TryData<Va
         }
         joined_room(&session, &topic)?;
         let data = sized(&req.data, &limits)?;
+        rt.charge_history(session.tenant, &limits, data.get().len()).await.map_err(EventError::quota)?;
         let from = From { user_id: Some(session.user.as_uuid()), kind: Cow::Borrowed("user") };
         let sid = s.id.to_string();
         let offset = rt
@@ -166,7 +165,15 @@ mod tests {
 
     #[test]
     fn server_and_socket_io_event_names_cannot_be_published() {
-        for e in ["message:new", "run:delta", "presence:join", "system:drain", "error", "disconnect"] {
+        for e in [
+            "message:new",
+            "run:delta",
+            "presence:join",
+            "system:drain",
+            "error",
+            "disconnect",
+            "auth:refresh",
+        ] {
             assert!(reserved(e), "{e}");
         }
         assert!(!reserved("typing") && valid_event_name("typing:start"));

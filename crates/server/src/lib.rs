@@ -77,6 +77,7 @@ impl Application {
         // for its own.
         let instance = format!("{}#{:08x}", config.node_id, uuid::Uuid::new_v4().as_u128() as u32);
         let limiter = switchboard_cluster::RateLimiter::new(redis.clone(), &instance);
+        limiter.join_cluster().await;
         let verifier = std::sync::Arc::new(verifier);
         let deps = switchboard_realtime::Deps {
             db: db.clone(),

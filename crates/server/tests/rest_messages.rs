@@ -204,11 +204,16 @@ async fn private_conversations_show_only_to_participants_and_deleting_removes_me
     assert_eq!(app.http.get(&url).bearer_auth(&admin).send().await.unwrap().status(), 404);
     let db = switchboard_db::Database::connect(&switchboard_testkit::env("DATABASE_URL")).await.unwrap();
     let mut tx = db.begin(&switchboard_db::TenantContext::new(tenant, None, Role::Admin)).await.unwrap();
-    let left =
-        switchboard_db::repo::messages::list(&mut tx, conv.parse::<TenantId>().unwrap().0.into(), None, 10)
-            .await
-            .unwrap();
-    assert!(left.is_empty(), "deleting a conversation removes its messages");
+    let left = switchboard_db::repo::messages::list(
+        &mut tx,
+        conv.parse::<TenantId>().unwrap().0.into(),
+        None,
+        10,
+        1 << 20,
+    )
+    .await
+    .unwrap();
+    assert!(left.items.is_empty(), "deleting a conversation removes its messages");
     app.stop().await;
 }
 

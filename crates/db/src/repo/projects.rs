@@ -90,6 +90,22 @@ pub async fn update(
 
 /// Deletes a project with its conversations, messages and runs.
 pub async fn delete(tx: &mut TenantTx, id: ProjectId) -> Result<(), DbError> {
+    // Deleting the project deletes its conversations too, and a cascade does
+    // not ask row-level security: a caller who cannot see one of them may not
+    // delete it this way.
+    let role = tx.context().role;
+    if !role.is_admin() && role != switchboard_domain::Role::Service {
+        let hidden: i64 = sqlx::query_scalar("SELECT app.hidden_private_conversations($1)")
+            .bind(id.as_uuid())
+            .fetch_one(tx.conn())
+            .await?;
+        if hidden > 0 {
+            return Err(DbError::Forbidden(
+                "the project holds private conversations you cannot see; an owner or admin can delete it"
+                    .to_owned(),
+            ));
+        }
+    }
     let done =
         sqlx::query("DELETE FROM projects WHERE id = $1").bind(id.as_uuid()).execute(tx.conn()).await?;
     one_row(done)

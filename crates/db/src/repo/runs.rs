@@ -9,16 +9,15 @@
 //! with what was stored, and the same key for a different request is a
 //! conflict.
 
-use super::Created;
-use super::usage;
+use super::{Created, Sender, Sized, Slice, bounded, by_key, usage};
 use crate::{DbError, TenantTx};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use switchboard_domain::{ConversationId, ProjectId, RunId, RunStatus};
+use switchboard_domain::{ConversationId, Fingerprint, IdempotencyKey, ProjectId, RunId, RunStatus};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, sqlx::FromRow, PartialEq)]
 pub struct Run {
     pub id: Uuid,
     pub project_id: Uuid,
@@ -26,9 +25,7 @@ pub struct Run {
     /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
     pub status: String,
     pub agent: String,
-    #[schema(value_type = Object)]
     pub input: Value,
-    #[schema(value_type = Option<Object>)]
     pub output: Option<Value>,
     pub error: Option<String>,
     pub tokens_in: i64,
@@ -76,7 +73,7 @@ impl<T> Recorded<T> {
 const RUN_COLUMNS: &str = "id, project_id, conversation_id, status, agent, input, output, error, tokens_in, \
      tokens_out, cost_usd::text AS cost_usd, idempotency_key, created_by, created_at, updated_at, started_at, finished_at";
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, sqlx::FromRow, PartialEq)]
 pub struct Step {
     pub id: Uuid,
     pub run_id: Uuid,
@@ -84,7 +81,6 @@ pub struct Step {
     pub seq: i32,
     pub kind: String,
     pub content: String,
-    #[schema(value_type = Object)]
     pub data: Value,
     pub tokens_in: i64,
     pub tokens_out: i64,
@@ -96,15 +92,13 @@ pub struct Step {
 const STEP_COLUMNS: &str = "id, run_id, seq, kind, content, data, tokens_in, tokens_out, \
      cost_usd::text AS cost_usd, idempotency_key, created_at";
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, sqlx::FromRow, PartialEq)]
 pub struct ToolCall {
     pub id: Uuid,
     pub run_id: Uuid,
     pub step_id: Option<Uuid>,
     pub name: String,
-    #[schema(value_type = Object)]
     pub arguments: Value,
-    #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
     /// `pending`, `running`, `succeeded` or `failed`.
     pub status: String,
@@ -118,7 +112,7 @@ const TOOL_CALL_COLUMNS: &str = "id, run_id, step_id, name, arguments, result, s
      idempotency_key, created_at, finished_at";
 
 /// Usage a write reports; `cost_usd` is a decimal in text (at most 6 places).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Usage {
     pub tokens_in: i64,
     pub tokens_out: i64,
@@ -146,22 +140,33 @@ impl Usage {
     }
 }
 
-/// A run to create.
-#[derive(Debug, Clone)]
+/// A run to create. Every field but the key is part of the request's fingerprint.
+#[derive(Debug, Clone, Serialize)]
 pub struct NewRun<'a> {
     pub project: ProjectId,
     pub conversation: Option<ConversationId>,
     pub agent: &'a str,
     pub input: &'a Value,
-    pub idempotency_key: Option<&'a str>,
+    #[serde(skip)]
+    pub idempotency_key: Option<&'a IdempotencyKey>,
 }
 
 /// Creates a run in `queued` (once per idempotency key) and counts it in usage.
+/// A conversation it names must be one the caller can see, in the run's
+/// project: otherwise it is not found, exactly as if it did not exist.
 pub async fn create(tx: &mut TenantTx, new: &NewRun<'_>) -> Result<Created<Run>, DbError> {
+    if let Some(conversation) = new.conversation {
+        let visible = super::conversations::get(tx, conversation).await?;
+        if visible.project_id != new.project.as_uuid() {
+            return Err(DbError::NotFound);
+        }
+    }
     let (tenant, user) = (tx.tenant_id().as_uuid(), tx.context().user_id.map(|u| u.as_uuid()));
+    let fingerprint = new.idempotency_key.map(|_| Fingerprint::of("run", &(Sender::of(tx), new)));
     let inserted: Option<Run> = sqlx::query_as(&format!(
-        "INSERT INTO agent_runs (tenant_id, project_id, conversation_id, agent, input, idempotency_key, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)
+        "INSERT INTO agent_runs (tenant_id, project_id, conversation_id, agent, input, idempotency_key,
+                                 idempotency_fingerprint, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
          RETURNING {RUN_COLUMNS}"
     ))
@@ -170,7 +175,8 @@ pub async fn create(tx: &mut TenantTx, new: &NewRun<'_>) -> Result<Created<Run>,
     .bind(new.conversation.map(|c| c.as_uuid()))
     .bind(new.agent)
     .bind(new.input)
-    .bind(new.idempotency_key)
+    .bind(new.idempotency_key.map(IdempotencyKey::as_str))
+    .bind(fingerprint.as_ref().map(Fingerprint::as_bytes))
     .bind(user)
     .fetch_optional(tx.conn())
     .await?;
@@ -178,21 +184,12 @@ pub async fn create(tx: &mut TenantTx, new: &NewRun<'_>) -> Result<Created<Run>,
         usage::add_many(tx, &[("runs", "1".to_owned())]).await?;
         return Ok(Created::New(run));
     }
-    let existing: Run = sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM agent_runs WHERE tenant_id = $1 AND idempotency_key = $2"
-    ))
-    .bind(tenant)
-    .bind(new.idempotency_key)
-    .fetch_one(tx.conn())
-    .await?;
-    let same = existing.project_id == new.project.as_uuid()
-        && existing.conversation_id == new.conversation.map(|c| c.as_uuid())
-        && existing.agent == new.agent
-        && existing.input == *new.input;
-    if !same {
-        return Err(DbError::IdempotencyMismatch);
-    }
-    Ok(Created::Replayed(existing))
+    let (Some(key), Some(fingerprint)) = (new.idempotency_key, fingerprint) else {
+        return Err(DbError::Conflict("the run conflicts with a stored one".to_owned()));
+    };
+    let stored = by_key::<Run>(tx, "agent_runs", RUN_COLUMNS, key).await?;
+    let stored = stored.ok_or_else(|| DbError::Conflict("nothing was stored; retry".to_owned()))?;
+    Ok(Created::Replayed(stored.replay(&fingerprint)?))
 }
 
 /// A run by id; another tenant's id is simply not found.
@@ -215,16 +212,60 @@ pub struct Filter {
     pub until: Option<DateTime<Utc>>,
 }
 
-/// Newest first, matching `filter`, older than the run `before`, at most `limit`.
+/// A run without its input and output: what lists and project watchers see.
+#[derive(Debug, Clone, sqlx::FromRow, PartialEq)]
+pub struct RunSummary {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub conversation_id: Option<Uuid>,
+    pub status: String,
+    pub agent: String,
+    pub error: Option<String>,
+    pub tokens_in: i64,
+    pub tokens_out: i64,
+    pub cost_usd: String,
+    pub created_by: Option<Uuid>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Run> for RunSummary {
+    fn from(r: &Run) -> Self {
+        Self {
+            id: r.id,
+            project_id: r.project_id,
+            conversation_id: r.conversation_id,
+            status: r.status.clone(),
+            agent: r.agent.clone(),
+            error: r.error.clone(),
+            tokens_in: r.tokens_in,
+            tokens_out: r.tokens_out,
+            cost_usd: r.cost_usd.clone(),
+            created_by: r.created_by,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+const SUMMARY_COLUMNS: &str = "id, project_id, conversation_id, status, agent, error, tokens_in, tokens_out, \
+     cost_usd::text AS cost_usd, created_by, created_at, updated_at, started_at, finished_at";
+
+/// Newest first, matching `filter`, older than the run `before`, at most
+/// `limit`, as summaries (a run's input and output are read one run at a time).
 pub async fn list(
     tx: &mut TenantTx,
     filter: &Filter,
     before: Option<Uuid>,
     limit: i64,
-) -> Result<Vec<Run>, DbError> {
+) -> Result<Vec<RunSummary>, DbError> {
     let tenant = tx.tenant_id().as_uuid();
     Ok(sqlx::query_as(&format!(
-        "SELECT {RUN_COLUMNS} FROM agent_runs
+        "SELECT {SUMMARY_COLUMNS} FROM agent_runs
           WHERE tenant_id = $1
             AND ($2::text IS NULL OR status = $2)
             AND ($3::uuid IS NULL OR project_id = $3)
@@ -244,31 +285,67 @@ pub async fn list(
     .await?)
 }
 
-/// The run's steps in order, at most `limit`.
-pub async fn steps(tx: &mut TenantTx, run: RunId, limit: i64) -> Result<Vec<Step>, DbError> {
+/// The run's steps after sequence number `after` in order: at most `limit`
+/// and, after the first, at most `max_bytes` of content and data.
+pub async fn steps(
+    tx: &mut TenantTx,
+    run: RunId,
+    after: i32,
+    limit: i64,
+    max_bytes: i64,
+) -> Result<Slice<Step>, DbError> {
     let tenant = tx.tenant_id().as_uuid();
-    Ok(sqlx::query_as(&format!(
-        "SELECT {STEP_COLUMNS} FROM agent_steps WHERE tenant_id = $1 AND run_id = $2 ORDER BY seq LIMIT $3"
+    let rows: Vec<Sized<Step>> = sqlx::query_as(&format!(
+        "SELECT {STEP_COLUMNS}, page_bytes FROM (
+           SELECT *, (sum(size) OVER w)::bigint AS page_bytes, (sum(size) OVER w - size)::bigint AS before_bytes
+             FROM (SELECT *, (octet_length(content) + octet_length(data::text))::bigint AS size
+                     FROM agent_steps WHERE tenant_id = $1 AND run_id = $2 AND seq > $3
+                    ORDER BY seq LIMIT $4 + 1) s
+           WINDOW w AS (ORDER BY seq)) page
+          WHERE before_bytes <= $5
+          ORDER BY seq"
     ))
     .bind(tenant)
     .bind(run.as_uuid())
+    .bind(after)
     .bind(limit)
+    .bind(max_bytes)
     .fetch_all(tx.conn())
-    .await?)
+    .await?;
+    Ok(bounded(rows, limit, max_bytes))
 }
 
-/// The run's tool calls in the order they were recorded, at most `limit`.
-pub async fn tool_calls(tx: &mut TenantTx, run: RunId, limit: i64) -> Result<Vec<ToolCall>, DbError> {
+/// The run's tool calls in the order they were recorded, after the call
+/// `after`: at most `limit` and, after the first, at most `max_bytes` of
+/// arguments and results.
+pub async fn tool_calls(
+    tx: &mut TenantTx,
+    run: RunId,
+    after: Option<Uuid>,
+    limit: i64,
+    max_bytes: i64,
+) -> Result<Slice<ToolCall>, DbError> {
     let tenant = tx.tenant_id().as_uuid();
-    Ok(sqlx::query_as(&format!(
-        "SELECT {TOOL_CALL_COLUMNS} FROM tool_calls WHERE tenant_id = $1 AND run_id = $2
-          ORDER BY created_at, id LIMIT $3"
+    let rows: Vec<Sized<ToolCall>> = sqlx::query_as(&format!(
+        "SELECT {TOOL_CALL_COLUMNS}, page_bytes FROM (
+           SELECT *, (sum(size) OVER w)::bigint AS page_bytes, (sum(size) OVER w - size)::bigint AS before_bytes
+             FROM (SELECT *, (octet_length(arguments::text) + coalesce(octet_length(result::text), 0))::bigint AS size
+                     FROM tool_calls WHERE tenant_id = $1 AND run_id = $2
+                      AND ($3::uuid IS NULL OR (created_at, id) >
+                           (SELECT created_at, id FROM tool_calls WHERE id = $3 AND tenant_id = $1 AND run_id = $2))
+                    ORDER BY created_at, id LIMIT $4 + 1) t
+           WINDOW w AS (ORDER BY created_at, id)) page
+          WHERE before_bytes <= $5
+          ORDER BY created_at, id"
     ))
     .bind(tenant)
     .bind(run.as_uuid())
+    .bind(after)
     .bind(limit)
+    .bind(max_bytes)
     .fetch_all(tx.conn())
-    .await?)
+    .await?;
+    Ok(bounded(rows, limit, max_bytes))
 }
 
 /// Locks the run's row for this transaction and returns its status.
@@ -348,43 +425,39 @@ pub async fn update(tx: &mut TenantTx, run: RunId, change: &Change<'_>) -> Resul
     Ok(updated)
 }
 
-/// A step to append.
-#[derive(Debug, Clone)]
+/// A step to append. Every field but the key (and the run it goes to) is part
+/// of the request's fingerprint.
+#[derive(Debug, Clone, Serialize)]
 pub struct NewStep<'a> {
     pub kind: &'a str,
     pub content: &'a str,
     pub data: &'a Value,
     pub usage: Usage,
-    pub idempotency_key: Option<&'a str>,
+    #[serde(skip)]
+    pub idempotency_key: Option<&'a IdempotencyKey>,
 }
 
-/// The row of `table` stored under the idempotency `key`, if any.
-async fn by_key<T>(
+/// What a write under an idempotency key found when its insert did not happen:
+/// the stored row replayed if it was the same request, else why not.
+async fn replayed<T>(
     tx: &mut TenantTx,
-    table: &str,
-    columns: &str,
-    key: Option<&str>,
-) -> Result<Option<T>, DbError>
+    (table, columns): (&str, &str),
+    key: Option<(&IdempotencyKey, Fingerprint)>,
+    status: RunStatus,
+) -> Result<Recorded<T>, DbError>
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
 {
-    let Some(key) = key else { return Ok(None) };
-    let tenant = tx.tenant_id().as_uuid();
-    Ok(sqlx::query_as(&format!(
-        "SELECT {columns} FROM {table} WHERE tenant_id = $1 AND idempotency_key = $2"
-    ))
-    .bind(tenant)
-    .bind(key)
-    .fetch_optional(tx.conn())
-    .await?)
-}
-
-fn replayed_step(run: RunId, new: &NewStep<'_>, existing: Step) -> Result<Recorded<Step>, DbError> {
-    let same = existing.run_id == run.as_uuid()
-        && existing.kind == new.kind
-        && existing.content == new.content
-        && existing.data == *new.data;
-    if same { Ok(Recorded::Replayed(existing)) } else { Err(DbError::IdempotencyMismatch) }
+    let stored = match key {
+        Some((key, _)) => by_key::<T>(tx, table, columns, key).await?,
+        None => None,
+    };
+    match (stored, key) {
+        (Some(stored), Some((_, fingerprint))) => Ok(Recorded::Replayed(stored.replay(&fingerprint)?)),
+        _ if status.is_finished() => Err(finished(status)),
+        // The row under the key went with its run meanwhile.
+        _ => Err(DbError::Conflict("nothing was recorded; retry".to_owned())),
+    }
 }
 
 /// Appends a step with the run's next sequence number and adds its usage to
@@ -395,13 +468,15 @@ pub async fn append_step(
     run: RunId,
     new: &NewStep<'_>,
 ) -> Result<Recorded<Step>, DbError> {
+    let key = new.idempotency_key.map(|k| (k, Fingerprint::of("step", &(Sender::of(tx), run, new))));
     let status = lock(tx, run).await?;
     if !status.is_finished() {
         let tenant = tx.tenant_id().as_uuid();
         let inserted: Option<Step> = sqlx::query_as(&format!(
-            "INSERT INTO agent_steps (tenant_id, run_id, seq, kind, content, data, tokens_in, tokens_out, cost_usd, idempotency_key)
+            "INSERT INTO agent_steps (tenant_id, run_id, seq, kind, content, data, tokens_in, tokens_out, cost_usd,
+                                      idempotency_key, idempotency_fingerprint)
              VALUES ($1, $2, (SELECT COALESCE(max(seq), 0) + 1 FROM agent_steps WHERE tenant_id = $1 AND run_id = $2),
-                     $3, $4, $5, $6, $7, $8::numeric, $9)
+                     $3, $4, $5, $6, $7, $8::numeric, $9, $10)
              ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
              RETURNING {STEP_COLUMNS}"
         ))
@@ -413,19 +488,15 @@ pub async fn append_step(
         .bind(new.usage.tokens_in)
         .bind(new.usage.tokens_out)
         .bind(new.usage.cost())
-        .bind(new.idempotency_key)
+        .bind(key.map(|(k, _)| k.as_str()))
+        .bind(key.as_ref().map(|(_, f)| f.as_bytes()))
         .fetch_optional(tx.conn())
         .await?;
         if let Some(step) = inserted {
             return Ok(Recorded::New(step, Box::new(add_usage(tx, run, &new.usage).await?)));
         }
     }
-    match by_key(tx, "agent_steps", STEP_COLUMNS, new.idempotency_key).await? {
-        Some(existing) => replayed_step(run, new, existing),
-        None if status.is_finished() => Err(finished(status)),
-        // The row under the key went with its run meanwhile.
-        None => Err(DbError::Conflict("nothing was recorded; retry".to_owned())),
-    }
+    replayed(tx, ("agent_steps", STEP_COLUMNS), key, status).await
 }
 
 /// Why nothing was recorded on a run that was locked and had no row under the
@@ -434,8 +505,9 @@ fn finished(status: RunStatus) -> DbError {
     DbError::Conflict(format!("the run has {status}; nothing more is recorded on it"))
 }
 
-/// A tool call to record.
-#[derive(Debug, Clone)]
+/// A tool call to record. Every field but the key (and the run it goes to) is
+/// part of the request's fingerprint.
+#[derive(Debug, Clone, Serialize)]
 pub struct NewToolCall<'a> {
     /// The sequence number of the step it belongs to, if any.
     pub step: Option<i32>,
@@ -445,20 +517,8 @@ pub struct NewToolCall<'a> {
     /// `pending`, `running`, `succeeded` or `failed`.
     pub status: &'a str,
     pub latency_ms: Option<i32>,
-    pub idempotency_key: Option<&'a str>,
-}
-
-fn replayed_tool_call(
-    run: RunId,
-    new: &NewToolCall<'_>,
-    existing: ToolCall,
-) -> Result<Recorded<ToolCall>, DbError> {
-    let same = existing.run_id == run.as_uuid()
-        && existing.name == new.name
-        && existing.arguments == *new.arguments
-        && existing.status == new.status
-        && existing.result.as_ref() == new.result;
-    if same { Ok(Recorded::Replayed(existing)) } else { Err(DbError::IdempotencyMismatch) }
+    #[serde(skip)]
+    pub idempotency_key: Option<&'a IdempotencyKey>,
 }
 
 /// Records a tool call on an open run. A repeated key answers the stored
@@ -468,6 +528,7 @@ pub async fn add_tool_call(
     run: RunId,
     new: &NewToolCall<'_>,
 ) -> Result<Recorded<ToolCall>, DbError> {
+    let key = new.idempotency_key.map(|k| (k, Fingerprint::of("tool_call", &(Sender::of(tx), run, new))));
     let status = lock(tx, run).await?;
     if !status.is_finished() {
         let tenant = tx.tenant_id().as_uuid();
@@ -486,8 +547,9 @@ pub async fn add_tool_call(
             }
         };
         let inserted: Option<ToolCall> = sqlx::query_as(&format!(
-            "INSERT INTO tool_calls (tenant_id, run_id, step_id, name, arguments, result, status, latency_ms, idempotency_key, finished_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, CASE WHEN $7 IN ('succeeded', 'failed') THEN now() END)
+            "INSERT INTO tool_calls (tenant_id, run_id, step_id, name, arguments, result, status, latency_ms,
+                                     idempotency_key, idempotency_fingerprint, finished_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, CASE WHEN $7 IN ('succeeded', 'failed') THEN now() END)
              ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
              RETURNING {TOOL_CALL_COLUMNS}"
         ))
@@ -499,17 +561,13 @@ pub async fn add_tool_call(
         .bind(new.result)
         .bind(new.status)
         .bind(new.latency_ms)
-        .bind(new.idempotency_key)
+        .bind(key.map(|(k, _)| k.as_str()))
+        .bind(key.as_ref().map(|(_, f)| f.as_bytes()))
         .fetch_optional(tx.conn())
         .await?;
         if let Some(call) = inserted {
             return Ok(Recorded::New(call, Box::new(add_usage(tx, run, &Usage::default()).await?)));
         }
     }
-    match by_key(tx, "tool_calls", TOOL_CALL_COLUMNS, new.idempotency_key).await? {
-        Some(existing) => replayed_tool_call(run, new, existing),
-        None if status.is_finished() => Err(finished(status)),
-        // The row under the key went with its run meanwhile.
-        None => Err(DbError::Conflict("nothing was recorded; retry".to_owned())),
-    }
+    replayed(tx, ("tool_calls", TOOL_CALL_COLUMNS), key, status).await
 }

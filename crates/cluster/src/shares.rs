@@ -1,12 +1,15 @@
-//! A tenant's concurrent connections, counted across the cluster.
+//! Per-tenant counts shared by every node: a tenant's open connections, its
+//! presence entries. Each count has a limit across the cluster.
 //!
 //! Guarantees:
-//! - [`Connections::acquire`] admits a connection only while the tenant's count
-//!   over live nodes is below its limit (one atomic script, one round trip).
-//! - Each node owns its share (a field named by its instance); a node that stops
-//!   beating stops counting within the heartbeat expiry, and its field is dropped
-//!   by the next acquire. A node rewrites its own shares every few seconds from
-//!   its exact local counts, so a release lost while Redis was away cannot leak.
+//! - [`Shares::acquire`] admits one more only while the tenant's count over live
+//!   nodes is below its limit (one atomic script on one key, one round trip).
+//! - Each node owns its share: a field named by its instance, beside a field
+//!   with the time the node last wrote it. A node rewrites its own shares every
+//!   few seconds from its exact local counts, so a release lost while Redis was
+//!   away cannot leak, and a share not written for the heartbeat expiry (its
+//!   node died) stops counting and is dropped by the next acquire. Every script
+//!   touches the tenant's one key, so this runs on a Redis Cluster.
 //! - Without Redis (or while it is unreachable) a node admits up to the limit
 //!   divided by the live nodes it last saw, counting locally.
 
@@ -17,51 +20,58 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// KEYS: the tenant's hash, nodes zset. ARGV: own instance, max, expiry seconds.
+/// KEYS: the tenant's hash. ARGV: own instance, max, expiry seconds. Counts
+/// the shares written within the expiry (and its own), drops the others.
 const ACQUIRE: &str = r#"
-local t = redis.call('TIME')
-local oldest = tonumber(t[1]) - tonumber(ARGV[3])
+local now = tonumber(redis.call('TIME')[1])
 local all = redis.call('HGETALL', KEYS[1])
-local total = 0
+local counts, times = {}, {}
 for i = 1, #all, 2 do
-  local score = redis.call('ZSCORE', KEYS[2], all[i])
-  if all[i] == ARGV[1] or (score and tonumber(score) >= oldest) then
-    total = total + tonumber(all[i + 1])
+  local node = string.match(all[i], '^(.*)@t$')
+  if node then times[node] = tonumber(all[i + 1]) else counts[all[i]] = tonumber(all[i + 1]) end
+end
+local total = 0
+for node, count in pairs(counts) do
+  if node == ARGV[1] or (times[node] and times[node] >= now - tonumber(ARGV[3])) then
+    total = total + count
   else
-    redis.call('HDEL', KEYS[1], all[i])
+    redis.call('HDEL', KEYS[1], node, node .. '@t')
   end
 end
 if total >= tonumber(ARGV[2]) then return 0 end
 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('HSET', KEYS[1], ARGV[1] .. '@t', now)
 return 1
 "#;
 
 /// KEYS: the tenant's hash. ARGV: own instance, count.
 const SET: &str = r#"
-if ARGV[2] == '0' then redis.call('HDEL', KEYS[1], ARGV[1])
-else redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+if ARGV[2] == '0' then redis.call('HDEL', KEYS[1], ARGV[1], ARGV[1] .. '@t')
+else redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[1] .. '@t', redis.call('TIME')[1]) end
 return 1
 "#;
 
 /// KEYS: the tenant's hash. ARGV: own instance.
 const RELEASE: &str = r#"
-if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1], ARGV[1] .. '@t')
+else
+  redis.call('HSET', KEYS[1], ARGV[1] .. '@t', redis.call('TIME')[1])
+end
 return 1
 "#;
 
 const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 
-fn key(tenant: Uuid) -> String {
-    format!("sb:conns:{tenant}")
-}
-
-/// Connection counts; cheap to clone.
+/// One kind of shared count (`conns`, `presence`); cheap to clone.
 #[derive(Clone)]
-pub struct Connections {
+pub struct Shares {
     inner: Arc<Inner>,
 }
 
 struct Inner {
+    /// Names the count in its keys: `sb:<name>:<tenant>`.
+    name: &'static str,
     instance: String,
     redis: Option<Redis>,
     acquire: Script,
@@ -71,17 +81,27 @@ struct Inner {
     local: Mutex<HashMap<Uuid, u32>>,
 }
 
-impl std::fmt::Debug for Connections {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connections").field("instance", &self.inner.instance).finish_non_exhaustive()
+impl Inner {
+    fn key(&self, tenant: Uuid) -> String {
+        format!("sb:{}:{tenant}", self.name)
     }
 }
 
-impl Connections {
-    /// `instance` names this process (the heartbeat's member); `limiter` tells how
-    /// many nodes are alive.
-    pub fn new(redis: Option<Redis>, instance: &str, limiter: RateLimiter) -> Self {
+impl std::fmt::Debug for Shares {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shares")
+            .field("name", &self.inner.name)
+            .field("instance", &self.inner.instance)
+            .finish()
+    }
+}
+
+impl Shares {
+    /// A count called `name`; `instance` names this process; `limiter` tells
+    /// how many nodes are alive (for the local share while Redis is away).
+    pub fn new(name: &'static str, redis: Option<Redis>, instance: &str, limiter: RateLimiter) -> Self {
         let inner = Arc::new(Inner {
+            name,
             instance: instance.to_owned(),
             redis,
             acquire: Script::from_lua(ACQUIRE),
@@ -100,21 +120,24 @@ impl Connections {
         self.inner.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// This node's connections for `tenant`.
+    /// This node's count for `tenant`.
     pub fn local_count(&self, tenant: Uuid) -> u32 {
         self.local().get(&tenant).copied().unwrap_or(0)
     }
 
-    /// Takes a slot for `tenant` if it has fewer than `max` connections.
+    /// Takes one for `tenant` if it holds fewer than `max`.
     pub async fn acquire(&self, tenant: Uuid, max: u32) -> bool {
         if let Some(client) = self.inner.redis.as_ref().and_then(Redis::live) {
-            let keys = vec![key(tenant), crate::ratelimit::NODES_KEY.to_owned()];
             let args = vec![
                 self.inner.instance.clone(),
                 max.to_string(),
                 crate::ratelimit::NODE_EXPIRY.as_secs().to_string(),
             ];
-            let call = self.inner.acquire.evalsha_with_reload::<i64, _, _>(client, keys, args);
+            let call = self.inner.acquire.evalsha_with_reload::<i64, _, _>(
+                client,
+                vec![self.inner.key(tenant)],
+                args,
+            );
             match tokio::time::timeout(Duration::from_millis(500), call).await {
                 Ok(Ok(admitted)) => {
                     if admitted == 1 {
@@ -122,8 +145,12 @@ impl Connections {
                     }
                     return admitted == 1;
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "connection count: redis failed; counting locally"),
-                Err(_) => tracing::warn!("connection count: redis timed out; counting locally"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, count = self.inner.name, "shared count: redis failed; counting locally")
+                }
+                Err(_) => {
+                    tracing::warn!(count = self.inner.name, "shared count: redis timed out; counting locally")
+                }
             }
         }
         // Alone (no Redis) the live-node count is 1, so the share is the limit.
@@ -137,7 +164,7 @@ impl Connections {
         true
     }
 
-    /// Gives back a slot taken by [`Self::acquire`].
+    /// Gives back one taken by [`Self::acquire`].
     pub fn release(&self, tenant: Uuid) {
         {
             let mut local = self.local();
@@ -151,11 +178,11 @@ impl Connections {
                     let args = vec![inner.instance.clone()];
                     let r: Result<i64, ClusterError> = inner
                         .release
-                        .evalsha_with_reload(client, vec![key(tenant)], args)
+                        .evalsha_with_reload(client, vec![inner.key(tenant)], args)
                         .await
                         .map_err(Into::into);
                     if let Err(e) = r {
-                        tracing::debug!(error = %e, "connection count: release not written; reconciled later");
+                        tracing::debug!(error = %e, "shared count: release not written; reconciled later");
                     }
                 }
             });
@@ -174,9 +201,9 @@ impl Connections {
         for (tenant, count) in shares {
             let args = vec![inner.instance.clone(), count.to_string()];
             let r: Result<i64, fred::error::Error> =
-                inner.set.evalsha_with_reload(client, vec![key(tenant)], args).await;
+                inner.set.evalsha_with_reload(client, vec![inner.key(tenant)], args).await;
             if let Err(e) = r {
-                tracing::debug!(error = %e, "connection count: reconcile failed");
+                tracing::debug!(error = %e, "shared count: reconcile failed");
                 return;
             }
         }
@@ -187,6 +214,6 @@ async fn reconcile(inner: std::sync::Weak<Inner>) {
     loop {
         tokio::time::sleep(RECONCILE_EVERY).await;
         let Some(strong) = inner.upgrade() else { return };
-        Connections::write_shares(&strong).await;
+        Shares::write_shares(&strong).await;
     }
 }
