@@ -15,12 +15,12 @@
 
 use crate::AppState;
 use crate::error::ApiError;
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use switchboard_db::TenantContext;
 use switchboard_db::repo::audit::Actor;
-use switchboard_domain::{ErrorKind, Principal, TenantStatus};
+use switchboard_domain::{ClientAddr, ErrorKind, Principal, TenantStatus};
 use switchboard_realtime::TenantInfo;
 
 /// An authenticated request.
@@ -53,6 +53,11 @@ fn x_api_key(parts: &Parts) -> Option<&str> {
     parts.headers.get("x-api-key")?.to_str().ok().map(str::trim)
 }
 
+/// An authentication that failed once in this request (kept so the handler's
+/// extractor does not verify, or count, the same credentials again).
+#[derive(Clone, Debug)]
+pub(crate) struct Rejected(pub ApiError);
+
 async fn api_key_principal(state: &AppState, key: &str) -> Result<Principal, ApiError> {
     let invalid = || ApiError::new(ErrorKind::TokenInvalid, "the API key is not valid or was revoked");
     if !switchboard_auth::api_key::is_api_key(key) {
@@ -67,36 +72,63 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        // Already authenticated by the rate-limit middleware.
+        // Already authenticated (or refused) by the rate-limit middleware.
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }
-        let principal = match (x_api_key(parts), bearer(parts)) {
-            (Some(key), _) => api_key_principal(state, key).await?,
+        if let Some(Rejected(e)) = parts.extensions.get::<Rejected>() {
+            return Err(e.clone());
+        }
+        let ip = parts.extensions.get::<ClientAddr>().map(|c| c.0);
+        let credentials = (x_api_key(parts), bearer(parts));
+        if matches!(credentials, (None, None)) {
+            return Err(ApiError::new(
+                ErrorKind::Unauthenticated,
+                "send a token as `Authorization: Bearer …` or an API key as `X-API-Key`",
+            ));
+        }
+        // An address that keeps failing is refused before any verification work.
+        if let Some(wait) = ip.and_then(|ip| state.auth_failures.blocked(ip)) {
+            return Err(ApiError::new(
+                ErrorKind::RateLimited,
+                "too many failed authentications from this address",
+            )
+            .with_retry_after(wait));
+        }
+        let principal = match credentials {
+            (Some(key), _) => api_key_principal(state, key).await,
             (None, Some(token)) if token.starts_with(switchboard_auth::api_key::PREFIX) => {
-                api_key_principal(state, token).await?
+                api_key_principal(state, token).await
             }
             (None, Some(token)) if state.platform_key.as_ref().is_some_and(|k| k.matches(token)) => {
-                Principal::Platform { subject: "platform-key".to_owned() }
+                Ok(Principal::Platform { subject: "platform-key".to_owned() })
             }
             (None, Some(token)) => {
-                state.verifier.verify(token).await.map_err(|e| ApiError::new(e.kind(), e.to_string()))?
+                state.verifier.verify(token).await.map_err(|e| ApiError::new(e.kind(), e.to_string()))
             }
-            (None, None) => {
-                return Err(ApiError::new(
-                    ErrorKind::Unauthenticated,
-                    "send a token as `Authorization: Bearer …` or an API key as `X-API-Key`",
-                ));
+            (None, None) => Err(ApiError::new(ErrorKind::Unauthenticated, "no credentials")),
+        };
+        let principal = match principal {
+            Ok(p) => p,
+            Err(e) => {
+                if let (Some(ip), true) = (ip, credential_failure(e.kind)) {
+                    state.auth_failures.failed(ip);
+                }
+                return Err(e);
             }
         };
         let request_id =
             parts.headers.get(&crate::REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
         if let Some(tenant) = principal.tenant_id() {
             tracing::Span::current().record("tenant_id", tracing::field::display(tenant));
         }
         Ok(Caller { principal, request_id, ip })
     }
+}
+
+/// A failure of the credentials themselves (not of a lookup behind them).
+fn credential_failure(kind: ErrorKind) -> bool {
+    matches!(kind, ErrorKind::TokenInvalid | ErrorKind::TokenExpired | ErrorKind::Forbidden)
 }
 
 /// A caller acting inside a tenant.

@@ -7,6 +7,7 @@ mod api_keys;
 mod audit_logs;
 pub mod auth;
 mod broadcast;
+pub mod client_addr;
 mod connections;
 mod conversations;
 pub mod error;
@@ -71,10 +72,13 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     )
 }
 
-/// The whole HTTP application: routes, CORS, request ids, request spans, error
-/// bodies. `socket_io` mounts the Socket.IO layer inside CORS, request ids and
-/// tracing but outside the per-IP and per-tenant limiters (sockets have their own).
+/// The whole HTTP application: routes, CORS, request ids, request spans, the
+/// client's address, error bodies. `socket_io` mounts the Socket.IO layer
+/// inside CORS, request ids, tracing and the limit on new sessions per address,
+/// but outside the per-address and per-tenant request limiters (sockets have
+/// their own).
 pub fn router(state: AppState, cors_origins: &[String], socket_io: impl FnOnce(Router) -> Router) -> Router {
+    let trusted = state.trusted_proxies.clone();
     let v1 = Router::new()
         .merge(api_keys::router())
         .merge(tenants::router())
@@ -100,8 +104,10 @@ pub fn router(state: AppState, cors_origins: &[String], socket_io: impl FnOnce(R
         .layer(axum::extract::DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(ratelimit::per_ip());
     socket_io(http)
+        .layer(middleware::from_fn_with_state(ratelimit::new_sessions(), ratelimit::limit_new_sessions))
         .layer(middleware::from_fn(request_id::stamp_error_bodies))
         .layer(tower::util::option_layer(cors(cors_origins)))
+        .layer(middleware::from_fn_with_state(trusted, client_addr::stamp))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_id::make_span)

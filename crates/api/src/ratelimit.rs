@@ -1,7 +1,10 @@
 //! HTTP rate limits, in two lines.
 //!
-//! 1. [`per_ip`]: tower-governor keyed by the client's IP, before anything else and
-//!    without I/O, against floods from one address.
+//! 1. [`per_ip`]: tower-governor keyed by the client's address (see
+//!    [`crate::client_addr`]; IPv6 by /64), before anything else and without
+//!    I/O, against floods from one address; its state is pruned every minute.
+//!    [`new_sessions`] does the same for Socket.IO sessions a client opens, so
+//!    sessions that never connect cannot pile up from one address either.
 //! 2. [`per_tenant`]: after authentication, the tenant's `http_requests_per_second`
 //!    from the distributed limiter (one Redis round trip), keyed by tenant and
 //!    route class (`read` for safe methods, `write` otherwise). Every limited
@@ -21,10 +24,11 @@ use axum::response::IntoResponse;
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_cluster::{Decision, Quota};
+use switchboard_domain::ClientAddr;
 use switchboard_domain::ErrorKind;
-use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
-use tower_governor::key_extractor::PeerIpKeyExtractor;
+use tower_governor::key_extractor::KeyExtractor;
+use tower_governor::{GovernorError, GovernorLayer};
 
 /// Sustained requests per second one client IP may make, and its burst.
 const PER_IP_PER_SECOND: u64 = 2_000;
@@ -48,24 +52,97 @@ pub(crate) fn quota_exceeded(retry_after: Duration, what: &str) -> ApiError {
         .with_retry_after(retry_after)
 }
 
-/// The per-IP limiter layer.
-pub fn per_ip() -> GovernorLayer<
-    PeerIpKeyExtractor,
-    governor::middleware::NoOpMiddleware<governor::clock::QuantaInstant>,
-    Body,
-> {
+/// Keys the per-address limiters on the request's [`ClientAddr`].
+#[derive(Clone, Copy, Debug)]
+pub struct ClientKey;
+
+impl KeyExtractor for ClientKey {
+    type Key = u128;
+
+    fn extract<T>(&self, req: &axum::http::Request<T>) -> Result<u128, GovernorError> {
+        req.extensions().get::<ClientAddr>().map(ClientAddr::bucket).ok_or(GovernorError::UnableToExtractKey)
+    }
+}
+
+type PerClient =
+    GovernorLayer<ClientKey, governor::middleware::NoOpMiddleware<governor::clock::QuantaInstant>, Body>;
+
+/// A per-address limiter of `per_second` (burst `burst`) whose state is pruned
+/// every minute.
+fn per_client(per_second: u64, burst: u32) -> PerClient {
     let config = GovernorConfigBuilder::default()
-        .per_nanosecond(1_000_000_000 / PER_IP_PER_SECOND)
-        .burst_size(PER_IP_BURST)
+        .key_extractor(ClientKey)
+        .per_nanosecond(1_000_000_000 / per_second.max(1))
+        .burst_size(burst.max(1))
         .finish();
-    let layer = GovernorLayer::new(Arc::new(config.unwrap_or_default()));
-    layer.error_handler(|e| match e {
-        tower_governor::GovernorError::TooManyRequests { wait_time, .. } => {
-            too_many(Duration::from_secs(wait_time))
+    #[allow(clippy::expect_used)] // start-up: the rate and burst are positive constants
+    let config = Arc::new(config.expect("a positive rate and burst"));
+    let limiter = Arc::downgrade(config.limiter());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let Some(limiter) = limiter.upgrade() else { return };
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
         }
-        // No peer address (not served with connect info): nothing to key on.
+    });
+    GovernorLayer::new(config).error_handler(|e| match e {
+        GovernorError::TooManyRequests { wait_time, .. } => too_many(Duration::from_secs(wait_time)),
+        // No address (not served with connect info): nothing to key on.
         _ => ApiError::new(ErrorKind::Internal, "rate limiter could not identify the client").into_response(),
     })
+}
+
+/// The per-address limiter of every request.
+pub fn per_ip() -> PerClient {
+    per_client(PER_IP_PER_SECOND, PER_IP_BURST)
+}
+
+/// New Socket.IO sessions one address may open per second, and at once.
+const SESSIONS_PER_SECOND: u32 = 20;
+const SESSIONS_BURST: u32 = 100;
+
+type Keyed = governor::DefaultKeyedRateLimiter<u128>;
+
+/// Limits the Socket.IO sessions each client address opens (requests to
+/// `/socket.io/` without a session id: a polling handshake or a direct
+/// websocket); requests of open sessions pass. Pruned every minute.
+pub fn new_sessions() -> Arc<Keyed> {
+    let per_second = std::num::NonZeroU32::new(SESSIONS_PER_SECOND).unwrap_or(std::num::NonZeroU32::MIN);
+    let burst = std::num::NonZeroU32::new(SESSIONS_BURST).unwrap_or(std::num::NonZeroU32::MIN);
+    let limiter =
+        Arc::new(governor::RateLimiter::keyed(governor::Quota::per_second(per_second).allow_burst(burst)));
+    let weak = Arc::downgrade(&limiter);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let Some(limiter) = weak.upgrade() else { return };
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    });
+    limiter
+}
+
+/// The middleware of [`new_sessions`].
+pub async fn limit_new_sessions(
+    State(limiter): State<Arc<Keyed>>,
+    request: Request,
+    next: Next,
+) -> Response<Body> {
+    let opens = request.uri().path().starts_with("/socket.io")
+        && !request.uri().query().unwrap_or("").split('&').any(|p| p.starts_with("sid="));
+    if opens && let Some(client) = request.extensions().get::<ClientAddr>() {
+        if let Err(not_until) = limiter.check_key(&client.bucket()) {
+            let wait = not_until
+                .wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            tracing::info!(client_ip = %client.0, "too many new sessions from one address");
+            return too_many(wait);
+        }
+    }
+    next.run(request).await
 }
 
 fn set_headers(headers: &mut HeaderMap, d: &Decision) {
@@ -79,8 +156,11 @@ pub async fn per_tenant(State(state): State<AppState>, request: Request, next: N
     let (mut parts, body) = request.into_parts();
     let caller = match Caller::from_request_parts(&mut parts, &state).await {
         Ok(caller) => caller,
-        // Unauthenticated: the handler's extractor answers 401 with the reason.
-        Err(_) => return next.run(Request::from_parts(parts, body)).await,
+        // Refused: the handler's extractor answers with the reason, once.
+        Err(e) => {
+            parts.extensions.insert(crate::auth::Rejected(e));
+            return next.run(Request::from_parts(parts, body)).await;
+        }
     };
     let Some(tenant) = caller.principal.tenant_id() else {
         parts.extensions.insert(caller);

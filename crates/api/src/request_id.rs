@@ -22,6 +22,7 @@ pub(crate) fn make_span(request: &Request<Body>) -> Span {
         request_id = %request_id_of(request),
         method = %request.method(),
         path = %request.uri().path(),
+        client_ip = tracing::field::Empty,
         tenant_id = tracing::field::Empty,
         run_id = tracing::field::Empty,
     )

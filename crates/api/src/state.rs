@@ -1,8 +1,9 @@
 //! What every handler can reach.
 
+use crate::client_addr::TrustedProxies;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use switchboard_auth::{ApiKeyHasher, PlatformKey, Verifier};
+use switchboard_auth::{ApiKeyHasher, AuthFailures, PlatformKey, Verifier};
 use switchboard_cluster::{RateLimiter, Redis};
 use switchboard_db::Database;
 use switchboard_realtime::{Directory, Realtime};
@@ -17,6 +18,9 @@ pub struct AppState {
     pub key_hasher: ApiKeyHasher,
     /// The operator's credential; `None` disables the platform routes.
     pub platform_key: Option<PlatformKey>,
+    /// Failed authentications per client address (shared with the handshake).
+    pub auth_failures: Arc<AuthFailures>,
+    pub trusted_proxies: TrustedProxies,
     pub directory: Directory,
     pub limiter: RateLimiter,
     pub realtime: Realtime,
@@ -43,12 +47,22 @@ impl AppState {
             verifier,
             key_hasher,
             platform_key: None,
+            auth_failures: Arc::new(AuthFailures::default()),
+            trusted_proxies: TrustedProxies::default(),
             directory,
             limiter,
             realtime,
             draining: Arc::new(AtomicBool::new(false)),
             shutdown: Arc::new(Notify::new()),
         }
+    }
+
+    /// Counts failed authentications in `failures` (the handshake's too) and
+    /// believes `X-Forwarded-For` from `proxies`.
+    pub fn with_clients(mut self, failures: Arc<AuthFailures>, proxies: TrustedProxies) -> Self {
+        self.auth_failures = failures;
+        self.trusted_proxies = proxies;
+        self
     }
 
     /// Enables the platform routes for callers presenting `key`.

@@ -2,9 +2,15 @@
 //! `/auth/v1/.well-known/jwks.json`).
 //!
 //! Guarantees:
-//! - Fetched at start; a token whose `kid` is unknown triggers a refresh, at most
-//!   once every [`MIN_REFRESH`] whatever the traffic, so forged `kid`s cannot turn
-//!   into a flood of fetches.
+//! - Fetched at start and on a timer ([`REFRESH_EVERY`] by default), so a key
+//!   the issuer withdraws stops verifying even if no token names an unknown
+//!   `kid`; a token whose `kid` is unknown also triggers a refresh, at most
+//!   once every [`MIN_REFRESH`] whatever the traffic, so forged `kid`s cannot
+//!   turn into a flood of fetches.
+//! - Only `https://` URLs, or `http://` to a loopback address (a local issuer,
+//!   tests): keys must not travel where they can be swapped ([`check_url`]).
+//! - A key set larger than [`MAX_JWKS_BYTES`] is refused while it streams in,
+//!   never read whole.
 //! - When the endpoint is down or answers garbage, the last good set is kept.
 //! - Each key carries the one algorithm its type allows (RSA → RS256/384/512 as
 //!   published, P-256 → ES256, P-384 → ES384, Ed25519 → EdDSA); a token must name
@@ -18,9 +24,29 @@ use std::time::{Duration, Instant};
 
 /// The shortest time between two fetches.
 pub const MIN_REFRESH: Duration = Duration::from_secs(5);
+/// How often the set is fetched again without being asked.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(300);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(3);
 /// A JWKS larger than this is refused (a key set is a few KB).
-const MAX_JWKS_BYTES: usize = 256 * 1024;
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+/// Why a JWKS URL cannot be used, if it cannot: it must be `https://`, or
+/// `http://` to a loopback host.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => Err(format!("`{url}` must use https:// (plain http only to a loopback address)")),
+        other => Err(format!("`{url}`: unsupported scheme `{other}` (https:// only)")),
+    }
+}
 
 #[derive(Clone)]
 pub struct KeyEntry {
@@ -82,9 +108,14 @@ fn parse(body: &[u8]) -> Result<HashMap<String, KeyEntry>, String> {
 }
 
 impl Jwks {
-    /// Fetches the set once; a failure is logged and retried on demand.
+    /// Fetches the set once; a failure is logged and retried on demand. A URL
+    /// that [`check_url`] refuses is never fetched (no key verifies).
     pub async fn new(url: &str) -> Self {
-        let http = reqwest::Client::builder().timeout(FETCH_TIMEOUT).build().unwrap_or_default();
+        let http = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
         let jwks = Self {
             url: url.to_owned(),
             http,
@@ -106,6 +137,20 @@ impl Jwks {
         }
         self.refresh().await;
         self.lookup(kid)
+    }
+
+    /// Refreshes `jwks` every `every` while it is alive.
+    pub fn refresh_every(jwks: &std::sync::Arc<Self>, every: Duration) {
+        let weak = std::sync::Arc::downgrade(jwks);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every.max(MIN_REFRESH));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(jwks) = weak.upgrade() else { return };
+                jwks.refresh().await;
+            }
+        });
     }
 
     /// Fetches the set unless one was attempted within [`MIN_REFRESH`]. Concurrent
@@ -132,13 +177,22 @@ impl Jwks {
     }
 
     async fn fetch(&self) -> Result<HashMap<String, KeyEntry>, String> {
-        let response = self.http.get(&self.url).send().await.map_err(|e| e.to_string())?;
+        check_url(&self.url)?;
+        let mut response = self.http.get(&self.url).send().await.map_err(|e| e.to_string())?;
         if !response.status().is_success() {
             return Err(format!("status {}", response.status()));
         }
-        let body = response.bytes().await.map_err(|e| e.to_string())?;
-        if body.len() > MAX_JWKS_BYTES {
-            return Err("the key set is too large".to_owned());
+        let too_large = || format!("the key set is over {MAX_JWKS_BYTES} bytes");
+        if response.content_length().is_some_and(|n| n > MAX_JWKS_BYTES as u64) {
+            return Err(too_large());
+        }
+        // Read as it streams: a body that keeps coming is cut off at the cap.
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
         }
         let keys = parse(&body)?;
         if keys.is_empty() {

@@ -135,11 +135,19 @@ impl Verifier {
         Self { hs, jwks: None, validation }
     }
 
-    /// A verifier with the secret and, when configured, the JWKS (fetched now).
+    /// A verifier with the secret and, when configured, the JWKS (fetched now
+    /// and again every [`crate::jwks::REFRESH_EVERY`]).
     pub async fn connect(config: &JwtConfig) -> Self {
+        Self::connect_refreshing(config, crate::jwks::REFRESH_EVERY).await
+    }
+
+    /// [`Self::connect`] with the JWKS fetched again every `every`.
+    pub async fn connect_refreshing(config: &JwtConfig, every: std::time::Duration) -> Self {
         let mut verifier = Self::new(config);
         if let Some(url) = &config.jwks_url {
-            verifier.jwks = Some(Arc::new(Jwks::new(url).await));
+            let jwks = Arc::new(Jwks::new(url).await);
+            Jwks::refresh_every(&jwks, every);
+            verifier.jwks = Some(jwks);
         }
         verifier
     }

@@ -175,3 +175,72 @@ async fn the_last_good_set_is_kept_while_the_endpoint_is_down() {
         "garbage does not replace good keys"
     );
 }
+
+#[tokio::test]
+async fn a_key_the_issuer_withdraws_stops_verifying_on_the_timer_without_an_unknown_kid() {
+    let ep = endpoint("jwks1.json").await;
+    let config = JwtConfig { secret: None, jwks_url: Some(ep.url.clone()), issuer: None, audience: None };
+    let v = Verifier::connect_refreshing(&config, MIN_REFRESH).await;
+    let (t, u) = (TenantId::new(), UserId::new());
+    let old = sign(Algorithm::RS256, "rsa-1", "rsa1.pem", &claims(t, u));
+    assert!(v.verify(&old).await.is_ok());
+    // The issuer withdraws rsa-1; nobody presents an unknown kid.
+    *ep.body.lock().unwrap() = Some(fixture("jwks2.json"));
+    tokio::time::sleep(MIN_REFRESH + Duration::from_millis(700)).await;
+    assert_eq!(ep.fetches.load(Ordering::SeqCst), 2, "refreshed by the timer");
+    assert_eq!(v.verify(&old).await, Err(AuthError::Invalid("unknown signing key")));
+}
+
+#[tokio::test]
+async fn a_key_set_over_the_cap_is_refused_while_it_streams_in() {
+    use futures_util::StreamExt;
+    let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = sent.clone();
+    // A body that never ends, 64 KiB at a time, counting what was taken.
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(move || {
+            let counter = counter.clone();
+            async move {
+                let chunk = bytes_of(64 * 1024);
+                let stream = futures_util::stream::repeat(chunk).map(move |c| {
+                    counter.fetch_add(c.len() as u64, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(c)
+                });
+                axum::body::Body::from_stream(stream)
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let started = std::time::Instant::now();
+    let v = verifier(&url).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "gave up at the cap, not at the timeout");
+    let token = sign(Algorithm::RS256, "rsa-1", "rsa1.pem", &claims(TenantId::new(), UserId::new()));
+    assert!(v.verify(&token).await.is_err(), "no key came from an oversized set");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let taken = sent.load(Ordering::SeqCst);
+    assert!(taken < 4 * 1024 * 1024, "the client stopped reading near the cap, not after {taken} bytes");
+}
+
+fn bytes_of(n: usize) -> axum::body::Bytes {
+    axum::body::Bytes::from(vec![b' '; n])
+}
+
+#[tokio::test]
+async fn a_jwks_url_over_plain_http_is_refused_unless_it_is_loopback() {
+    use switchboard_auth::jwks::check_url;
+    assert!(check_url("https://example.supabase.co/auth/v1/.well-known/jwks.json").is_ok());
+    assert!(check_url("http://127.0.0.1:9999/jwks.json").is_ok());
+    assert!(check_url("http://localhost/jwks.json").is_ok());
+    assert!(check_url("http://[::1]:80/jwks.json").is_ok());
+    for bad in ["http://example.com/jwks.json", "http://10.0.0.1/jwks.json", "ftp://x/y", "not a url"] {
+        assert!(check_url(bad).is_err(), "{bad}");
+    }
+    // Such a URL is never fetched: nothing verifies.
+    let v = verifier("http://192.0.2.1/jwks.json").await;
+    let token = sign(Algorithm::RS256, "rsa-1", "rsa1.pem", &claims(TenantId::new(), UserId::new()));
+    assert!(v.verify(&token).await.is_err());
+}

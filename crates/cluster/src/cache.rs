@@ -14,6 +14,11 @@
 //! - Without Redis the cache is L1 only, and invalidation is local.
 //! - Redis errors never fail a lookup: the value is loaded from the source, and
 //!   while Redis is down no lookup waits on it.
+//! - [`Cache::invalidate`] says whether Redis took the invalidation. One that
+//!   did not reach it must be carried some other way (the directory keeps it in
+//!   Postgres); meanwhile [`Cache::hold`] names the namespaces whose Redis
+//!   entries may be stale, and lookups in them skip L2 until the version in
+//!   Redis has been bumped.
 
 use crate::Redis;
 use fred::prelude::*;
@@ -47,7 +52,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Kind::Tenant => "tenant",
             Kind::ApiKey => "api_key",
@@ -56,7 +61,7 @@ impl Kind {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
             "tenant" => Some(Kind::Tenant),
             "api_key" => Some(Kind::ApiKey),
@@ -127,6 +132,8 @@ struct Inner {
     redis: Option<Redis>,
     l2_ttl: Duration,
     counters: Counters,
+    /// Namespaces whose L2 entries may predate an invalidation Redis missed.
+    held: std::sync::RwLock<Arc<std::collections::HashSet<Namespace>>>,
 }
 
 /// The cache; cheap to clone.
@@ -173,6 +180,7 @@ impl Cache {
             redis,
             l2_ttl,
             counters: Counters::default(),
+            held: Default::default(),
         });
         if let Some(redis) = &inner.redis {
             if let Err(e) = redis.subscribe(CHANNEL).await {
@@ -229,12 +237,14 @@ impl Cache {
         let l1_key = L1Key { ns, version, key: key.to_owned() };
         let missed = AtomicBool::new(false);
         let inner = &self.inner;
+        let held = inner.held.read().map(|h| h.contains(&ns)).unwrap_or(false);
+        let l2 = || if held { None } else { inner.redis.as_ref().and_then(Redis::live) };
         let value = inner
             .l1
             .try_get_with(l1_key, async {
                 missed.store(true, Ordering::Relaxed);
                 let l2_key = ns.entry_key(version, key);
-                if let Some(client) = inner.redis.as_ref().and_then(Redis::live) {
+                if let Some(client) = l2() {
                     match client.get::<Option<String>, _>(&l2_key).await {
                         Ok(Some(json)) => {
                             if let Ok(v) = serde_json::from_str::<T>(&json) {
@@ -248,9 +258,7 @@ impl Cache {
                 }
                 inner.counters.misses.fetch_add(1, Ordering::Relaxed);
                 let v = load().await?;
-                if let (Some(client), Ok(json)) =
-                    (inner.redis.as_ref().and_then(Redis::live), serde_json::to_string(&v))
-                {
+                if let (Some(client), Ok(json)) = (l2(), serde_json::to_string(&v)) {
                     let ttl = jittered(inner.l2_ttl).as_secs().max(1) as i64;
                     let set: Result<(), _> =
                         client.set(&l2_key, json, Some(Expiration::EX(ttl)), None, false).await;
@@ -275,8 +283,9 @@ impl Cache {
         }
     }
 
-    /// Makes every node stop using what `ns` held.
-    pub async fn invalidate(&self, ns: Namespace) {
+    /// Makes every node stop using what `ns` held. `false` when Redis did not
+    /// take it (other nodes were not told and its L2 entries stand).
+    pub async fn invalidate(&self, ns: Namespace) -> bool {
         let bumped = match self.inner.redis.as_ref().and_then(Redis::live) {
             Some(client) => {
                 let incr: Result<u64, _> = client.incr(ns.version_key()).await;
@@ -296,13 +305,36 @@ impl Cache {
                 }
             }
             None if self.inner.redis.is_some() => {
-                tracing::warn!("cache: redis is down; invalidation is local, other nodes rely on TTL");
+                tracing::warn!("cache: redis is down; the invalidation is kept elsewhere until it returns");
                 None
             }
             None => None,
         };
+        self.bump_local(ns, bumped);
+        bumped.is_some() || self.inner.redis.is_none()
+    }
+
+    /// Whether an invalidation now would reach Redis (always, without Redis).
+    pub fn reaches_redis(&self) -> bool {
+        self.inner.redis.as_ref().is_none_or(|r| r.live().is_some())
+    }
+
+    /// Drops this node's view of `ns` (its L1 entries are not read again).
+    pub fn forget(&self, ns: Namespace) {
+        self.bump_local(ns, None);
+    }
+
+    fn bump_local(&self, ns: Namespace, to: Option<u64>) {
         let local = self.inner.versions.get(&ns).unwrap_or(0);
-        self.inner.versions.insert(ns, bumped.unwrap_or(local + 1).max(local + 1));
+        self.inner.versions.insert(ns, to.unwrap_or(local + 1).max(local + 1));
+    }
+
+    /// The namespaces whose Redis entries may be stale: lookups in them skip
+    /// L2 until the next call leaves them out.
+    pub fn hold(&self, namespaces: std::collections::HashSet<Namespace>) {
+        if let Ok(mut held) = self.inner.held.write() {
+            *held = Arc::new(namespaces);
+        }
     }
 }
 

@@ -18,6 +18,6 @@ pub use error::ErrorKind;
 pub use idempotency::{BadIdempotencyKey, Fingerprint, IdempotencyKey};
 pub use ids::{ConversationId, ProjectId, RunId, TenantId, UserId};
 pub use limits::{LimitOverrides, Limits, LimitsError, TenantStatus};
-pub use principal::{Principal, Role};
+pub use principal::{ClientAddr, Principal, Role};
 pub use run::RunStatus;
 pub use topic::{Topic, TopicError};

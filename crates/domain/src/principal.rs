@@ -87,3 +87,24 @@ impl Principal {
         }
     }
 }
+
+/// The address a request comes from: the peer, or, behind a trusted proxy, the
+/// client the proxy names. Set once per request, read by the limiters, audit
+/// rows and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
+impl ClientAddr {
+    /// The address as per-client limits count it: an IPv4 address whole, an
+    /// IPv6 address by its /64 (the block one subscriber usually holds).
+    pub fn bucket(&self) -> u128 {
+        use std::net::IpAddr;
+        match self.0 {
+            IpAddr::V4(v4) => u128::from(u32::from(v4)),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => u128::from(u32::from(v4)),
+                None => u128::from(v6) & !((1u128 << 64) - 1),
+            },
+        }
+    }
+}

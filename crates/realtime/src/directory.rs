@@ -4,13 +4,25 @@
 //! streamed deltas. Changes go through
 //! [`Directory::tenant_changed`] and [`Directory::api_keys_changed`], which
 //! invalidate across the cluster.
+//!
+//! An invalidation that cannot reach Redis (it is down, or this node is cut
+//! off from it) is written to Postgres; every node polls those every second,
+//! drops what it cached for them and reads around Redis for them until one
+//! node has pushed them to Redis. So a key revoked or a tenant suspended while
+//! Redis is away is refused on every node within about a second, and stays
+//! refused when Redis comes back with its old entries.
+//!
+//! An API key that does not exist costs one Postgres lookup per node and
+//! minute at most: its absence is remembered in a small local cache of its
+//! own, never in the shared cache (random keys cannot evict tenants' entries
+//! or fill Redis).
 
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use switchboard_cluster::cache::TypeMismatch;
 use switchboard_cluster::{Cache, Kind, Namespace};
 use switchboard_db::repo::api_keys::{self, KeyGrant};
-use switchboard_db::repo::{conversations, projects, runs, tenants};
+use switchboard_db::repo::{conversations, invalidations, projects, runs, tenants};
 use switchboard_db::{Database, DbError, TenantContext};
 use switchboard_domain::{ErrorKind, Limits, RunId, RunStatus, TenantId, TenantStatus, Topic};
 use uuid::Uuid;
@@ -48,16 +60,30 @@ pub struct RunInfo {
 }
 
 /// Tenants and API keys, cached.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Directory {
     db: Database,
     cache: Cache,
     defaults: Limits,
+    /// Hashes of keys found not to exist (or revoked), for a minute.
+    unknown_keys: moka::sync::Cache<Box<[u8]>, ()>,
 }
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory").field("cache", &self.cache).finish_non_exhaustive()
+    }
+}
+
+/// Absent keys remembered per node, and for how long.
+const UNKNOWN_KEYS: u64 = 10_000;
+const UNKNOWN_KEY_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Directory {
     pub fn new(db: Database, cache: Cache, defaults: Limits) -> Self {
-        Self { db, cache, defaults }
+        let unknown_keys =
+            moka::sync::Cache::builder().max_capacity(UNKNOWN_KEYS).time_to_live(UNKNOWN_KEY_TTL).build();
+        Self { db, cache, defaults, unknown_keys }
     }
 
     pub fn cache(&self) -> &Cache {
@@ -85,16 +111,29 @@ impl Directory {
 
     /// The live grant for a key hash; `None` for unknown or revoked keys.
     pub async fn api_key(&self, hash: &[u8]) -> Result<Option<KeyGrant>, Arc<DirectoryError>> {
+        if self.unknown_keys.contains_key(hash) {
+            return Ok(None);
+        }
         let key: String = hash.iter().map(|b| format!("{b:02x}")).collect();
-        let (db, hash) = (self.db.clone(), hash.to_vec());
-        self.cache
+        let (db, owned) = (self.db.clone(), hash.to_vec());
+        let found = self
+            .cache
             .get_or_load(Namespace::new(Uuid::nil(), Kind::ApiKey), &key, || async move {
                 let mut tx = db.begin_platform().await?;
-                let grant = api_keys::lookup(&mut tx, &hash).await?;
+                let grant = api_keys::lookup(&mut tx, &owned).await?;
                 tx.commit().await?;
-                Ok(grant)
+                // An absence is an error here so the shared cache keeps none.
+                grant.ok_or(DirectoryError::Db(DbError::NotFound))
             })
-            .await
+            .await;
+        match found {
+            Ok(grant) => Ok(Some(grant)),
+            Err(e) if matches!(&*e, DirectoryError::Db(DbError::NotFound)) => {
+                self.unknown_keys.insert(hash.into(), ());
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// A run of the context's tenant; `None` if it does not exist there. A run
@@ -121,7 +160,7 @@ impl Directory {
 
     /// Call after a run changed status.
     pub async fn runs_changed(&self, tenant: TenantId) {
-        self.cache.invalidate(Namespace::new(tenant.as_uuid(), Kind::Run)).await;
+        self.invalidate(Namespace::new(tenant.as_uuid(), Kind::Run)).await;
     }
 
     /// Whether the context's user may see (and so subscribe to) the topic's
@@ -163,16 +202,87 @@ impl Directory {
     /// Call after something that answers [`Self::may_subscribe`] changed
     /// (a conversation or project deleted, participants changed).
     pub async fn authz_changed(&self, tenant: TenantId) {
-        self.cache.invalidate(Namespace::new(tenant.as_uuid(), Kind::Authz)).await;
+        self.invalidate(Namespace::new(tenant.as_uuid(), Kind::Authz)).await;
     }
 
     /// Call after a tenant's status or limits changed (or it was deleted).
     pub async fn tenant_changed(&self, id: TenantId) {
-        self.cache.invalidate(Namespace::new(id.as_uuid(), Kind::Tenant)).await;
+        self.invalidate(Namespace::new(id.as_uuid(), Kind::Tenant)).await;
     }
 
     /// Call after an API key was revoked.
     pub async fn api_keys_changed(&self) {
-        self.cache.invalidate(Namespace::new(Uuid::nil(), Kind::ApiKey)).await;
+        self.invalidate(Namespace::new(Uuid::nil(), Kind::ApiKey)).await;
+    }
+
+    /// Invalidates `ns` everywhere: through Redis, or, when Redis does not take
+    /// it, through Postgres (see the module doc).
+    async fn invalidate(&self, ns: Namespace) {
+        if self.cache.invalidate(ns).await {
+            return;
+        }
+        let recorded = async {
+            let mut tx = self.db.begin_platform().await?;
+            invalidations::record(&mut tx, ns.tenant, ns.kind.as_str()).await?;
+            tx.commit().await
+        };
+        if let Err(e) = recorded.await {
+            tracing::error!(error = %e, kind = ns.kind.as_str(), "invalidation reached neither redis nor postgres; other nodes rely on TTL");
+        }
+    }
+
+    /// Polls the invalidations Redis missed, every second, for as long as the
+    /// directory lives (call once per node).
+    pub fn watch_missed_invalidations(&self) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                match me.apply_missed(last).await {
+                    Ok(seen) => last = seen,
+                    Err(e) => tracing::debug!(error = %e, "missed invalidations not polled"),
+                }
+            }
+        });
+    }
+
+    /// One poll: forgets what changed since `last`, reads around Redis for
+    /// what it has not been told, and tells it when it answers. Returns the
+    /// last id seen.
+    async fn apply_missed(&self, last: i64) -> Result<i64, DbError> {
+        let mut tx = self.db.begin_platform().await?;
+        let rows = invalidations::poll(&mut tx, last).await?;
+        tx.commit().await?;
+        let ns = |r: &invalidations::Invalidation| {
+            Kind::parse(&r.kind).map(|kind| Namespace::new(r.tenant_id, kind))
+        };
+        let mut seen = last;
+        for row in rows.iter().filter(|r| r.id > last) {
+            if let Some(ns) = ns(row) {
+                self.cache.forget(ns);
+            }
+            seen = seen.max(row.id);
+        }
+        let mut held = std::collections::HashSet::new();
+        let mut pushed = Vec::new();
+        let reachable = self.cache.reaches_redis();
+        for row in rows.iter().filter(|r| !r.pushed) {
+            let Some(ns) = ns(row) else { continue };
+            if reachable && self.cache.invalidate(ns).await {
+                pushed.push(row.id);
+            } else {
+                held.insert(ns);
+            }
+        }
+        self.cache.hold(held);
+        if !pushed.is_empty() {
+            let mut tx = self.db.begin_platform().await?;
+            invalidations::pushed(&mut tx, &pushed).await?;
+            tx.commit().await?;
+            tracing::info!(count = pushed.len(), "invalidations missed by redis are now in redis");
+        }
+        Ok(seen)
     }
 }

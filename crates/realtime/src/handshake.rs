@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
 use std::sync::Arc;
-use switchboard_domain::{ErrorKind, Principal, TenantStatus};
+use switchboard_domain::{ClientAddr, ErrorKind, Principal, TenantStatus};
 
 fn token<E>(s: &SocketRef, auth: &Result<Value, E>) -> Option<String> {
     if let Ok(auth) = auth
@@ -67,11 +67,21 @@ async fn admit(
             "API keys authenticate REST calls; sockets need a user token",
         ));
     }
-    let (principal, expires_at) = inner
-        .verifier
-        .verify_until(&token)
-        .await
-        .map_err(|e| Refusal::new(e.kind(), e.code(), e.to_string()))?;
+    // An address that keeps failing is refused before any verification work.
+    let ip = s.req_parts().extensions.get::<ClientAddr>().map(|c| c.0);
+    if ip.and_then(|ip| inner.auth_failures.blocked(ip)).is_some() {
+        return Err(Refusal::new(
+            ErrorKind::RateLimited,
+            "rate_limited",
+            "too many failed authentications from this address; wait before retrying",
+        ));
+    }
+    let (principal, expires_at) = inner.verifier.verify_until(&token).await.map_err(|e| {
+        if let Some(ip) = ip {
+            inner.auth_failures.failed(ip);
+        }
+        Refusal::new(e.kind(), e.code(), e.to_string())
+    })?;
     let Principal::User { tenant_id, user_id, role } = principal else {
         return Err(Refusal::new(
             ErrorKind::Forbidden,

@@ -81,6 +81,8 @@ pub struct Deps {
     pub db: Database,
     pub redis: Option<switchboard_cluster::Redis>,
     pub verifier: Arc<Verifier>,
+    /// Failed authentications per client address (shared with REST).
+    pub auth_failures: Arc<switchboard_auth::AuthFailures>,
     pub directory: Directory,
     pub limiter: RateLimiter,
     /// This process in the cluster: node id plus a random suffix.
@@ -91,6 +93,7 @@ pub(crate) struct Inner {
     pub(crate) config: RealtimeConfig,
     pub(crate) db: Database,
     pub(crate) verifier: Arc<Verifier>,
+    pub(crate) auth_failures: Arc<switchboard_auth::AuthFailures>,
     pub(crate) directory: Directory,
     pub(crate) limiter: RateLimiter,
     pub(crate) topics: Topics,
@@ -137,6 +140,7 @@ impl Realtime {
             config,
             db: deps.db,
             verifier: deps.verifier,
+            auth_failures: deps.auth_failures,
             directory: deps.directory,
             limiter: deps.limiter.clone(),
             topics,

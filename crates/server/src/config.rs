@@ -22,6 +22,8 @@ pub struct Config {
     pub cors_allowed_origins: Vec<String>,
     /// `PLATFORM_KEY`: the operator's credential for the platform routes.
     pub platform_key: Option<switchboard_auth::PlatformKey>,
+    /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: switchboard_api::client_addr::TrustedProxies,
     pub node_id: String,
     /// `TOPIC_HISTORY_SIZE`, `TOPIC_HISTORY_TTL_SECONDS`, `SOCKET_EVENTS_PER_SECOND`,
     /// `DRAIN_SECONDS`: the Socket.IO layer's node-wide settings.
@@ -134,10 +136,10 @@ impl Config {
                 );
             }
         }
-        if let Some(u) = &jwt_jwks_url {
-            if !(u.starts_with("https://") || u.starts_with("http://")) {
-                problems.push(format!("JWT_JWKS_URL: `{u}` is not an http(s) URL"));
-            }
+        if let Some(u) = &jwt_jwks_url
+            && let Err(why) = switchboard_auth::jwks::check_url(u)
+        {
+            problems.push(format!("JWT_JWKS_URL: {why}"));
         }
 
         let api_key_secret = env.get("API_KEY_SECRET").or_else(|| jwt_secret.clone());
@@ -173,6 +175,14 @@ impl Config {
             }
             key
         });
+
+        let trusted_proxies = match env.get("TRUSTED_PROXIES") {
+            None => Default::default(),
+            Some(list) => switchboard_api::client_addr::TrustedProxies::parse(&list).unwrap_or_else(|why| {
+                problems.push(format!("TRUSTED_PROXIES: {why}"));
+                Default::default()
+            }),
+        };
 
         let node_id = env.get("NODE_ID").unwrap_or_else(default_node_id);
 
@@ -220,6 +230,7 @@ impl Config {
             api_key_secret: api_key_secret.unwrap_or_default().into(),
             cors_allowed_origins,
             platform_key,
+            trusted_proxies,
             node_id,
             realtime,
         })

@@ -72,6 +72,7 @@ impl Application {
         .await;
         let directory =
             switchboard_realtime::Directory::new(db.clone(), cache, switchboard_domain::Limits::default());
+        directory.watch_missed_invalidations();
         // This process in the cluster: a restarted node is a new instance, so
         // nothing the previous one held (connection shares, presence) is mistaken
         // for its own.
@@ -79,10 +80,12 @@ impl Application {
         let limiter = switchboard_cluster::RateLimiter::new(redis.clone(), &instance);
         limiter.join_cluster().await;
         let verifier = std::sync::Arc::new(verifier);
+        let auth_failures = std::sync::Arc::new(switchboard_auth::AuthFailures::default());
         let deps = switchboard_realtime::Deps {
             db: db.clone(),
             redis: redis.clone(),
             verifier: verifier.clone(),
+            auth_failures: auth_failures.clone(),
             directory: directory.clone(),
             limiter: limiter.clone(),
             instance,
@@ -90,7 +93,8 @@ impl Application {
         let (realtime, socket_io) = switchboard_realtime::Realtime::new(deps, config.realtime).await;
         let state =
             AppState::new(db, redis, verifier, hasher, directory, limiter, realtime, config.node_id.clone())
-                .with_platform_key(config.platform_key.clone());
+                .with_platform_key(config.platform_key.clone())
+                .with_clients(auth_failures, config.trusted_proxies.clone());
         let router = switchboard_api::router(state.clone(), &config.cors_allowed_origins, |r| {
             r.layer(socket_io).layer(axum::middleware::map_request(own_handshake_request))
         });
