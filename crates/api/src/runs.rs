@@ -610,12 +610,17 @@ pub(crate) async fn stream_deltas(
     // The whole request, sender included: the same key with anything else is a conflict.
     let sender = (member.ctx.user_id, member.ctx.role == switchboard_domain::Role::Service);
     let fingerprint = Fingerprint::of("deltas", &(sender, id, body.step, &body.deltas)).to_hex();
-    let dedupe = key.as_ref().map(|k| Dedupe { key: k.as_str(), fingerprint: &fingerprint });
-    if dedupe.is_some()
-        && let Err(wait) = state.realtime.charge_dedupe_key(tenant, &limits).await
-    {
-        return Err(crate::ratelimit::quota_exceeded(wait, "dedupe keys"));
-    }
+    // A new key takes one from the tenant's quota; at its quota, only a replay
+    // of a key already seen goes through.
+    let over_quota = match key {
+        Some(_) => state.realtime.charge_dedupe_key(tenant, &limits).await.err(),
+        None => None,
+    };
+    let dedupe = key.as_ref().map(|k| Dedupe {
+        key: k.as_str(),
+        fingerprint: &fingerprint,
+        replay_only: over_quota.is_some(),
+    });
     let from = member.sender();
     let published = state
         .realtime
@@ -625,6 +630,10 @@ pub(crate) async fn stream_deltas(
             ErrorKind::Conflict => {
                 ApiError::new(kind, "the Idempotency-Key was already used for a different batch")
             }
+            ErrorKind::QuotaExceeded => crate::ratelimit::quota_exceeded(
+                over_quota.unwrap_or(std::time::Duration::from_secs(1)),
+                "dedupe keys",
+            ),
             _ => ApiError::new(kind, "the deltas could not be sent; retry with the same Idempotency-Key"),
         })?;
     let answer = Streamed {

@@ -93,10 +93,15 @@ impl Namespace {
     }
 }
 
+/// An L1 entry's key: the namespace's version in Redis (which L2 keys carry
+/// too) and this node's own generation of it, moved on by invalidations Redis
+/// did not take. A local generation never names an L2 entry, so nodes whose
+/// local counts happen to agree cannot share stale entries through Redis.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct L1Key {
     ns: Namespace,
     version: u64,
+    generation: u64,
     key: String,
 }
 
@@ -129,6 +134,7 @@ type Value = Arc<dyn Any + Send + Sync>;
 struct Inner {
     l1: moka::future::Cache<L1Key, Value>,
     versions: moka::sync::Cache<Namespace, u64>,
+    generations: moka::sync::Cache<Namespace, u64>,
     redis: Option<Redis>,
     l2_ttl: Duration,
     counters: Counters,
@@ -177,6 +183,7 @@ impl Cache {
                 .expire_after(JitterExpiry(l1_ttl))
                 .build(),
             versions: moka::sync::Cache::builder().max_capacity(capacity).build(),
+            generations: moka::sync::Cache::builder().max_capacity(capacity).build(),
             redis,
             l2_ttl,
             counters: Counters::default(),
@@ -234,7 +241,8 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         let version = self.version(ns).await;
-        let l1_key = L1Key { ns, version, key: key.to_owned() };
+        let generation = self.inner.generations.get(&ns).unwrap_or(0);
+        let l1_key = L1Key { ns, version, generation, key: key.to_owned() };
         let missed = AtomicBool::new(false);
         let inner = &self.inner;
         let held = inner.held.read().map(|h| h.contains(&ns)).unwrap_or(false);
@@ -277,7 +285,7 @@ impl Cache {
             // The same key read as two types: a bug. Drop the entry and say so.
             None => {
                 tracing::error!(kind = ns.kind.as_str(), "cache: one key read as two types");
-                inner.l1.invalidate(&L1Key { ns, version, key: key.to_owned() }).await;
+                inner.l1.invalidate(&L1Key { ns, version, generation, key: key.to_owned() }).await;
                 Err(Arc::new(E::from(TypeMismatch)))
             }
         }
@@ -324,9 +332,19 @@ impl Cache {
         self.bump_local(ns, None);
     }
 
+    /// Moves to Redis's new version `to`, or, without one, to this node's next
+    /// generation (which drops L1 but names no L2 entry).
     fn bump_local(&self, ns: Namespace, to: Option<u64>) {
-        let local = self.inner.versions.get(&ns).unwrap_or(0);
-        self.inner.versions.insert(ns, to.unwrap_or(local + 1).max(local + 1));
+        match to {
+            Some(v) => {
+                let current = self.inner.versions.get(&ns).unwrap_or(0);
+                self.inner.versions.insert(ns, current.max(v));
+            }
+            None => {
+                let generation = self.inner.generations.get(&ns).unwrap_or(0);
+                self.inner.generations.insert(ns, generation + 1);
+            }
+        }
     }
 
     /// The namespaces whose Redis entries may be stale: lookups in them skip

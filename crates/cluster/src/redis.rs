@@ -24,6 +24,8 @@ pub enum ClusterError {
     Unexpected(String),
     #[error("the dedupe key was already used for a different batch")]
     DedupeMismatch,
+    #[error("the dedupe key was not seen, and only a replay was asked for")]
+    DedupeUnseen,
 }
 
 impl ClusterError {
@@ -32,6 +34,7 @@ impl ClusterError {
             ClusterError::Config(_) | ClusterError::Unexpected(_) => ErrorKind::Internal,
             ClusterError::Redis(_) | ClusterError::Timeout => ErrorKind::Unavailable,
             ClusterError::DedupeMismatch => ErrorKind::Conflict,
+            ClusterError::DedupeUnseen => ErrorKind::QuotaExceeded,
         }
     }
 }

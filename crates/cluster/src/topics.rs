@@ -137,6 +137,9 @@ pub struct Dedupe<'a> {
     pub key: &'a str,
     /// Hex, compared as text.
     pub fingerprint: &'a str,
+    /// Only replay: a key not seen before publishes nothing
+    /// ([`ClusterError::DedupeUnseen`]); for a sender that may not add keys.
+    pub replay_only: bool,
 }
 
 /// How long a [`Topics::publish_batch`] dedupe key is remembered.
@@ -179,12 +182,12 @@ end
 "#;
 
 /// KEYS: stream, epoch, trimmed (, dedupe). ARGV: max_len, ttl_ms, fresh epoch,
-/// channel, sharded, dedupe ttl_ms, dedupe fingerprint, payload… Appends and
+/// channel, sharded, dedupe ttl_ms, dedupe fingerprint, replay only, payload… Appends and
 /// publishes each payload in order; returns {0, "first last count"}. Keeps the
 /// largest id ever trimmed, so a read can tell whether anything after an
 /// offset is gone. With a dedupe key that is already set, publishes nothing and
 /// returns {1, "first last count"} of the first time if the fingerprint is the
-/// one stored, {2} otherwise.
+/// one stored, {2} otherwise; with `replay only` and a new key, {3} and nothing.
 const PUBLISH: &str = r#"
 if KEYS[4] then
   local seen = redis.call('GET', KEYS[4])
@@ -193,6 +196,7 @@ if KEYS[4] then
     if fp == ARGV[7] then return {1, rest} end
     return {2, ''}
   end
+  if ARGV[8] == '1' then return {3, ''} end
 end
 local e = redis.call('GET', KEYS[2])
 if not e then e = ARGV[3] end
@@ -200,7 +204,7 @@ redis.call('SET', KEYS[2], e, 'PX', ARGV[2])
 local maxlen = tonumber(ARGV[1])
 local trimmed = nil
 local ids = {}
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   local len = redis.call('XLEN', KEYS[1])
   if len >= maxlen then
     local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - maxlen + 1)
@@ -225,7 +229,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local cmd = 'PUBLISH'
 if ARGV[5] == '1' then cmd = 'SPUBLISH' end
 for i, id in ipairs(ids) do
-  redis.call(cmd, ARGV[4], e .. ':' .. id .. ' ' .. ARGV[7 + i])
+  redis.call(cmd, ARGV[4], e .. ':' .. id .. ' ' .. ARGV[8 + i])
 end
 local answer = e .. ':' .. ids[1] .. ' ' .. e .. ':' .. ids[#ids] .. ' ' .. #ids
 if KEYS[4] then redis.call('SET', KEYS[4], ARGV[7] .. ' ' .. answer, 'PX', ARGV[6]) end
@@ -387,7 +391,7 @@ impl Topics {
         let ttl_ms = self.inner.config.ttl.as_millis().max(1) as u64;
         match &self.inner.backend {
             Backend::Redis { redis, publish, .. } => {
-                let mut args: Vec<String> = Vec::with_capacity(7 + payloads.len());
+                let mut args: Vec<String> = Vec::with_capacity(8 + payloads.len());
                 args.extend([
                     self.inner.config.max_len.max(1).to_string(),
                     ttl_ms.to_string(),
@@ -396,6 +400,7 @@ impl Topics {
                     if redis.sharded() { "1" } else { "0" }.to_owned(),
                     DEDUPE_TTL.as_millis().to_string(),
                     dedupe.map_or_else(String::new, |d| d.fingerprint.to_owned()),
+                    if dedupe.is_some_and(|d| d.replay_only) { "1" } else { "0" }.to_owned(),
                 ]);
                 args.extend(payloads.iter().map(|p| (*p).to_owned()));
                 let mut keys = history_keys(room);
@@ -404,8 +409,10 @@ impl Topics {
                 }
                 let (status, answer): (i64, String) =
                     publish.evalsha_with_reload(redis.client(), keys, args).await?;
-                if status == 2 {
-                    return Err(ClusterError::DedupeMismatch);
+                match status {
+                    2 => return Err(ClusterError::DedupeMismatch),
+                    3 => return Err(ClusterError::DedupeUnseen),
+                    _ => {}
                 }
                 let mut parts = answer.split_ascii_whitespace();
                 let offset = |o: Option<&str>| {
@@ -428,6 +435,9 @@ impl Topics {
                         } else {
                             Err(ClusterError::DedupeMismatch)
                         };
+                    }
+                    if dedupe.is_some_and(|d| d.replay_only) {
+                        return Err(ClusterError::DedupeUnseen);
                     }
                     let events: Vec<TopicEvent> =
                         payloads.iter().map(|p| stream.push(p, self.inner.config)).collect();

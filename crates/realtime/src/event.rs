@@ -14,6 +14,7 @@ use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, SocketRef, State};
 use socketioxide::handler::FromMessageParts;
 use socketioxide::socket::Socket;
+use socketioxide::{SendError, SocketError};
 use std::sync::Arc;
 use std::time::Instant;
 use switchboard_domain::{ErrorKind, Limits, TenantStatus, Topic};
@@ -51,14 +52,54 @@ pub(crate) struct TopicReq {
     pub topic: String,
 }
 
+/// How to answer an event: its socket and the ack id the client asked for.
+/// Unlike a bare ack, it waits while the socket's queue is full (after a long
+/// replay, say) instead of dropping the answer.
+pub(crate) struct Ack {
+    socket: Arc<Socket<LocalAdapter>>,
+    id: Option<i64>,
+}
+
+impl FromMessageParts<LocalAdapter> for Ack {
+    type Error = std::convert::Infallible;
+
+    fn from_message_parts(
+        s: &Arc<Socket<LocalAdapter>>,
+        _: &mut socketioxide::handler::Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Self::Error> {
+        Ok(Self { socket: s.clone(), id: *ack_id })
+    }
+}
+
+/// How long an answer waits for room in the socket's queue.
+const ACK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Answers an event through its ack (a no-op when the client sent none).
-pub(crate) fn reply(ack: AckSender, result: Result<Value, EventError>) {
+pub(crate) async fn reply(ack: Ack, result: Result<Value, EventError>) {
+    if ack.id.is_none() {
+        return;
+    }
     let body = match result {
         Ok(v) => v,
         Err(e) => e.ack(),
     };
-    if let Err(e) = ack.send(&body) {
-        tracing::debug!(error = %e, "ack not sent");
+    let deadline = tokio::time::Instant::now() + ACK_PATIENCE;
+    loop {
+        let mut unused = socketioxide::handler::Value::Bytes(Default::default());
+        let Ok(sender) = AckSender::from_message_parts(&ack.socket, &mut unused, &ack.id);
+        match sender.send(&body) {
+            Ok(()) => return,
+            Err(SendError::Socket(SocketError::InternalChannelFull))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "ack not sent");
+                return;
+            }
+        }
     }
 }
 

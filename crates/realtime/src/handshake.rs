@@ -9,11 +9,11 @@
 //! fresh token of the same tenant and user.
 
 use crate::codes::{EventError, Refusal};
-use crate::event::{Ev, payload, reply};
+use crate::event::{Ack, Ev, payload, reply};
 use crate::{Realtime, Session, messages, presence, subscribe};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use socketioxide::extract::{AckSender, Event, SocketRef, State, TryData};
+use socketioxide::extract::{Event, SocketRef, State, TryData};
 use std::sync::Arc;
 use switchboard_domain::{ClientAddr, ErrorKind, Principal, TenantStatus};
 
@@ -148,7 +148,7 @@ struct RefreshReq {
 /// `auth:refresh { token }`: a fresh token for the same tenant and user keeps
 /// the socket open past the old token's expiry; its role applies from now on.
 /// Answers `{ ok, expires_at }` (seconds since the epoch).
-async fn refresh(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: AckSender) {
+async fn refresh(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: Ack) {
     let result = async {
         crate::event::admit(&rt, &s, &session).await?;
         let req: RefreshReq = payload(data)?;
@@ -175,14 +175,18 @@ async fn refresh(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: 
         }
     }
     .await;
-    reply(ack, result);
+    reply(ack, result).await;
 }
 
 /// Waits for the socket's handlers in flight, then undoes everything it held:
 /// presence entries, topics (and the node's subscriptions with the last local
 /// subscriber), its place in the expiry set. The connection slot goes with the
 /// session.
-async fn on_disconnect(s: SocketRef, State(rt): State<Realtime>) {
+async fn on_disconnect(
+    s: SocketRef,
+    State(rt): State<Realtime>,
+    reason: socketioxide::socket::DisconnectReason,
+) {
     let Some(session) = s.extensions.get::<Arc<Session>>() else { return };
     let sid = s.id.to_string();
     let held = session.close().await;
@@ -192,7 +196,7 @@ async fn on_disconnect(s: SocketRef, State(rt): State<Realtime>) {
         rt.inner.hub.leave(&rt.inner, &room);
     }
     rt.inner.expiries.remove(session.expires_at(), s.id);
-    tracing::debug!(sid = %sid, tenant_id = %session.tenant, "socket disconnected");
+    tracing::debug!(sid = %sid, tenant_id = %session.tenant, ?reason, "socket disconnected");
 }
 
 /// A Socket.IO request with its URI and headers copied out of the connection's

@@ -47,7 +47,7 @@ const TAIL_ROUNDS: usize = 4;
 const CATCH_UP: Duration = Duration::from_millis(500);
 
 /// How long a replay waits in all for the socket's queue and the tenant's budget.
-const REPLAY_TIME: Duration = Duration::from_secs(5);
+const REPLAY_TIME: Duration = Duration::from_secs(10);
 
 struct LocalTopic {
     members: AtomicUsize,
@@ -148,7 +148,8 @@ impl Replay<'_> {
     /// Charges a page of `n` events to the tenant (`1 + n / 16`), waiting for
     /// budget while time is left (never under the lock).
     async fn charge(&self, n: u32, locked: bool) -> bool {
-        let cost = 1 + n / 16;
+        // Never more than the whole budget, which could never be granted.
+        let cost = (1 + n / 16).min(self.payer.events_per_second.max(1));
         let quota = Quota { per_second: self.payer.events_per_second, burst: self.payer.events_per_second };
         loop {
             let taken = self

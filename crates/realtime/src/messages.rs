@@ -10,11 +10,11 @@
 //! REST).
 
 use crate::codes::EventError;
-use crate::event::{Ev, admit, payload, reply};
+use crate::event::{Ack, Ev, admit, payload, reply};
 use crate::{From, Realtime};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use socketioxide::extract::{AckSender, TryData};
+use socketioxide::extract::TryData;
 use std::borrow::Cow;
 use switchboard_db::repo::Created;
 use switchboard_db::repo::conversations;
@@ -143,7 +143,7 @@ struct SendReq {
     metadata: Option<Value>,
 }
 
-pub(crate) async fn send(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: AckSender) {
+pub(crate) async fn send(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: Ack) {
     let result = async {
         let limits = admit(&rt, &s, &session).await?;
         let req: SendReq = payload(data)?;
@@ -195,5 +195,5 @@ pub(crate) async fn send(Ev { s, rt, session }: Ev, TryData(data): TryData<Value
         }
     }
     .await;
-    reply(ack, result);
+    reply(ack, result).await;
 }

@@ -8,13 +8,13 @@
 //! refused with `quota_exceeded`.
 
 use crate::codes::EventError;
-use crate::event::{Ev, TopicReq, admit, joined_room, payload, reply, sized, topic};
+use crate::event::{Ack, Ev, TopicReq, admit, joined_room, payload, reply, sized, topic};
 use crate::session::Ops;
 use crate::{From, Inner, Realtime, Session};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use socketioxide::extract::{AckSender, TryData};
+use socketioxide::extract::TryData;
 use std::borrow::Cow;
 use std::sync::Weak;
 use std::time::Duration;
@@ -46,7 +46,7 @@ async fn announce(inner: &Inner, room: &str, event: &str, entry: &str) {
     }
 }
 
-pub(crate) async fn track(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: AckSender) {
+pub(crate) async fn track(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: Ack) {
     let result = async {
         let limits = admit(&rt, &s, &session).await?;
         let req: TrackReq = payload(data)?;
@@ -94,10 +94,10 @@ pub(crate) async fn track(Ev { s, rt, session }: Ev, TryData(data): TryData<Valu
         Ok(json!({ "ok": true, "topic": topic.to_string() }))
     }
     .await;
-    reply(ack, result);
+    reply(ack, result).await;
 }
 
-pub(crate) async fn list_event(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: AckSender) {
+pub(crate) async fn list_event(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: Ack) {
     let result = async {
         admit(&rt, &s, &session).await?;
         let req: TopicReq = payload(data)?;
@@ -108,7 +108,7 @@ pub(crate) async fn list_event(Ev { s, rt, session }: Ev, TryData(data): TryData
         Ok(json!({ "ok": true, "topic": topic.to_string(), "entries": entries }))
     }
     .await;
-    reply(ack, result);
+    reply(ack, result).await;
 }
 
 /// The live entries on `room`, from every node.

@@ -1,13 +1,13 @@
 //! `subscribe`, `unsubscribe` and `publish`.
 
 use crate::codes::EventError;
-use crate::event::{Ev, TopicReq, admit, joined_room, payload, reply, sized, topic};
+use crate::event::{Ack, Ev, TopicReq, admit, joined_room, payload, reply, sized, topic};
 use crate::hub::Payer;
 use crate::{From, Realtime, Session};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::ParserError;
-use socketioxide::extract::{AckSender, SocketRef, TryData};
+use socketioxide::extract::{SocketRef, TryData};
 use std::borrow::Cow;
 use switchboard_db::TenantContext;
 use switchboard_domain::ErrorKind;
@@ -28,9 +28,9 @@ struct PublishReq {
     data: Value,
 }
 
-pub(crate) async fn subscribe(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: AckSender) {
+pub(crate) async fn subscribe(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: Ack) {
     let result = subscribe_inner(&rt, &s, &session, data).await;
-    reply(ack, result);
+    reply(ack, result).await;
 }
 
 fn gone() -> EventError {
@@ -86,7 +86,7 @@ async fn subscribe_inner(
     Ok(ack)
 }
 
-pub(crate) async fn unsubscribe(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: AckSender) {
+pub(crate) async fn unsubscribe(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: Ack) {
     let result = async {
         admit(&rt, &s, &session).await?;
         let req: TopicReq = payload(data)?;
@@ -108,7 +108,7 @@ pub(crate) async fn unsubscribe(Ev { s, rt, session }: Ev, TryData(data): TryDat
         Ok(json!({ "ok": true, "topic": topic.to_string() }))
     }
     .await;
-    reply(ack, result);
+    reply(ack, result).await;
 }
 
 /// Event names a client may not publish: Socket.IO's own and the server's.
@@ -135,7 +135,7 @@ fn valid_event_name(event: &str) -> bool {
         && event.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
-pub(crate) async fn publish(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: AckSender) {
+pub(crate) async fn publish(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: Ack) {
     let result = async {
         let limits = admit(&rt, &s, &session).await?;
         let req: PublishReq = payload(data)?;
@@ -156,7 +156,7 @@ pub(crate) async fn publish(Ev { s, rt, session }: Ev, TryData(data): TryData<Va
         Ok(json!({ "ok": true, "topic": topic.to_string(), "offset": offset.to_string() }))
     }
     .await;
-    reply(ack, result);
+    reply(ack, result).await;
 }
 
 #[cfg(test)]

@@ -7,7 +7,9 @@
 //! (`scripts/test` exports them); a missing one fails the test with a clear message
 //! rather than skipping it.
 
+pub mod redis;
 pub mod sio;
+pub use redis::RedisServer;
 pub use sio::SioClient;
 
 use secrecy::SecretString;
@@ -163,8 +165,15 @@ impl Node {
     /// Starts `bin serve` (pass `env!("CARGO_BIN_EXE_switchboard")`) against the
     /// test services and waits until it serves.
     pub fn spawn(bin: &str, node_id: &str) -> Self {
+        Self::spawn_with(bin, node_id, &[])
+    }
+
+    /// [`Self::spawn`] with `env` on top of the test settings (e.g. another
+    /// `REDIS_URL`, `TOPIC_HISTORY_SIZE`).
+    pub fn spawn_with(bin: &str, node_id: &str, extra: &[(&str, &str)]) -> Self {
         use std::io::{BufRead, BufReader};
-        let mut child = std::process::Command::new(bin)
+        let mut command = std::process::Command::new(bin);
+        command
             .arg("serve")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -176,9 +185,11 @@ impl Node {
             .env("PORT", "0")
             .env("NODE_ID", node_id)
             .env("RUST_LOG", std::env::var("SB_NODE_LOG").unwrap_or_else(|_| "info".to_owned()))
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+            .stderr(std::process::Stdio::piped());
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
         let mut lines = BufReader::new(stderr).lines();
         let addr = loop {
@@ -217,6 +228,37 @@ impl Node {
 
     pub async fn create_tenant(&self, name: &str) -> TenantId {
         create_tenant_at(&self.http, &self.url("/api/v1/tenants"), name).await
+    }
+
+    /// A tenant with these limit overrides.
+    pub async fn create_tenant_with(&self, name: &str, limits: serde_json::Value) -> TenantId {
+        let (status, body) = send_json_at(
+            &self.http,
+            reqwest::Method::POST,
+            &self.url("/api/v1/tenants"),
+            platform_token(),
+            &serde_json::json!({ "name": name, "limits": limits }),
+        )
+        .await;
+        assert_eq!(status, 201, "creating a tenant: {body}");
+        body["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no id in {body}"))
+    }
+
+    /// The sum of a metric's samples in `/metrics` (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self.http.get(self.url("/metrics")).send().await.unwrap_or_else(|e| panic!("{e}"));
+        let text = text.text().await.unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Kills the node at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -20,6 +20,8 @@ pub struct SioClient {
     events: mpsc::UnboundedReceiver<(String, Value)>,
     pending: Pending,
     next_id: AtomicU64,
+    /// While `false`, nothing is read from the connection (a slow client).
+    reading: tokio::sync::watch::Sender<bool>,
     /// The Socket.IO session id.
     pub sid: String,
 }
@@ -49,8 +51,23 @@ impl ConnectError {
 impl SioClient {
     /// Connects to `base` (`http://host:port`) with `token` in `auth`.
     pub async fn connect(base: &str, token: &str) -> Result<Self, ConnectError> {
+        Self::connect_with(base, token, None).await
+    }
+
+    /// [`Self::connect`] with a small kernel receive buffer (`rcvbuf` bytes), so
+    /// that a client that stops reading soon stops the server's writes too.
+    pub async fn connect_with(base: &str, token: &str, rcvbuf: Option<u32>) -> Result<Self, ConnectError> {
         let url = format!("{}/socket.io/?EIO=4&transport=websocket", base.replacen("http", "ws", 1));
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        let addr: std::net::SocketAddr = base
+            .trim_start_matches("http://")
+            .parse()
+            .map_err(|e| ConnectError::Transport(format!("{base}: {e}")))?;
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| ConnectError::Transport(e.to_string()))?;
+        if let Some(size) = rcvbuf {
+            socket.set_recv_buffer_size(size).map_err(|e| ConnectError::Transport(e.to_string()))?;
+        }
+        let tcp = socket.connect(addr).await.map_err(|e| ConnectError::Transport(e.to_string()))?;
+        let (ws, _) = tokio_tungstenite::client_async(url, tcp)
             .await
             .map_err(|e| ConnectError::Transport(e.to_string()))?;
         let (mut sink, mut stream) = ws.split();
@@ -90,8 +107,15 @@ impl SioClient {
             let _ = sink.close().await;
         });
         let (pending_r, out_r) = (pending.clone(), out.clone());
+        let (reading, mut may_read) = tokio::sync::watch::channel(true);
         tokio::spawn(async move {
-            while let Some(Ok(msg)) = stream.next().await {
+            loop {
+                while !*may_read.borrow_and_update() {
+                    if may_read.changed().await.is_err() {
+                        return;
+                    }
+                }
+                let Some(Ok(msg)) = stream.next().await else { break };
                 let Message::Text(t) = msg else { continue };
                 if &*t == "2" {
                     let _ = out_r.send("3".to_owned());
@@ -120,15 +144,36 @@ impl SioClient {
             }
             let _ = events_tx.send(("disconnect".to_owned(), Value::Null));
         });
-        Ok(Self { out, events, pending, next_id: AtomicU64::new(1), sid })
+        Ok(Self { out, events, pending, next_id: AtomicU64::new(1), reading, sid })
     }
 
-    /// Emits `event` with `data` and waits up to 5 s for its ack.
-    pub async fn emit_with_ack(&self, event: &str, data: Value) -> Value {
+    /// Stops reading from the connection (the server's queue for this socket
+    /// fills), or starts again.
+    pub fn set_reading(&self, on: bool) {
+        let _ = self.reading.send(on);
+    }
+
+    /// Emits `event` with `data`; the ack arrives on the receiver.
+    pub fn emit_ack_later(&self, event: &str, data: Value) -> oneshot::Receiver<Value> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
         let _ = self.out.send(format!("42{id}{}", json!([event, data])));
+        rx
+    }
+
+    /// Every event received so far and until `wait` passes with none: (name, data).
+    pub async fn drain_events(&mut self, wait: Duration) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        while let Ok(Some(e)) = tokio::time::timeout(wait, self.events.recv()).await {
+            out.push(e);
+        }
+        out
+    }
+
+    /// Emits `event` with `data` and waits up to 5 s for its ack.
+    pub async fn emit_with_ack(&self, event: &str, data: Value) -> Value {
+        let rx = self.emit_ack_later(event, data);
         match tokio::time::timeout(Duration::from_secs(5), rx).await {
             Ok(Ok(v)) => v,
             _ => panic!("no ack for {event} within 5 s"),
@@ -155,5 +200,70 @@ impl SioClient {
     /// Closes the connection.
     pub fn close(self) {
         let _ = self.out.send("41".to_owned());
+    }
+}
+
+/// A Socket.IO client over Engine.IO long-polling, driven by hand: it reads
+/// only when the test calls [`PollingClient::poll`], so the server's queue for
+/// it fills exactly as for a browser that stopped polling.
+pub struct PollingClient {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl PollingClient {
+    /// Opens a session and connects to the default namespace with `token`.
+    pub async fn connect(base: &str, token: &str) -> Result<Self, ConnectError> {
+        let http = reqwest::Client::new();
+        let open = http
+            .get(format!("{base}/socket.io/?EIO=4&transport=polling"))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| ConnectError::Transport(e.to_string()))?;
+        let body = open.text().await.map_err(|e| ConnectError::Transport(e.to_string()))?;
+        let handshake: Value = body
+            .strip_prefix('0')
+            .and_then(|j| serde_json::from_str(j).ok())
+            .ok_or_else(|| ConnectError::Transport(format!("no open packet: {body}")))?;
+        let sid = handshake["sid"].as_str().unwrap_or_default();
+        let client = Self { http, url: format!("{base}/socket.io/?EIO=4&transport=polling&sid={sid}") };
+        client.send(&format!("40{}", json!({ "token": token }))).await?;
+        // Until the namespace answers (pings come and go meanwhile).
+        loop {
+            for packet in client.poll().await? {
+                if let Some(refusal) = packet.strip_prefix("44") {
+                    return Err(ConnectError::Refused(serde_json::from_str(refusal).unwrap_or(Value::Null)));
+                }
+                if packet.starts_with("40") {
+                    return Ok(client);
+                }
+            }
+        }
+    }
+
+    /// Sends one packet (e.g. `421["subscribe",{…}]`: an event with ack id 1).
+    pub async fn send(&self, packet: &str) -> Result<(), ConnectError> {
+        self.http
+            .post(&self.url)
+            .body(packet.to_owned())
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map(|_| ())
+            .map_err(|e| ConnectError::Transport(e.to_string()))
+    }
+
+    /// One poll: the packets the server had queued (pings answered).
+    pub async fn poll(&self) -> Result<Vec<String>, ConnectError> {
+        let res =
+            self.http.get(&self.url).send().await.map_err(|e| ConnectError::Transport(e.to_string()))?;
+        let body = res.text().await.map_err(|e| ConnectError::Transport(e.to_string()))?;
+        let packets: Vec<String> =
+            body.split('\u{1e}').filter(|p| !p.is_empty()).map(str::to_owned).collect();
+        if packets.iter().any(|p| p == "2") {
+            self.send("3").await?;
+        }
+        Ok(packets.into_iter().filter(|p| p != "2").collect())
     }
 }
