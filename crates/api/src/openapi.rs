@@ -1,8 +1,11 @@
 //! The OpenAPI document, generated from the handlers' annotations, served at
-//! `/api/openapi.json`, with a reference page at `/api/docs`.
+//! `/api/openapi.json`, with a reference page at `/api/docs`. The page's script
+//! (Redoc's standalone bundle, pinned in `assets/redoc/`) is compiled into the
+//! binary and served at `/api/docs/redoc.js`, so the page works offline.
 
 use crate::AppState;
-use axum::response::Html;
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -90,21 +93,40 @@ impl Modify for Security {
 )]
 pub struct ApiDoc;
 
+/// The pinned Redoc release; `assets/redoc/README.md` records its checksum.
+const REDOC_VERSION: &str = "2.5.4";
+const REDOC_JS: &str = include_str!("../assets/redoc/redoc.standalone.js");
+
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/openapi.json", get(document)).route("/api/docs", get(docs))
+    Router::new()
+        .route("/api/openapi.json", get(document))
+        .route("/api/docs", get(docs))
+        .route("/api/docs/redoc.js", get(redoc_js))
 }
 
 async fn document() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
-async fn docs() -> Html<&'static str> {
-    Html(
+async fn docs() -> Html<String> {
+    // The version in the script's URL lets browsers keep it for a year and
+    // still fetch a new one after an upgrade.
+    Html(format!(
         r#"<!doctype html>
 <html><head><meta charset="utf-8"><title>Switchboard API</title></head>
 <body><redoc spec-url="/api/openapi.json"></redoc>
-<script src="https://cdn.redoc.ly/redoc/latest/bundles/redoc.standalone.js"></script>
+<script src="/api/docs/redoc.js?v={REDOC_VERSION}"></script>
 <noscript>The API description is at <a href="/api/openapi.json">/api/openapi.json</a>.</noscript>
-</body></html>"#,
+</body></html>"#
+    ))
+}
+
+async fn redoc_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        REDOC_JS,
     )
 }
