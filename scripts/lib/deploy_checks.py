@@ -1,4 +1,5 @@
-"""Structural checks of the deployment files that no schema can express.
+"""Structural checks of the deployment files that no schema can express, and
+of the links in README.md and docs/.
 
 Run by scripts/check-deploy (with the tools virtualenv's Python, which has
 PyYAML) after the schema checks: what compose, HAProxy and Kubernetes must
@@ -242,6 +243,29 @@ for job in by_kind.get("Job", []):
 images = {i["name"] for i in kustomization.get("images", [])}
 for name, d in deployments.items():
     check(d["spec"]["template"]["spec"]["containers"][0]["image"] in images, f"k8s: kustomization.yaml sets {name}'s image")
+
+# --- Documentation links ---------------------------------------------------------
+
+
+def slug(heading):
+    """GitHub's anchor for a heading."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+doc_files = ["README.md", "loadtests/README.md"] + [os.path.join("docs", f) for f in sorted(os.listdir(os.path.join(ROOT, "docs")))]
+for doc in doc_files:
+    text = read(doc)
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        file = os.path.normpath(os.path.join(os.path.dirname(doc), path)) if path else doc
+        exists = os.path.exists(os.path.join(ROOT, file))
+        check(exists, f"{doc}: the link to {target} names a file that exists")
+        if exists and anchor and file.endswith(".md"):
+            anchors = {slug(h) for h in re.findall(r"^#+ (.+)$", read(file), re.M)}
+            check(anchor in anchors, f"{doc}: the link to {target} names a heading of {file}")
 
 for f in failures:
     print(f"FAILED {f}")
