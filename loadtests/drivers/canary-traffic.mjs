@@ -14,7 +14,7 @@
 // on stdout once traffic flows.
 import { readFileSync } from "node:fs";
 import { io } from "socket.io-client";
-import { createTenant, rest, sleep, userToken } from "./common.mjs";
+import { clientAddress, createTenant, fromAddress, rest, sleep, userToken } from "./common.mjs";
 
 const env = process.env;
 const LB = env.LB_URL;
@@ -43,6 +43,7 @@ function arrive(n) {
     reconnectionDelay: 100,
     reconnectionDelayMax: 1000,
     timeout: 5000,
+    ...fromAddress(clientAddress(n)),
   });
   socket.on("connect_error", (err) => {
     c.refusals.push(err.data?.code ?? "transport");

@@ -5,6 +5,7 @@
 // on system:drain after reconnect_after_ms, and retries a refused handshake
 // after a pause (socket.io-client does not retry those by itself).
 import { createHmac, randomUUID } from "node:crypto";
+import http from "node:http";
 import { io } from "socket.io-client";
 
 const b64 = (v) => Buffer.from(typeof v === "string" ? v : JSON.stringify(v)).toString("base64url");
@@ -55,6 +56,22 @@ export async function createTenant(base, platformKey, name) {
   return r.body.id;
 }
 
+/**
+ * The loopback address client `i` connects from. The nodes limit new
+ * Socket.IO sessions per client address (HAProxy passes it on in
+ * X-Forwarded-For), so a load generator that is many clients must not come
+ * from one address: the whole of 127.0.0.0/8 reaches the loopback interface.
+ */
+export function clientAddress(i) {
+  return `127.1.${Math.floor(i / 250) % 250}.${(i % 250) + 1}`;
+}
+
+/** socket.io-client options that make it connect from `address`. */
+export function fromAddress(address) {
+  if (!address) return {};
+  return { localAddress: address, agent: new http.Agent({ localAddress: address, keepAlive: true }) };
+}
+
 /** Offsets are `epoch:ms-seq`; within an epoch they order by (ms, seq). */
 export function compareOffsets(a, b) {
   const [ea, ida] = a.split(":");
@@ -74,7 +91,7 @@ export function compareOffsets(a, b) {
  * after the topic's last one.
  */
 export class Subscriber {
-  constructor(url, token, topics, { transport = "websocket", events = [] } = {}) {
+  constructor(url, token, topics, { transport = "websocket", events = [], address } = {}) {
     this.transport = transport;
     this.topics = topics;
     this.last = {};
@@ -97,6 +114,7 @@ export class Subscriber {
       reconnectionDelayMax: 1000,
       randomizationFactor: 0.5,
       timeout: 5000,
+      ...fromAddress(address),
     });
     this.socket.on("connect", () => this.onConnect());
     this.socket.on("connect_error", (err) => {

@@ -15,7 +15,7 @@
 // JSON line; exits 1 when anything was lost, doubled, reordered or failed.
 import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { Subscriber, createTenant, percentile, rest, sleep, userToken } from "./common.mjs";
+import { Subscriber, clientAddress, createTenant, percentile, rest, sleep, userToken } from "./common.mjs";
 
 const env = process.env;
 const num = (name, fallback) => (env[name] === undefined ? fallback : Number(env[name]));
@@ -60,7 +60,11 @@ async function main() {
   for (let i = 0; i < WS + POLLING; i++) {
     const transport = i < WS ? "websocket" : "polling";
     subscribers.push(
-      new Subscriber(LB, userToken(SECRET, tenant), topics, { transport, events: ["tick", "message:new"] }),
+      new Subscriber(LB, userToken(SECRET, tenant), topics, {
+        transport,
+        events: ["tick", "message:new"],
+        address: clientAddress(i),
+      }),
     );
     if (i % 25 === 24) await sleep(50);
   }
