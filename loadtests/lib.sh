@@ -9,6 +9,9 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 scripts/services start >/dev/null
 eval "$(scripts/services env)"
 export JWT_SECRET=switchboard-test-secret-0123456789
+# Clients come from many loopback addresses, as many clients would: nodes limit
+# new sessions per client address (sb-bench reads this).
+export SB_SOURCE_ADDRESSES=${SB_SOURCE_ADDRESSES:-200}
 # The operator's credential for the platform routes (creating tenants).
 export PLATFORM_KEY=loadtest-platform-key-0123456789abcdef0123
 cargo build -q --release -p switchboard -p switchboard-testkit --bin switchboard --bin sb-bench

@@ -1,4 +1,4 @@
-// Contract §3, line by line, with the official socket.io-client against real
+// The Socket.IO protocol of docs/socketio.md, line by line, with the official socket.io-client against real
 // switchboard processes sharing the Postgres and Redis of scripts/services.
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -30,7 +30,7 @@ async function refused(url, token, opts) {
 }
 
 describe("handshake", () => {
-  test("refusals carry the contract's message and code", async () => {
+  test("refusals carry the documented message and code", async () => {
     const user = randomUUID();
     assert.deepEqual(await refused(A.url, undefined).then((r) => [r.message, r.code]), ["unauthorized", "token_missing"]);
     const forged = sign({ sub: user, tenant_id: t1, exp: Math.floor(Date.now() / 1000) + 60 }, "another-secret-0123456789");
@@ -110,7 +110,7 @@ describe("handshake", () => {
 });
 
 describe("events", () => {
-  test("every ack has the contract's shape", async () => {
+  test("every ack has the documented shape", async () => {
     const s = await connect(A.url, userToken(t1));
     const sub = await s.emitWithAck("subscribe", { topic: "channel:acks" });
     assert.equal(sub.ok, true);
@@ -385,7 +385,7 @@ describe("drain", () => {
     try {
       const topic = `channel:drain-${Date.now()}`;
       const token = userToken(t1);
-      // A client that follows the contract: remember the last offset, leave on
+      // A client that follows docs/socketio.md: remember the last offset, leave on
       // system:drain after reconnect_after_ms, resubscribe with `since`.
       const client = await connect(lb.url, token, { reconnection: true, reconnectionDelay: 100 });
       let last;

@@ -22,7 +22,7 @@ pub struct Draining {
     sockets: usize,
 }
 
-#[utoipa::path(post, path = "/admin/drain", tag = "operations", responses((status = 202, body = Draining), crate::openapi::CommonErrors))]
+#[utoipa::path(post, path = "/admin/drain", tag = "operations", security(("platform_key" = [])), responses((status = 202, body = Draining), crate::openapi::CommonErrors))]
 pub(crate) async fn drain(
     State(state): State<AppState>,
     Platform(caller): Platform,

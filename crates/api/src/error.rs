@@ -1,4 +1,4 @@
-//! The one `ErrorKind` → HTTP mapping and the contract's error body:
+//! The one `ErrorKind` → HTTP mapping and the error body (docs/rest.md):
 //! `{ "error": { "code", "message", "details"?, "request_id" } }`.
 //!
 //! An `ApiError` puts its body in the response's extensions; the request-id

@@ -79,6 +79,7 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
 /// their own).
 pub fn router(state: AppState, cors_origins: &[String], socket_io: impl FnOnce(Router) -> Router) -> Router {
     let trusted = state.trusted_proxies.clone();
+    let gate_state = state.clone();
     let v1 = Router::new()
         .merge(api_keys::router())
         .merge(tenants::router())
@@ -104,7 +105,7 @@ pub fn router(state: AppState, cors_origins: &[String], socket_io: impl FnOnce(R
         .layer(axum::extract::DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
         .layer(ratelimit::per_ip());
     socket_io(http)
-        .layer(middleware::from_fn_with_state(ratelimit::new_sessions(), ratelimit::limit_new_sessions))
+        .layer(middleware::from_fn_with_state(gate_state, ratelimit::limit_new_sessions))
         .layer(middleware::from_fn(request_id::stamp_error_bodies))
         .layer(tower::util::option_layer(cors(cors_origins)))
         .layer(middleware::from_fn_with_state(trusted, client_addr::stamp))

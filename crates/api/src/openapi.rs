@@ -67,6 +67,18 @@ impl Modify for Security {
             "api_key",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
         );
+        components.add_security_scheme(
+            "platform_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("the platform key (PLATFORM_KEY)")
+                    .description(Some(
+                        "Platform operators only: tenants and drains. No token stands in for it.",
+                    ))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -81,6 +93,7 @@ impl Modify for Security {
         crate::conversations::create, crate::conversations::list, crate::conversations::show, crate::conversations::remove,
         crate::messages::create, crate::messages::list,
         crate::runs::create, crate::runs::list, crate::runs::show, crate::runs::update,
+        crate::runs::list_steps, crate::runs::list_tool_calls,
         crate::runs::append_step, crate::runs::add_tool_call, crate::runs::stream_deltas,
         crate::audit_logs::list,
         crate::usage::show,

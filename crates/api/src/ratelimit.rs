@@ -99,11 +99,12 @@ pub fn per_ip() -> PerClient {
     per_client(PER_IP_PER_SECOND, PER_IP_BURST)
 }
 
-/// New Socket.IO sessions one address may open per second, and at once.
-const SESSIONS_PER_SECOND: u32 = 20;
-const SESSIONS_BURST: u32 = 100;
+/// New Socket.IO sessions one address may open per second, and at once (a
+/// shared address, such as an office's, reconnecting after a deploy).
+const SESSIONS_PER_SECOND: u32 = 100;
+const SESSIONS_BURST: u32 = 1_000;
 
-type Keyed = governor::DefaultKeyedRateLimiter<u128>;
+pub type Keyed = governor::DefaultKeyedRateLimiter<u128>;
 
 /// Limits the Socket.IO sessions each client address opens (requests to
 /// `/socket.io/` without a session id: a polling handshake or a direct
@@ -128,21 +129,34 @@ pub fn new_sessions() -> Arc<Keyed> {
 
 /// The middleware of [`new_sessions`].
 pub async fn limit_new_sessions(
-    State(limiter): State<Arc<Keyed>>,
+    State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response<Body> {
+    match refuse_session(&state, &request) {
+        Some(refusal) => refusal,
+        None => next.run(request).await,
+    }
+}
+
+/// Why a request may not open a session now, if it may not.
+fn refuse_session(state: &AppState, request: &Request) -> Option<Response<Body>> {
     let opens = request.uri().path().starts_with("/socket.io")
         && !request.uri().query().unwrap_or("").split('&').any(|p| p.starts_with("sid="));
-    if opens && let Some(client) = request.extensions().get::<ClientAddr>() {
-        if let Err(not_until) = limiter.check_key(&client.bucket()) {
-            let wait = not_until
-                .wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
-            tracing::info!(client_ip = %client.0, "too many new sessions from one address");
-            return too_many(wait);
-        }
+    if !opens {
+        return None;
     }
-    next.run(request).await
+    if state.is_draining() {
+        let refusal = ApiError::new(ErrorKind::Unavailable, "this node is draining; connect again")
+            .with_retry_after(Duration::from_secs(1));
+        return Some(refusal.into_response());
+    }
+    let client = request.extensions().get::<ClientAddr>()?;
+    let not_until = state.sessions.check_key(&client.bucket()).err()?;
+    let wait =
+        not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+    tracing::info!(client_ip = %client.0, "too many new sessions from one address");
+    Some(too_many(wait))
 }
 
 fn set_headers(headers: &mut HeaderMap, d: &Decision) {

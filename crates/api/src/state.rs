@@ -21,6 +21,8 @@ pub struct AppState {
     /// Failed authentications per client address (shared with the handshake).
     pub auth_failures: Arc<AuthFailures>,
     pub trusted_proxies: TrustedProxies,
+    /// New Socket.IO sessions per client address.
+    pub sessions: Arc<crate::ratelimit::Keyed>,
     pub directory: Directory,
     pub limiter: RateLimiter,
     pub realtime: Realtime,
@@ -49,6 +51,7 @@ impl AppState {
             platform_key: None,
             auth_failures: Arc::new(AuthFailures::default()),
             trusted_proxies: TrustedProxies::default(),
+            sessions: crate::ratelimit::new_sessions(),
             directory,
             limiter,
             realtime,

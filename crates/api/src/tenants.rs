@@ -74,7 +74,7 @@ fn overrides(limits: Option<&Value>) -> Result<Option<Value>, ApiError> {
         .map_err(|_| ApiError::new(ErrorKind::Internal, "limits could not be encoded"))
 }
 
-#[utoipa::path(post, path = "/api/v1/tenants", tag = "platform", request_body = CreateTenant, responses((status = 201, body = TenantView), crate::openapi::CommonErrors))]
+#[utoipa::path(post, path = "/api/v1/tenants", tag = "platform", security(("platform_key" = [])), request_body = CreateTenant, responses((status = 201, body = TenantView), crate::openapi::CommonErrors))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     Platform(caller): Platform,
@@ -95,7 +95,7 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(tenant.into())))
 }
 
-#[utoipa::path(get, path = "/api/v1/tenants", tag = "platform", params(crate::extract::PageQuery), responses((status = 200, body = Paged<TenantView>), crate::openapi::CommonErrors))]
+#[utoipa::path(get, path = "/api/v1/tenants", tag = "platform", security(("platform_key" = [])), params(crate::extract::PageQuery), responses((status = 200, body = Paged<TenantView>), crate::openapi::CommonErrors))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     Platform(_): Platform,
@@ -108,7 +108,7 @@ pub(crate) async fn list(
     Ok(Json(Paged::new(views, page, |t: &TenantView| t.tenant.id)))
 }
 
-#[utoipa::path(get, path = "/api/v1/tenants/{id}", tag = "platform", params(("id" = Uuid, Path)), responses((status = 200, body = TenantView), crate::openapi::CommonErrors))]
+#[utoipa::path(get, path = "/api/v1/tenants/{id}", tag = "platform", security(("platform_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, body = TenantView), crate::openapi::CommonErrors))]
 pub(crate) async fn show(
     State(state): State<AppState>,
     Platform(_): Platform,
@@ -120,7 +120,7 @@ pub(crate) async fn show(
     Ok(Json(tenant.into()))
 }
 
-#[utoipa::path(patch, path = "/api/v1/tenants/{id}", tag = "platform", params(("id" = Uuid, Path)), request_body = PatchTenant, responses((status = 200, body = TenantView), crate::openapi::CommonErrors))]
+#[utoipa::path(patch, path = "/api/v1/tenants/{id}", tag = "platform", security(("platform_key" = [])), params(("id" = Uuid, Path)), request_body = PatchTenant, responses((status = 200, body = TenantView), crate::openapi::CommonErrors))]
 pub(crate) async fn update(
     State(state): State<AppState>,
     Platform(caller): Platform,
@@ -153,7 +153,7 @@ pub(crate) async fn update(
     Ok(Json(tenant.into()))
 }
 
-#[utoipa::path(delete, path = "/api/v1/tenants/{id}", tag = "platform", params(("id" = Uuid, Path)), responses((status = 204), crate::openapi::CommonErrors))]
+#[utoipa::path(delete, path = "/api/v1/tenants/{id}", tag = "platform", security(("platform_key" = [])), params(("id" = Uuid, Path)), responses((status = 204), crate::openapi::CommonErrors))]
 pub(crate) async fn remove(
     State(state): State<AppState>,
     Platform(caller): Platform,

@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Failures one address may make at once, and per second after that.
+/// Failures one address may make at once, and per second after that (the
+/// defaults; `AUTH_FAILURES_PER_SECOND` sets the rate and four times it at once).
 const BURST: u32 = 20;
 const PER_SECOND: u32 = 5;
 

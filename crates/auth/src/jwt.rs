@@ -1,4 +1,4 @@
-//! JWT verification and minting (contract §2).
+//! JWT verification and minting (docs/rest.md, credentials).
 //!
 //! Claims: `sub` (user UUID), `tenant_id` or `app_metadata.tenant_id`, `exp`, and
 //! optionally `tenant_role` or `app_metadata.tenant_role`. Every token names a

@@ -8,7 +8,7 @@ use crate::{ConversationId, ProjectId, RunId, TenantId};
 use std::fmt;
 use uuid::Uuid;
 
-/// A topic a client may subscribe to (contract §3).
+/// A topic a client may subscribe to (docs/socketio.md).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Topic {
     Conversation(ConversationId),

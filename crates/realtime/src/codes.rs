@@ -1,4 +1,4 @@
-//! `ErrorKind` → the `connect_error` message and the ack error code of contract §3,
+//! `ErrorKind` → the `connect_error` message and the ack error code of docs/socketio.md,
 //! and the shapes they travel in: [`Refusal`] (a refused handshake, sent as
 //! `{ message, data: { code, message } }`) and [`EventError`] (an ack's `error`
 //! or an `error` event).
@@ -33,7 +33,7 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// A refused event: its contract code, a message for people, and when to retry.
+/// A refused event: its documented code, a message for people, and when to retry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventError {
     pub code: &'static str,
@@ -150,7 +150,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_refused_connection_message_is_one_the_contract_names() {
+    fn every_refused_connection_message_is_one_the_docs_name() {
         let allowed = ["unauthorized", "forbidden", "tenant_suspended", "over_capacity", "rate_limited"];
         for kind in [
             ErrorKind::BadRequest,

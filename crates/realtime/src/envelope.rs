@@ -1,6 +1,6 @@
 //! The two shapes of a topic event: as stored in history and carried by the bus
 //! (event name, topic, data, sender, excluded socket), and as a client receives
-//! it (`{ topic, offset, data, from? }`, contract §3). The stored form keeps
+//! it (`{ topic, offset, data, from? }`, docs/socketio.md). The stored form keeps
 //! `data` as raw JSON, so a delivery re-encodes nothing but the envelope.
 
 use serde::{Deserialize, Serialize};

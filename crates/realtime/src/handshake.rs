@@ -2,7 +2,7 @@
 //! handler. The guard reads the token (`auth.token`, else `Authorization:
 //! Bearer`), verifies it, loads the tenant through the cached directory (no
 //! Postgres round trip when warm), takes a slot in the tenant's cluster-wide
-//! connection count, and refuses with the contract's message and code otherwise.
+//! connection count, and refuses with the documented message and code (docs/socketio.md) otherwise.
 //! On success it also joins the tenant and user rooms, registers the event
 //! handlers (before the client can send anything) and files the socket under
 //! its token's expiry. `auth:refresh { token }` moves that expiry on with a

@@ -1,4 +1,4 @@
-//! Typed configuration from the environment (contract §1), read once and
+//! Typed configuration from the environment (docs/configuration.md), read once and
 //! validated before anything starts. Every problem is reported on its own line,
 //! naming the variable; no secret is ever echoed.
 
@@ -24,6 +24,9 @@ pub struct Config {
     pub platform_key: Option<switchboard_auth::PlatformKey>,
     /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: switchboard_api::client_addr::TrustedProxies,
+    /// `AUTH_FAILURES_PER_SECOND`: failed authentications one client address
+    /// may make per second (four times that at once) before it is refused.
+    pub auth_failures_per_second: u32,
     pub node_id: String,
     /// `TOPIC_HISTORY_SIZE`, `TOPIC_HISTORY_TTL_SECONDS`, `SOCKET_EVENTS_PER_SECOND`,
     /// `DRAIN_SECONDS`: the Socket.IO layer's node-wide settings.
@@ -210,6 +213,14 @@ impl Config {
         {
             realtime.socket_events_per_second = n as u32;
         }
+        let mut auth_failures_per_second = 5;
+        if let Some(n) = number(
+            "AUTH_FAILURES_PER_SECOND",
+            1_000_000,
+            "failed authentications one address may make per second",
+        ) {
+            auth_failures_per_second = n as u32;
+        }
         if let Some(n) = number("DRAIN_SECONDS", 3600, "how long a drain spreads its socket closes") {
             realtime.drain_window = std::time::Duration::from_secs(n);
         }
@@ -231,6 +242,7 @@ impl Config {
             cors_allowed_origins,
             platform_key,
             trusted_proxies,
+            auth_failures_per_second,
             node_id,
             realtime,
         })

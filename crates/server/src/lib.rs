@@ -80,7 +80,11 @@ impl Application {
         let limiter = switchboard_cluster::RateLimiter::new(redis.clone(), &instance);
         limiter.join_cluster().await;
         let verifier = std::sync::Arc::new(verifier);
-        let auth_failures = std::sync::Arc::new(switchboard_auth::AuthFailures::default());
+        let per_second = config.auth_failures_per_second;
+        let auth_failures = std::sync::Arc::new(switchboard_auth::AuthFailures::new(
+            per_second.saturating_mul(4),
+            per_second,
+        ));
         let deps = switchboard_realtime::Deps {
             db: db.clone(),
             redis: redis.clone(),

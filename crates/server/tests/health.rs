@@ -1,4 +1,4 @@
-//! Health and readiness, and the contract's error shape, with the app on port 0.
+//! Health and readiness, and the documented error shape (docs/rest.md), with the app on port 0.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -41,7 +41,7 @@ async fn without_redis_url_a_node_is_ready_alone() {
 }
 
 #[tokio::test]
-async fn unknown_routes_get_the_contract_error_shape_with_the_request_id() {
+async fn unknown_routes_get_the_documented_error_shape_with_the_request_id() {
     let app = TestApp::spawn().await;
     let res = app.http.get(app.url("/api/v1/nope")).header("x-request-id", "rid-1").send().await.unwrap();
     assert_eq!(res.status(), 404);

@@ -1,5 +1,5 @@
 //! Per-tenant HTTP rate limits: headers on every limited response, 429 with
-//! Retry-After in the contract's shape, and one budget shared across two nodes.
+//! Retry-After in the documented error shape, and one budget shared across two nodes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -316,7 +316,7 @@ async fn deltas_stream_in_order_once_per_key_and_bad_input_changes_nothing() {
         "the replayed batch sent nothing"
     );
 
-    // Bad input: each refused with the contract's error, and nothing sent.
+    // Bad input: each refused with the documented error, and nothing sent.
     let raw = app
         .http
         .post(app.url(&deltas))

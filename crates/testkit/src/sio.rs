@@ -14,6 +14,17 @@ use tokio_tungstenite::tungstenite::Message;
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Value>>>>;
 
+/// With `SB_SOURCE_ADDRESSES=N`, connections come from 127.0.0.2 … 127.0.0.(N+1)
+/// in turn, as many clients would (nodes limit sessions per client address,
+/// and one address has only so many ports); otherwise from the default.
+fn source_address() -> Option<std::net::SocketAddr> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let count: u64 =
+        std::env::var("SB_SOURCE_ADDRESSES").ok()?.parse().ok().filter(|n| (1..=250).contains(n))?;
+    let i = NEXT.fetch_add(1, Ordering::Relaxed) % count;
+    Some(std::net::SocketAddr::from(([127, 0, 0, 2 + i as u8], 0)))
+}
+
 /// A connected socket.
 pub struct SioClient {
     out: mpsc::UnboundedSender<String>,
@@ -63,6 +74,9 @@ impl SioClient {
             .parse()
             .map_err(|e| ConnectError::Transport(format!("{base}: {e}")))?;
         let socket = tokio::net::TcpSocket::new_v4().map_err(|e| ConnectError::Transport(e.to_string()))?;
+        if let Some(local) = source_address() {
+            socket.bind(local).map_err(|e| ConnectError::Transport(e.to_string()))?;
+        }
         if let Some(size) = rcvbuf {
             socket.set_recv_buffer_size(size).map_err(|e| ConnectError::Transport(e.to_string()))?;
         }
