@@ -46,6 +46,10 @@ const TAIL_ROUNDS: usize = 4;
 /// holds (it came from another node a moment ago).
 const CATCH_UP: Duration = Duration::from_millis(500);
 
+/// A replayed event costs one event of the tenant's budget, and one more for
+/// every this many bytes.
+const REPLAY_BYTES_PER_EVENT: u64 = 4096;
+
 /// How long a replay waits in all for the socket's queue and the tenant's budget.
 const REPLAY_TIME: Duration = Duration::from_secs(10);
 
@@ -125,7 +129,7 @@ impl Replay<'_> {
             {
                 return Step::Incomplete;
             }
-            if n > 0 && !self.charge(n, locked).await {
+            if n > 0 && !self.charge(n, bytes, locked).await {
                 return Step::Incomplete;
             }
             for event in &page.events {
@@ -145,11 +149,14 @@ impl Replay<'_> {
         }
     }
 
-    /// Charges a page of `n` events to the tenant (`1 + n / 16`), waiting for
-    /// budget while time is left (never under the lock).
-    async fn charge(&self, n: u32, locked: bool) -> bool {
+    /// Charges a page of `n` events of `bytes` to the tenant's event budget,
+    /// as many events as it holds and one more for every 4 KiB past that,
+    /// waiting for budget while time is left (never under the lock). A tenant
+    /// replays no faster than it may publish.
+    async fn charge(&self, n: u32, bytes: u64, locked: bool) -> bool {
         // Never more than the whole budget, which could never be granted.
-        let cost = (1 + n / 16).min(self.payer.events_per_second.max(1));
+        let by_bytes = u32::try_from(bytes.div_ceil(REPLAY_BYTES_PER_EVENT)).unwrap_or(u32::MAX);
+        let cost = n.max(by_bytes).min(self.payer.events_per_second.max(1));
         let quota = Quota { per_second: self.payer.events_per_second, burst: self.payer.events_per_second };
         loop {
             let taken = self

@@ -82,8 +82,8 @@ impl Budget {
 /// What a tenant spends from one of its cluster-wide budgets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Spend {
-    /// Events: publishes, broadcasts, deltas, and replayed history (a page of
-    /// `n` events costs `1 + n / 16`).
+    /// Events: publishes, broadcasts, deltas, and replayed history (a
+    /// replayed event costs one, and one more per 4 KiB).
     Events,
     /// Bytes added to topic history, per history TTL.
     HistoryBytes,

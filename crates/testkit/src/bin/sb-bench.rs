@@ -13,6 +13,12 @@
 //!   request after another (as one run's stream is sent), alternating nodes,
 //!   aiming at RATE deltas/s; reports the rate reached, post→deliver
 //!   p50/p99/max, what was lost and what came out of order.
+//! - `fairness URL TENANT_A TENANT_B RATE SECONDS SUBSCRIBERS STORMERS`: tenant
+//!   B's live delivery on one node (RATE events/s to SUBSCRIBERS sockets), first
+//!   alone, then while STORMERS sockets of tenant A on the same node loop
+//!   large recovery replays (a topic holding 1,000 events of 2 KB, replayed
+//!   from its start, over and over); reports B's p50/p99 both ways and what A's
+//!   replays managed.
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -74,6 +80,19 @@ async fn main() {
                 n(7),
                 n(8) as usize,
                 n(9) as usize,
+            )
+            .await
+        }
+        "fairness" => {
+            let n = |i: usize| arg(i).parse::<u64>().unwrap();
+            fairness(
+                &arg(1),
+                arg(2).parse().unwrap(),
+                arg(3).parse().unwrap(),
+                n(4),
+                n(5),
+                n(6) as usize,
+                n(7) as usize,
             )
             .await
         }
@@ -325,4 +344,143 @@ async fn watch_deltas(mut ws: Ws, total: u64) -> (Vec<u64>, u64) {
         }
     }
     (lat, disorder)
+}
+
+/// B's publish→deliver latencies for `seconds` at `rate` on `topic`: publishers
+/// and subscribers already connected and subscribed.
+async fn live_latencies(
+    publishers: &[SioClient],
+    subs: Vec<SioClient>,
+    topic: &str,
+    rate: u64,
+    seconds: u64,
+) -> (Vec<u64>, Vec<SioClient>) {
+    let total = rate * seconds;
+    let collectors: Vec<_> = subs
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(total as usize);
+                while let Some(e) = s.next_event("tick", Duration::from_secs(3)).await {
+                    lat.push(now_us().saturating_sub(e["data"]["t"].as_u64().unwrap_or(0)));
+                    if lat.len() as u64 == total {
+                        break;
+                    }
+                }
+                (lat, s)
+            })
+        })
+        .collect();
+    let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let start = tokio::time::Instant::now();
+    for i in 0..total {
+        tokio::time::sleep_until(start + interval * i as u32).await;
+        publishers[i as usize % publishers.len()]
+            .emit("publish", json!({ "topic": topic, "event": "tick", "data": { "t": now_us(), "i": i } }));
+    }
+    let (mut all, mut subs) = (Vec::new(), Vec::new());
+    for c in collectors {
+        let (lat, s) = c.await.unwrap();
+        all.extend(lat);
+        subs.push(s);
+    }
+    all.sort_unstable();
+    (all, subs)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fairness(
+    url: &str,
+    a: TenantId,
+    b: TenantId,
+    rate: u64,
+    seconds: u64,
+    subscribers: usize,
+    stormers: usize,
+) {
+    let live = format!("channel:live-{}", uuid::Uuid::new_v4().simple());
+    let big = format!("channel:big-{}", uuid::Uuid::new_v4().simple());
+    let connect = |tenant: TenantId| {
+        let url = url.to_owned();
+        async move { SioClient::connect(&url, &user_token(tenant, UserId::new(), Role::Member)).await.unwrap() }
+    };
+    let mut subs = Vec::new();
+    for _ in 0..subscribers {
+        let s = connect(b).await;
+        assert_eq!(s.emit_with_ack("subscribe", json!({ "topic": live })).await["ok"], true);
+        subs.push(s);
+    }
+    let mut publishers = Vec::new();
+    for _ in 0..4 {
+        let p = connect(b).await;
+        assert_eq!(p.emit_with_ack("subscribe", json!({ "topic": live })).await["ok"], true);
+        publishers.push(p);
+    }
+    // Tenant A's topic: 1,000 events of 2 KB to replay, from its start.
+    let filler = connect(a).await;
+    let ack = filler.emit_with_ack("subscribe", json!({ "topic": big })).await;
+    let start_offset = ack["offset"].as_str().unwrap().to_owned();
+    let pad = "x".repeat(2000);
+    for i in 0..1000 {
+        let ack = filler
+            .emit_with_ack("publish", json!({ "topic": big, "event": "old", "data": { "i": i, "pad": pad } }))
+            .await;
+        assert_eq!(ack["ok"], true, "{ack}");
+    }
+
+    let (base, subs) = live_latencies(&publishers, subs, &live, rate, seconds).await;
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let replays = Arc::new(AtomicUsize::new(0));
+    let complete = Arc::new(AtomicUsize::new(0));
+    let replayed = Arc::new(AtomicUsize::new(0));
+    let mut storm = Vec::new();
+    for _ in 0..stormers {
+        let mut s = connect(a).await;
+        let (stop, replays, complete, replayed, big, since) = (
+            stop.clone(),
+            replays.clone(),
+            complete.clone(),
+            replayed.clone(),
+            big.clone(),
+            start_offset.clone(),
+        );
+        storm.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let ack = s.emit_ack_later("subscribe", json!({ "topic": big, "since": since }));
+                let ack = tokio::time::timeout(Duration::from_secs(30), ack).await.ok().and_then(Result::ok);
+                replays.fetch_add(1, Ordering::Relaxed);
+                if ack.as_ref().is_some_and(|a| a["recovered"] == true) {
+                    complete.fetch_add(1, Ordering::Relaxed);
+                }
+                let got = s.drain_events(Duration::from_millis(20)).await;
+                replayed.fetch_add(got.len(), Ordering::Relaxed);
+                s.emit_ack_later("unsubscribe", json!({ "topic": big }));
+            }
+        }));
+    }
+    let storm_started = Instant::now();
+    let (loaded, _) = live_latencies(&publishers, subs, &live, rate, seconds).await;
+    stop.store(true, Ordering::Relaxed);
+    let storm_secs = storm_started.elapsed().as_secs_f64();
+    for t in storm {
+        let _ = tokio::time::timeout(Duration::from_secs(35), t).await;
+    }
+    let expected = (rate * seconds) as usize * subscribers;
+    let p = |v: &[u64], q: f64| percentile(v, q) as f64 / 1000.0;
+    println!(
+        "fairness: tenant B at {rate}/s to {subscribers} subscribers; alone: delivered {}/{expected}, p50 {:.2} ms, p99 {:.2} ms; \
+         while tenant A loops replays from {stormers} sockets: delivered {}/{expected}, p50 {:.2} ms, p99 {:.2} ms \
+         (p99 x{:.2}); A ran {} replays ({} complete), {:.0} replayed events/s",
+        base.len(),
+        p(&base, 0.5),
+        p(&base, 0.99),
+        loaded.len(),
+        p(&loaded, 0.5),
+        p(&loaded, 0.99),
+        p(&loaded, 0.99) / p(&base, 0.99).max(0.001),
+        replays.load(Ordering::Relaxed),
+        complete.load(Ordering::Relaxed),
+        replayed.load(Ordering::Relaxed) as f64 / storm_secs,
+    );
 }
