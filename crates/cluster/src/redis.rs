@@ -39,6 +39,33 @@ impl ClusterError {
     }
 }
 
+/// A TLS configuration that trusts the certificates in the PEM file `ca`.
+fn tls_with_roots(ca: &std::path::Path) -> Result<fred::types::config::TlsConfig, ClusterError> {
+    use rustls_pki_types::pem::PemObject;
+    let bad = |why: String| ClusterError::Config(format!("REDIS_CA_CERT ({}): {why}", ca.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).map_err(|e| bad(e.to_string()))? {
+        roots.add(cert.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no certificate in the file".to_owned()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(fred::types::config::TlsConnector::from(config).into())
+}
+
+/// Whether a connection failed on the certificate (or the TLS handshake), not
+/// on reachability.
+fn is_tls_failure(e: &fred::error::Error) -> bool {
+    let text = e.details().to_ascii_lowercase();
+    *e.kind() == fred::error::ErrorKind::Tls || text.contains("certificate") || text.contains("tls")
+}
+
 /// How long a readiness ping may take before Redis counts as unreachable.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -65,10 +92,26 @@ impl std::fmt::Debug for Redis {
 }
 
 impl Redis {
-    /// Starts both connections. Waits up to `wait` for them; a Redis that is down
-    /// at start is logged and retried in the background, not fatal.
-    pub async fn connect(url: &str, wait: Duration) -> Result<Self, ClusterError> {
-        let config = Config::from_url(url).map_err(|e| ClusterError::Config(e.details().to_owned()))?;
+    /// Starts the connections. Waits up to `wait` for them; a Redis that is down
+    /// at start is logged and retried in the background, not fatal, but one
+    /// whose TLS certificate does not verify stops the start (that is a
+    /// configuration to fix, not an outage to ride out). A `rediss://` URL
+    /// verifies the server against `ca` (PEM) when given, else the system's
+    /// roots.
+    pub async fn connect(
+        url: &str,
+        ca: Option<&std::path::Path>,
+        wait: Duration,
+    ) -> Result<Self, ClusterError> {
+        let mut config = Config::from_url(url).map_err(|e| ClusterError::Config(e.details().to_owned()))?;
+        if let Some(ca) = ca {
+            if config.tls.is_none() {
+                return Err(ClusterError::Config(
+                    "REDIS_CA_CERT is set but REDIS_URL is not rediss://".to_owned(),
+                ));
+            }
+            config.tls = Some(tls_with_roots(ca)?);
+        }
         let mut builder = Builder::from_config(config);
         builder
             .with_connection_config(|c| {
@@ -101,6 +144,16 @@ impl Redis {
         };
         match tokio::time::timeout(wait, both).await {
             Ok(Ok(_)) => {}
+            Ok(Err(e)) if is_tls_failure(&e) => {
+                for client in &clients {
+                    let _ = client.quit().await;
+                }
+                let _ = subscriber.quit().await;
+                return Err(ClusterError::Config(format!(
+                    "TLS to Redis failed (check REDIS_CA_CERT and the host name in REDIS_URL against the server's certificate): {}",
+                    e.details()
+                )));
+            }
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "redis is not reachable yet; retrying in the background")
             }

@@ -21,7 +21,7 @@ impl From<TypeMismatch> for LoadError {
 
 async fn redis() -> Redis {
     let url = std::env::var("REDIS_URL").expect("REDIS_URL must be set: run the tests through scripts/test");
-    Redis::connect(&url, Duration::from_secs(3)).await.unwrap()
+    Redis::connect(&url, None, Duration::from_secs(3)).await.unwrap()
 }
 
 async fn node() -> Cache {
@@ -126,7 +126,7 @@ async fn without_redis_the_cache_is_local_and_invalidation_still_works() {
 
 #[tokio::test]
 async fn with_redis_unreachable_lookups_load_from_the_source_and_invalidation_is_local() {
-    let down = Redis::connect("redis://127.0.0.1:1", Duration::from_millis(200)).await.unwrap();
+    let down = Redis::connect("redis://127.0.0.1:1", None, Duration::from_millis(200)).await.unwrap();
     let cache = Cache::new(Some(down), 100, Duration::from_secs(60), Duration::from_secs(60)).await;
     let ns = Namespace::new(Uuid::new_v4(), Kind::Tenant);
     let v: u32 = cache.get_or_load(ns, "k", || async { Ok::<_, LoadError>(1) }).await.unwrap();

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 async fn redis() -> Redis {
     let url = std::env::var("REDIS_URL").expect("REDIS_URL must be set: run the tests through scripts/test");
-    Redis::connect(&url, Duration::from_secs(3)).await.unwrap()
+    Redis::connect(&url, None, Duration::from_secs(3)).await.unwrap()
 }
 
 #[tokio::test]
@@ -71,7 +71,7 @@ async fn a_refusal_says_how_long_to_wait_and_what_is_left() {
 
 #[tokio::test]
 async fn with_redis_unreachable_limits_still_hold_locally() {
-    let down = Redis::connect("redis://127.0.0.1:1", Duration::from_millis(200)).await.unwrap();
+    let down = Redis::connect("redis://127.0.0.1:1", None, Duration::from_millis(200)).await.unwrap();
     let limiter = RateLimiter::new(Some(down), "rl-down");
     let quota = Quota { per_second: 10, burst: 10 };
     let mut admitted = 0;

@@ -52,7 +52,21 @@ impl Database {
             .min_connections(1)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options)
-            .await?;
+            .await
+            .map_err(|e| {
+                let text = e.to_string();
+                let tls = matches!(e, sqlx::Error::Tls(_))
+                    || text.contains("certificate")
+                    || text.to_ascii_lowercase().contains("tls");
+                if tls {
+                    DbError::Config(format!(
+                        "TLS to Postgres failed (check sslmode and sslrootcert in DATABASE_URL against the server's certificate): {}",
+                        redact(&text)
+                    ))
+                } else {
+                    DbError::Sqlx(e)
+                }
+            })?;
         let db = Self { pool };
         db.check_role().await?;
         Ok(db)

@@ -13,6 +13,8 @@ pub struct Config {
     pub port: u16,
     pub database_url: SecretString,
     pub redis_url: Option<SecretString>,
+    /// `REDIS_CA_CERT`: PEM certificates a `rediss://` server must chain to.
+    pub redis_ca_cert: Option<std::path::PathBuf>,
     pub jwt_secret: Option<SecretString>,
     pub jwt_jwks_url: Option<String>,
     pub jwt_issuer: Option<String>,
@@ -126,6 +128,16 @@ impl Config {
             }
         }
 
+        let redis_ca_cert = env.get("REDIS_CA_CERT").map(std::path::PathBuf::from);
+        if let Some(ca) = &redis_ca_cert {
+            if !ca.is_file() {
+                problems.push(format!("REDIS_CA_CERT: `{}` is not a readable file", ca.display()));
+            }
+            if !redis_url.as_deref().is_some_and(|u| u.starts_with("rediss://")) {
+                problems.push("REDIS_CA_CERT: set, but REDIS_URL is not a rediss:// URL".to_owned());
+            }
+        }
+
         let jwt_secret = env.get("JWT_SECRET");
         let jwt_jwks_url = env.get("JWT_JWKS_URL");
         if jwt_secret.is_none() && jwt_jwks_url.is_none() {
@@ -234,6 +246,7 @@ impl Config {
             port,
             database_url: database_url.into(),
             redis_url: redis_url.map(Into::into),
+            redis_ca_cert,
             jwt_secret: jwt_secret.map(Into::into),
             jwt_jwks_url,
             jwt_issuer: env.get("JWT_ISSUER"),

@@ -47,7 +47,10 @@ impl Application {
     pub async fn build(config: &Config) -> Result<Self, StartError> {
         let db = Database::connect(config.database_url.expose_secret()).await?;
         let redis = match &config.redis_url {
-            Some(url) => Some(Redis::connect(url.expose_secret(), Duration::from_secs(3)).await?),
+            Some(url) => Some(
+                Redis::connect(url.expose_secret(), config.redis_ca_cert.as_deref(), Duration::from_secs(3))
+                    .await?,
+            ),
             None => {
                 tracing::warn!(
                     "REDIS_URL is not set: single-node mode with in-process fan-out, limits and cache"
