@@ -15,13 +15,14 @@
 --   rules REST enforces:
 --     - tenants: read its own;
 --     - api_keys: owners and admins read names, prefixes and scopes (never the
---       hash) and revoke; nobody writes scopes or keys (keys are made by the
---       server, which holds the secret that hashes them);
+--       hash); nobody writes them (keys are made and revoked through the
+--       server, which holds the secret that hashes them and tells every node
+--       of a revocation);
 --     - projects: members read, create and rename; deleting one that holds
 --       private conversations the caller cannot see is refused;
 --     - conversations: read the visible ones (public, created by, participant
---       of, or any for owners and admins); create as themselves; delete the
---       visible ones;
+--       of, or any for owners and admins); create as themselves; delete their
+--       own (owners and admins: any);
 --     - conversation_participants: read one's own (owners and admins: all);
 --       only a conversation's creator (or an owner or admin) adds participants;
 --     - messages: read those of visible conversations; write as themselves
@@ -98,9 +99,8 @@ GRANT SELECT ON tenants TO authenticated;
 -- api_keys: never the hash; only revoking changes a key.
 GRANT SELECT (id, tenant_id, name, prefix, scopes, created_by, created_at, last_used_at, revoked_at)
     ON api_keys TO authenticated;
-GRANT UPDATE (revoked_at) ON api_keys TO authenticated;
-CREATE POLICY api_keys_admins_only ON api_keys AS RESTRICTIVE TO authenticated
-    USING ((SELECT app.is_tenant_admin())) WITH CHECK ((SELECT app.is_tenant_admin()));
+CREATE POLICY api_keys_admins_only ON api_keys AS RESTRICTIVE FOR SELECT TO authenticated
+    USING ((SELECT app.is_tenant_admin()));
 
 -- projects
 GRANT SELECT, INSERT, UPDATE, DELETE ON projects TO authenticated;
@@ -111,6 +111,8 @@ CREATE POLICY projects_delete_what_one_sees ON projects AS RESTRICTIVE FOR DELET
 GRANT SELECT, INSERT, DELETE ON conversations TO authenticated;
 CREATE POLICY conversations_created_as_oneself ON conversations AS RESTRICTIVE FOR INSERT TO authenticated
     WITH CHECK (created_by = (SELECT app.current_user_id()));
+CREATE POLICY conversations_deleted_by_their_creator ON conversations AS RESTRICTIVE FOR DELETE TO authenticated
+    USING (created_by = (SELECT app.current_user_id()) OR (SELECT app.is_tenant_admin()));
 
 -- conversation_participants
 GRANT SELECT, INSERT ON conversation_participants TO authenticated;

@@ -64,6 +64,13 @@ pub(crate) async fn create(
     let key = idempotency_key(&headers)?;
     let metadata = body.metadata.unwrap_or_else(|| json!({}));
     check_json("metadata", &metadata, Shape::Object, JsonCap::Metadata)?;
+    // Its message:new stays in the conversation's history.
+    let bytes =
+        body.content.len() + metadata.to_string().len() + switchboard_realtime::messages::EVENT_OVERHEAD;
+    if let Err(wait) = state.realtime.charge_history(member.ctx.tenant_id, &member.tenant.limits, bytes).await
+    {
+        return Err(crate::ratelimit::quota_exceeded(wait, "history"));
+    }
     let out = Outgoing {
         conversation,
         sender_kind: member.sender_kind(),

@@ -105,24 +105,29 @@ fn reported(tokens_in: Option<i64>, tokens_out: Option<i64>, cost: Option<&Cost>
 }
 
 /// What a committed write tells watchers: `event` with `data` on the run's
-/// topic, and the run's summary on its project's. The write is committed, so a
-/// failure here is logged; watchers that missed it refetch over REST.
+/// topic, and the run's summary on its project's, or, for a run of a
+/// conversation, on the conversation's (whose subscribers are exactly those
+/// who may see it). The write is committed, so a failure here is logged;
+/// watchers that missed it refetch over REST.
 async fn announce(state: &AppState, member: &Member, run: &Run, event: &str, data: &impl Serialize) {
     let tenant = member.ctx.tenant_id;
     let from = member.sender();
-    let (run_topic, project_topic) =
-        (Topic::Run(RunId::from(run.id)), Topic::Project(ProjectId::from(run.project_id)));
+    let run_topic = Topic::Run(RunId::from(run.id));
+    let summary_topic = match run.conversation_id {
+        Some(c) => Topic::Conversation(ConversationId::from(c)),
+        None => Topic::Project(ProjectId::from(run.project_id)),
+    };
     let (Ok(data), Ok(summary)) =
         (serde_json::value::to_raw_value(data), serde_json::value::to_raw_value(&RunSummary::event(run)))
     else {
         tracing::error!(run_id = %run.id, "run event could not be encoded");
         return;
     };
-    let (on_run, on_project) = tokio::join!(
+    let (on_run, on_summary) = tokio::join!(
         state.realtime.publish(tenant, &run_topic, event, &data, Some(&from), None),
-        state.realtime.publish(tenant, &project_topic, "run:updated", &summary, Some(&from), None),
+        state.realtime.publish(tenant, &summary_topic, "run:updated", &summary, Some(&from), None),
     );
-    for (topic, result) in [(run_topic, on_run), (project_topic, on_project)] {
+    for (topic, result) in [(run_topic, on_run), (summary_topic, on_summary)] {
         if let Err(kind) = result {
             tracing::error!(?kind, run_id = %run.id, %topic, "run change stored but not announced");
         }

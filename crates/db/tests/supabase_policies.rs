@@ -328,6 +328,14 @@ async fn authenticated_members_read_and_write_what_rest_allows_and_anon_nothing(
         ),
         // Deletes the project that holds a private conversation she cannot see.
         ("DELETE FROM projects WHERE id = $1 RETURNING to_jsonb(id)", vec![ids.project], alice.clone()),
+        // Revokes, or brings back, a key: only through the server.
+        (
+            "UPDATE api_keys SET revoked_at = now() WHERE id = $1 RETURNING to_jsonb(id)",
+            vec![ids.key],
+            admin.clone(),
+        ),
+        // Deletes a conversation someone else made.
+        ("DELETE FROM conversations WHERE id = $1 RETURNING to_jsonb(id)", vec![ids.public], alice.clone()),
         // A conversation created in someone else's name.
         (
             "INSERT INTO conversations (tenant_id, project_id, created_by) VALUES ($1, $2, $3) RETURNING to_jsonb(id)",
@@ -344,7 +352,7 @@ async fn authenticated_members_read_and_write_what_rest_allows_and_anon_nothing(
     assert_eq!(count(as_client(&mut conn, admin.clone(), &q("audit_logs"), &[]).await), Ok(1));
 
     // Writes REST allows: a message as herself where she can see; a project; a
-    // conversation of her own; revoking a key as an admin.
+    // conversation of her own; and a creator deletes their own conversation.
     let sent = as_client(&mut conn, alice.clone(), "INSERT INTO messages (tenant_id, conversation_id, sender_id, content) VALUES ($1, $2, $3, 'hi') RETURNING to_jsonb(content)", &[ids.tenant, ids.public, ids.alice]).await;
     assert_eq!(sent, Ok(vec![json!("hi")]));
     let made = as_client(
@@ -357,14 +365,14 @@ async fn authenticated_members_read_and_write_what_rest_allows_and_anon_nothing(
     assert_eq!(made, Ok(vec![json!("mine")]));
     let conv = as_client(&mut conn, alice.clone(), "INSERT INTO conversations (tenant_id, project_id, created_by) VALUES ($1, $2, $3) RETURNING to_jsonb(created_by)", &[ids.tenant, ids.project, ids.alice]).await;
     assert_eq!(conv, Ok(vec![json!(ids.alice)]));
-    let revoked = as_client(
+    let own = as_client(
         &mut conn,
-        admin.clone(),
-        "UPDATE api_keys SET revoked_at = now() WHERE id = $1 RETURNING to_jsonb(id)",
-        &[ids.key],
+        bob.clone(),
+        "DELETE FROM conversations WHERE id = $1 RETURNING to_jsonb(id)",
+        &[ids.public],
     )
     .await;
-    assert_eq!(revoked, Ok(vec![json!(ids.key)]));
+    assert_eq!(own, Ok(vec![json!(ids.public)]), "its creator deletes a conversation");
     let deleted = as_client(
         &mut conn,
         bob.clone(),

@@ -57,6 +57,9 @@ impl DirectoryError {
 pub struct RunInfo {
     pub status: RunStatus,
     pub project_id: Uuid,
+    /// The conversation it belongs to, whose visibility it shares.
+    #[serde(default)]
+    pub conversation_id: Option<Uuid>,
 }
 
 /// Tenants and API keys, cached.
@@ -136,11 +139,27 @@ impl Directory {
         }
     }
 
-    /// A run of the context's tenant; `None` if it does not exist there. A run
-    /// found is cached per tenant until [`Self::runs_changed`]; an absence is
-    /// not cached, so a run created a moment ago is found at once on every
-    /// node and creating one invalidates nothing.
+    /// A run of the context's tenant that the context's user can see; `None`
+    /// if there is none. A run found is cached per tenant until
+    /// [`Self::runs_changed`]; an absence is not cached, so a run created a
+    /// moment ago is found at once on every node and creating one invalidates
+    /// nothing. A run of a conversation is seen by whoever can see the
+    /// conversation (asked per user, cached like any subscribe answer).
     pub async fn run(&self, ctx: &TenantContext, id: RunId) -> Result<Option<RunInfo>, Arc<DirectoryError>> {
+        let Some(info) = self.run_of_tenant(ctx, id).await? else { return Ok(None) };
+        if let Some(conversation) = info.conversation_id
+            && !self.sees(ctx, &Topic::Conversation(conversation.into())).await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(info))
+    }
+
+    async fn run_of_tenant(
+        &self,
+        ctx: &TenantContext,
+        id: RunId,
+    ) -> Result<Option<RunInfo>, Arc<DirectoryError>> {
         let (db, ctx) = (self.db.clone(), *ctx);
         let found = self
             .cache
@@ -148,7 +167,11 @@ impl Directory {
                 let mut tx = db.begin(&ctx).await?;
                 let run = runs::get(&mut tx, id).await?;
                 tx.commit().await?;
-                Ok::<_, DirectoryError>(RunInfo { status: run.status(), project_id: run.project_id })
+                Ok::<_, DirectoryError>(RunInfo {
+                    status: run.status(),
+                    project_id: run.project_id,
+                    conversation_id: run.conversation_id,
+                })
             })
             .await;
         match found {
@@ -172,13 +195,21 @@ impl Directory {
         ctx: &TenantContext,
         topic: &Topic,
     ) -> Result<bool, Arc<DirectoryError>> {
+        match topic {
+            Topic::Run(id) => self.run(ctx, *id).await.map(|run| run.is_some()),
+            Topic::Channel(_) => Ok(true),
+            other => self.sees(ctx, other).await,
+        }
+    }
+
+    /// Whether the context's user can see the conversation or project (cached).
+    async fn sees(&self, ctx: &TenantContext, topic: &Topic) -> Result<bool, Arc<DirectoryError>> {
         let key = match topic {
             Topic::Conversation(id) => {
                 format!("c:{id}:{}:{}", ctx.user_id.map(|u| u.to_string()).unwrap_or_default(), ctx.role)
             }
             Topic::Project(id) => format!("p:{id}"),
-            Topic::Run(id) => return self.run(ctx, *id).await.map(|run| run.is_some()),
-            Topic::Channel(_) => return Ok(true),
+            Topic::Run(_) | Topic::Channel(_) => return Ok(true),
         };
         let (db, ctx, topic) = (self.db.clone(), *ctx, topic.clone());
         self.cache
@@ -250,7 +281,7 @@ impl Directory {
 
     /// One poll: forgets what changed since `last`, reads around Redis for
     /// what it has not been told, and tells it when it answers. Returns the
-    /// last id seen.
+    /// last sequence number seen.
     async fn apply_missed(&self, last: i64) -> Result<i64, DbError> {
         let mut tx = self.db.begin_platform().await?;
         let rows = invalidations::poll(&mut tx, last).await?;
@@ -259,11 +290,11 @@ impl Directory {
             Kind::parse(&r.kind).map(|kind| Namespace::new(r.tenant_id, kind))
         };
         let mut seen = last;
-        for row in rows.iter().filter(|r| r.id > last) {
+        for row in rows.iter().filter(|r| r.seq > last) {
             if let Some(ns) = ns(row) {
                 self.cache.forget(ns);
             }
-            seen = seen.max(row.id);
+            seen = seen.max(row.seq);
         }
         let mut held = std::collections::HashSet::new();
         let mut pushed = Vec::new();
@@ -271,7 +302,7 @@ impl Directory {
         for row in rows.iter().filter(|r| !r.pushed) {
             let Some(ns) = ns(row) else { continue };
             if reachable && self.cache.invalidate(ns).await {
-                pushed.push(row.id);
+                pushed.push((row.id, row.seq));
             } else {
                 held.insert(ns);
             }

@@ -82,6 +82,11 @@ async fn admit(
         }
         Refusal::new(e.kind(), e.code(), e.to_string())
     })?;
+    // Verification allows some clock skew; a connection does not: it would be
+    // closed at once.
+    if expires_at <= crate::expiry::now() {
+        return Err(Refusal::new(ErrorKind::TokenExpired, "token_expired", "the token has expired"));
+    }
     let Principal::User { tenant_id, user_id, role } = principal else {
         return Err(Refusal::new(
             ErrorKind::Forbidden,
@@ -121,14 +126,15 @@ async fn admit(
     s.on("auth:refresh", refresh);
     s.on_fallback(unknown_event);
     s.on_disconnect(on_disconnect);
-    inner.expiries.add(expires_at, s.id);
     s.extensions.insert(session);
     Ok(())
 }
 
-/// Runs once the socket is connected (its handlers were set by [`guard`]).
-pub async fn on_connect(s: SocketRef) {
+/// Runs once the socket is connected (its handlers were set by [`guard`]):
+/// files it under its token's expiry, now that the sweeper can find it.
+pub async fn on_connect(s: SocketRef, State(rt): State<Realtime>) {
     if let Some(session) = s.extensions.get::<Arc<Session>>() {
+        rt.inner.expiries.add(session.expires_at(), s.id);
         tracing::debug!(sid = %s.id, tenant_id = %session.tenant, user_id = %session.user, "socket connected");
     }
 }
@@ -163,10 +169,16 @@ async fn refresh(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: 
                 if tenant_id == session.tenant && user_id == session.user =>
             {
                 let before = session.expires_at();
+                let role_changed = role != session.role();
                 session.refreshed(role, expires_at);
                 rt.inner.expiries.remove(before, s.id);
                 rt.inner.expiries.add(expires_at, s.id);
-                Ok(json!({ "ok": true, "expires_at": expires_at }))
+                let left = if role_changed {
+                    leave_what_the_role_cannot_see(&rt, &s, &session).await
+                } else {
+                    Vec::new()
+                };
+                Ok(json!({ "ok": true, "expires_at": expires_at, "left": left }))
             }
             _ => Err(EventError::new(
                 ErrorKind::Forbidden,
@@ -176,6 +188,28 @@ async fn refresh(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: 
     }
     .await;
     reply(ack, result).await;
+}
+
+/// After a role change: the topics the socket may no longer see are left (as
+/// an `unsubscribe` would); their names are returned.
+async fn leave_what_the_role_cannot_see(rt: &Realtime, s: &SocketRef, session: &Session) -> Vec<String> {
+    let Some(ops) = session.ops().await else { return Vec::new() };
+    let rooms: Vec<Box<str>> = ops.topics().rooms.clone();
+    let ctx = switchboard_db::TenantContext::new(session.tenant, Some(session.user), session.role());
+    let mut left = Vec::new();
+    for room in rooms {
+        let Some((_, topic)) = switchboard_domain::Topic::from_room(&room) else { continue };
+        // Kept only on a clear yes; a failed lookup leaves the topic too.
+        if matches!(rt.inner.directory.may_subscribe(&ctx, &topic).await, Ok(true)) {
+            continue;
+        }
+        ops.topics().rooms.retain(|r| *r != room);
+        s.leave(room.to_string());
+        rt.inner.hub.leave(&rt.inner, &room);
+        presence::untrack(rt, &ops, &s.id.to_string(), &room).await;
+        left.push(topic.to_string());
+    }
+    left
 }
 
 /// Waits for the socket's handlers in flight, then undoes everything it held:

@@ -27,6 +27,10 @@ use uuid::Uuid;
 /// The longest message content, in characters.
 pub const MAX_CONTENT_CHARS: usize = 65_536;
 
+/// What a `message:new` adds to history beside the content and metadata
+/// (ids, times, the envelope), generously.
+pub const EVENT_OVERHEAD: usize = 512;
+
 /// A message as clients see it.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct MessageView {
@@ -165,6 +169,9 @@ pub(crate) async fn send(Ev { s, rt, session }: Ev, TryData(data): TryData<Value
                 EventError::invalid(format!("metadata {e}"))
             }
         })?;
+        // Its message:new stays in the conversation's history.
+        let bytes = req.content.len() + metadata.to_string().len() + EVENT_OVERHEAD;
+        rt.charge_history(session.tenant, &limits, bytes).await.map_err(EventError::quota)?;
         let ctx = TenantContext::new(session.tenant, Some(session.user), session.role());
         let out = Outgoing {
             conversation: ConversationId::from(req.conversation_id),

@@ -94,6 +94,8 @@ async fn a_tenant_at_its_redis_quotas_gets_quota_exceeded_and_another_tenant_is_
     assert_eq!(track(&small_sockets[0], "channel:p1").await["ok"], true);
     assert_eq!(track(&small_sockets[1], "channel:p1").await["ok"], true);
     let full = track(&small_sockets[2], "channel:p1").await;
+    // (Presence announcements count against the history quota too; a third
+    // track here would be refused either way.)
     assert_eq!(full["error"]["code"], "quota_exceeded", "the topic's cap: {full}");
     assert_eq!(
         track(&small_sockets[0], "channel:p1").await["ok"],
@@ -269,12 +271,68 @@ async fn a_socket_is_closed_when_its_token_expires_unless_it_refreshed_it_in_ban
     assert_eq!(ok["ok"], true, "{ok}");
     assert!(ok["expires_at"].as_u64().is_some());
 
+    // A token that expired a moment ago (within verification's leeway) opens nothing.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = Claims {
+        sub: Some(user.to_string()),
+        tenant_id: Some(tenant.to_string()),
+        exp: now - 5,
+        ..Claims::default()
+    };
+    let stale = mint_token(&JWT_SECRET.to_owned().into(), &claims).unwrap();
+    let refused = SioClient::connect(&node.url(""), &stale).await.err().expect("refused");
+    assert_eq!(refused.codes(), ("unauthorized".to_owned(), "token_expired".to_owned()));
+
     let err = expiring.next_event("error", Duration::from_secs(6)).await.expect("told at exp");
     assert_eq!(err["code"], "token_expired");
     assert!(expiring.next_event("disconnect", Duration::from_secs(2)).await.is_some(), "then closed");
     assert!(refreshed.next_event("error", Duration::from_secs(2)).await.is_none());
     let still = refreshed.emit_with_ack("subscribe", json!({ "topic": "channel:x" })).await;
     assert_eq!(still["ok"], true, "the refreshed socket stays: {still}");
+
+    // A refresh that lowers the role leaves what the new role cannot see.
+    let (creator, admin_user) = (UserId::new(), UserId::new());
+    let owner = user_token(tenant, creator, Role::Owner);
+    let (_, p) = node.send_json(Method::POST, "/api/v1/projects", &owner, &json!({ "name": "p" })).await;
+    let p = p["id"].as_str().unwrap().to_owned();
+    let (_, conv) = node
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/projects/{p}/conversations"),
+            &owner,
+            &json!({ "title": "board", "private": true }),
+        )
+        .await;
+    let conv = conv["id"].as_str().unwrap().to_owned();
+    let mut demoted =
+        SioClient::connect(&node.url(""), &user_token(tenant, admin_user, Role::Admin)).await.unwrap();
+    let topic = format!("conversation:{conv}");
+    assert_eq!(
+        demoted.emit_with_ack("subscribe", json!({ "topic": topic })).await["ok"],
+        true,
+        "admins see it"
+    );
+    assert_eq!(demoted.emit_with_ack("subscribe", json!({ "topic": "channel:open" })).await["ok"], true);
+    let ack = demoted
+        .emit_with_ack("auth:refresh", json!({ "token": user_token(tenant, admin_user, Role::Member) }))
+        .await;
+    assert_eq!(ack["left"], json!([topic]), "{ack}");
+    let (status, _) = node
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/conversations/{conv}/messages"),
+            &owner,
+            &json!({ "content": "board only" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(
+        demoted.next_event("message:new", Duration::from_millis(500)).await.is_none(),
+        "it hears nothing more"
+    );
+    let publish =
+        demoted.emit_with_ack("publish", json!({ "topic": "channel:open", "event": "e", "data": 1 })).await;
+    assert_eq!(publish["ok"], true, "what the member may see stays");
 }
 
 #[tokio::test]
@@ -404,11 +462,49 @@ async fn private_conversations_stay_private_for_runs_and_project_deletes() {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "a conversation of another project");
-    // Bob can.
-    let (status, _) = node
+    // Bob can; his run is as private as the conversation.
+    let mut alice_socket = SioClient::connect(&node.url(""), &ta).await.unwrap();
+    assert_eq!(
+        alice_socket.emit_with_ack("subscribe", json!({ "topic": format!("project:{p}") })).await["ok"],
+        true
+    );
+    let (status, run) = node
         .send_json(Method::POST, "/api/v1/runs", &tb, &json!({ "project_id": p, "conversation_id": conv }))
         .await;
     assert_eq!(status, StatusCode::CREATED);
+    let run = run["id"].as_str().unwrap().to_owned();
+    assert_eq!(node.status_of(Method::GET, &format!("/api/v1/runs/{run}"), &tb).await, 200);
+    for path in [
+        format!("/api/v1/runs/{run}"),
+        format!("/api/v1/runs/{run}/steps"),
+        format!("/api/v1/runs/{run}/tool-calls"),
+    ] {
+        assert_eq!(node.status_of(Method::GET, &path, &ta).await, 404, "{path}");
+    }
+    assert_eq!(node.get_json("/api/v1/runs", &ta).await["data"], json!([]), "not listed for her");
+    let (status, _) = node
+        .send_json(Method::PATCH, &format!("/api/v1/runs/{run}"), &ta, &json!({ "status": "running" }))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = node
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/runs/{run}/deltas"),
+            &ta,
+            &json!({ "deltas": [{ "text": "x" }] }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let ack = alice_socket.emit_with_ack("subscribe", json!({ "topic": format!("run:{run}") })).await;
+    assert_eq!(ack["error"]["code"], "forbidden", "{ack}");
+    let (status, _) = node
+        .send_json(Method::PATCH, &format!("/api/v1/runs/{run}"), &tb, &json!({ "status": "running" }))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        alice_socket.next_event("run:updated", Duration::from_millis(500)).await.is_none(),
+        "the project's subscribers do not hear of a private conversation's run"
+    );
     // Alice cannot delete the project that holds it; Bob and admins can.
     let (status, body) =
         node.send_json(Method::DELETE, &format!("/api/v1/projects/{p}"), &ta, &json!(null)).await;
@@ -418,8 +514,11 @@ async fn private_conversations_stay_private_for_runs_and_project_deletes() {
         200,
         "still there"
     );
+    // Deleting the conversation takes its run along (it does not become public).
+    assert_eq!(node.status_of(Method::DELETE, &format!("/api/v1/conversations/{conv}"), &tb).await, 204);
+    assert_eq!(node.status_of(Method::GET, &format!("/api/v1/runs/{run}"), &tb).await, 404);
+    assert_eq!(node.status_of(Method::GET, &format!("/api/v1/runs/{run}"), &ta).await, 404);
     assert_eq!(node.status_of(Method::DELETE, &format!("/api/v1/projects/{p}"), &tb).await, 204);
-    assert_eq!(node.status_of(Method::GET, &format!("/api/v1/conversations/{conv}"), &tb).await, 404);
 }
 
 #[tokio::test]

@@ -95,6 +95,11 @@ pub async fn delete(tx: &mut TenantTx, id: ProjectId) -> Result<(), DbError> {
     // delete it this way.
     let role = tx.context().role;
     if !role.is_admin() && role != switchboard_domain::Role::Service {
+        // Locked first, so no conversation can be added between the count and the delete.
+        sqlx::query("SELECT 1 FROM projects WHERE id = $1 FOR UPDATE")
+            .bind(id.as_uuid())
+            .execute(tx.conn())
+            .await?;
         let hidden: i64 = sqlx::query_scalar("SELECT app.hidden_private_conversations($1)")
             .bind(id.as_uuid())
             .fetch_one(tx.conn())

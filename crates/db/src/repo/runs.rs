@@ -70,6 +70,12 @@ impl<T> Recorded<T> {
     }
 }
 
+/// A run tied to a conversation is visible only to those who can see the
+/// conversation (the subquery runs under the conversations policy, which knows
+/// private ones); a run of no conversation, to the whole tenant.
+const VISIBLE: &str = "(conversation_id IS NULL OR EXISTS (SELECT 1 FROM conversations c \
+     WHERE c.tenant_id = agent_runs.tenant_id AND c.id = agent_runs.conversation_id))";
+
 const RUN_COLUMNS: &str = "id, project_id, conversation_id, status, agent, input, output, error, tokens_in, \
      tokens_out, cost_usd::text AS cost_usd, idempotency_key, created_by, created_at, updated_at, started_at, finished_at";
 
@@ -194,7 +200,7 @@ pub async fn create(tx: &mut TenantTx, new: &NewRun<'_>) -> Result<Created<Run>,
 
 /// A run by id; another tenant's id is simply not found.
 pub async fn get(tx: &mut TenantTx, id: RunId) -> Result<Run, DbError> {
-    sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM agent_runs WHERE id = $1"))
+    sqlx::query_as(&format!("SELECT {RUN_COLUMNS} FROM agent_runs WHERE id = $1 AND {VISIBLE}"))
         .bind(id.as_uuid())
         .fetch_optional(tx.conn())
         .await?
@@ -266,7 +272,7 @@ pub async fn list(
     let tenant = tx.tenant_id().as_uuid();
     Ok(sqlx::query_as(&format!(
         "SELECT {SUMMARY_COLUMNS} FROM agent_runs
-          WHERE tenant_id = $1
+          WHERE tenant_id = $1 AND {VISIBLE}
             AND ($2::text IS NULL OR status = $2)
             AND ($3::uuid IS NULL OR project_id = $3)
             AND ($4::timestamptz IS NULL OR created_at >= $4)
@@ -350,10 +356,11 @@ pub async fn tool_calls(
 
 /// Locks the run's row for this transaction and returns its status.
 async fn lock(tx: &mut TenantTx, run: RunId) -> Result<RunStatus, DbError> {
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM agent_runs WHERE id = $1 FOR UPDATE")
-        .bind(run.as_uuid())
-        .fetch_optional(tx.conn())
-        .await?;
+    let status: Option<String> =
+        sqlx::query_scalar(&format!("SELECT status FROM agent_runs WHERE id = $1 AND {VISIBLE} FOR UPDATE"))
+            .bind(run.as_uuid())
+            .fetch_optional(tx.conn())
+            .await?;
     status.as_deref().map(status_of).ok_or(DbError::NotFound)
 }
 
