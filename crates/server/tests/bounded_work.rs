@@ -13,20 +13,11 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::time::Duration;
-use switchboard_domain::{Role, TenantId, UserId};
+use switchboard_domain::{Role, UserId};
 use switchboard_testkit::sio::PollingClient;
 use switchboard_testkit::{Node, SioClient, user_token};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-async fn api_key(node: &Node, tenant: TenantId) -> String {
-    let admin = user_token(tenant, UserId::new(), Role::Admin);
-    let (status, body) = node
-        .send_json(Method::POST, "/api/v1/api-keys", &admin, &json!({ "name": "w", "scopes": ["admin"] }))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["key"].as_str().unwrap().to_owned()
-}
 
 /// Publishes `n` events of `size` bytes on `channel:<name>` through `client`
 /// (subscribed), returning their offsets.
@@ -132,7 +123,7 @@ async fn a_replay_longer_than_the_socket_queue_arrives_whole_and_in_order_or_say
 async fn server_events_fit_the_tenant_payload_cap_and_rest_has_the_whole_content() {
     let node = Node::spawn(BIN, "bw-events");
     let tenant = node.create_tenant_with("small-cap", json!({ "max_payload_bytes": 2048 })).await;
-    let key = api_key(&node, tenant).await;
+    let key = node.api_key(tenant, &["admin"]).await;
     let owner = user_token(tenant, UserId::new(), Role::Owner);
     let (_, project) =
         node.send_json(Method::POST, "/api/v1/projects", &owner, &json!({ "name": "p" })).await;
@@ -223,7 +214,7 @@ async fn server_events_fit_the_tenant_payload_cap_and_rest_has_the_whole_content
 async fn stored_json_fields_have_caps_that_name_the_field() {
     let node = Node::spawn(BIN, "bw-caps");
     let tenant = node.create_tenant("caps").await;
-    let key = api_key(&node, tenant).await;
+    let key = node.api_key(tenant, &["admin"]).await;
     let owner = user_token(tenant, UserId::new(), Role::Owner);
     let (_, project) =
         node.send_json(Method::POST, "/api/v1/projects", &owner, &json!({ "name": "p" })).await;
@@ -271,7 +262,7 @@ async fn stored_json_fields_have_caps_that_name_the_field() {
 async fn a_run_detail_and_its_steps_and_tool_calls_come_in_bounded_pages() {
     let node = Node::spawn(BIN, "bw-pages");
     let tenant = node.create_tenant_with("pages", json!({ "http_requests_per_second": 10000 })).await;
-    let key = api_key(&node, tenant).await;
+    let key = node.api_key(tenant, &["admin"]).await;
     let owner = user_token(tenant, UserId::new(), Role::Owner);
     let (_, project) =
         node.send_json(Method::POST, "/api/v1/projects", &owner, &json!({ "name": "p" })).await;

@@ -7,7 +7,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
-use switchboard_domain::{Role, TenantId, UserId};
+use switchboard_domain::{Role, UserId};
 use switchboard_testkit::{Node, SioClient, expired_token, user_token};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
@@ -15,14 +15,6 @@ const WAIT: Duration = Duration::from_secs(5);
 
 async fn post(node: &Node, path: &str, token: &str, body: Value) -> (StatusCode, Value) {
     node.send_json(reqwest::Method::POST, path, token, &body).await
-}
-
-async fn api_key(node: &Node, tenant: TenantId, scopes: &[&str]) -> String {
-    let admin = user_token(tenant, UserId::new(), Role::Admin);
-    let (status, body) =
-        post(node, "/api/v1/api-keys", &admin, json!({ "name": "worker", "scopes": scopes })).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["key"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -34,7 +26,7 @@ async fn a_broadcast_through_one_node_reaches_sockets_on_the_other_with_its_offs
     let ack = watcher.emit_with_ack("subscribe", json!({ "topic": "channel:news" })).await;
     assert_eq!(ack["ok"], true, "{ack}");
 
-    let key = api_key(&b, tenant, &["broadcast"]).await;
+    let key = b.api_key(tenant, &["broadcast"]).await;
     let body = json!({ "topic": "channel:news", "event": "headline", "data": { "text": "hello" } });
     let (status, sent) = post(&b, "/api/v1/broadcast", &key, body.clone()).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{sent}");
@@ -45,7 +37,7 @@ async fn a_broadcast_through_one_node_reaches_sockets_on_the_other_with_its_offs
     assert_eq!(got["from"]["kind"], "agent");
 
     // Only keys with `broadcast` (or `admin`) and tenant admins may broadcast.
-    let reader = api_key(&b, tenant, &["read", "write"]).await;
+    let reader = b.api_key(tenant, &["read", "write"]).await;
     assert_eq!(post(&b, "/api/v1/broadcast", &reader, body.clone()).await.0, StatusCode::FORBIDDEN);
     let member = user_token(tenant, UserId::new(), Role::Member);
     assert_eq!(post(&b, "/api/v1/broadcast", &member, body.clone()).await.0, StatusCode::FORBIDDEN);

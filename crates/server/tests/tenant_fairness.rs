@@ -15,15 +15,6 @@ use switchboard_testkit::{JWT_SECRET, Node, SioClient, redis, user_token};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
-async fn api_key(node: &Node, tenant: TenantId) -> String {
-    let admin = user_token(tenant, UserId::new(), Role::Admin);
-    let (status, body) = node
-        .send_json(Method::POST, "/api/v1/api-keys", &admin, &json!({ "name": "w", "scopes": ["admin"] }))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body["key"].as_str().unwrap().to_owned()
-}
-
 async fn project(node: &Node, token: &str) -> String {
     let (status, p) = node.send_json(Method::POST, "/api/v1/projects", token, &json!({ "name": "p" })).await;
     assert_eq!(status, StatusCode::CREATED, "{p}");
@@ -123,7 +114,7 @@ async fn a_tenant_at_its_redis_quotas_gets_quota_exceeded_and_another_tenant_is_
     }
 
     // Dedupe keys of delta batches: three per 15 minutes.
-    let key = api_key(&a, small).await;
+    let key = a.api_key(small, &["admin"]).await;
     let owner = user_token(small, UserId::new(), Role::Owner);
     let p = project(&a, &owner).await;
     let (_, run) = a.send_json(Method::POST, "/api/v1/runs", &key, &json!({ "project_id": p })).await;
@@ -344,7 +335,7 @@ async fn the_same_idempotency_key_with_any_other_field_is_a_conflict_on_any_node
             json!({ "http_requests_per_second": 10_000, "events_per_second": 10_000 }),
         )
         .await;
-    let key = api_key(&a, tenant).await;
+    let key = a.api_key(tenant, &["admin"]).await;
     let owner = user_token(tenant, UserId::new(), Role::Owner);
     let p = project(&a, &owner).await;
     let post = |node: &Node, path: String, body: Value, idem: &str| {

@@ -244,6 +244,21 @@ impl Node {
         body["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no id in {body}"))
     }
 
+    /// A new API key of `tenant` with `scopes`, made by one of its admins.
+    pub async fn api_key(&self, tenant: TenantId, scopes: &[&str]) -> String {
+        let admin = user_token(tenant, UserId::new(), Role::Admin);
+        let (status, body) = send_json_at(
+            &self.http,
+            reqwest::Method::POST,
+            &self.url("/api/v1/api-keys"),
+            admin,
+            &serde_json::json!({ "name": "worker", "scopes": scopes }),
+        )
+        .await;
+        assert_eq!(status, 201, "creating an API key: {body}");
+        body["key"].as_str().unwrap_or_else(|| panic!("no key in {body}")).to_owned()
+    }
+
     /// The sum of a metric's samples in `/metrics` (0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
         let text = self.http.get(self.url("/metrics")).send().await.unwrap_or_else(|e| panic!("{e}"));

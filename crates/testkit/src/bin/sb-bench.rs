@@ -180,33 +180,7 @@ async fn latency(
         publishers.push(p);
     }
     let total = rate * seconds;
-    let collectors: Vec<_> = subs
-        .into_iter()
-        .map(|mut s| {
-            tokio::spawn(async move {
-                let mut lat = Vec::with_capacity(total as usize);
-                while let Some(e) = s.next_event("tick", Duration::from_secs(3)).await {
-                    lat.push(now_us().saturating_sub(e["data"]["t"].as_u64().unwrap_or(0)));
-                    if lat.len() as u64 == total {
-                        break;
-                    }
-                }
-                lat
-            })
-        })
-        .collect();
-    let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
-    let start = tokio::time::Instant::now();
-    for i in 0..total {
-        tokio::time::sleep_until(start + interval * i as u32).await;
-        publishers[i as usize % publishers.len()]
-            .emit("publish", json!({ "topic": topic, "event": "tick", "data": { "t": now_us(), "i": i } }));
-    }
-    let mut all = Vec::new();
-    for c in collectors {
-        all.extend(c.await.unwrap());
-    }
-    all.sort_unstable();
+    let (all, _) = live_latencies(&publishers, subs, &topic, rate, seconds).await;
     let expected = total as usize * subscribers;
     println!(
         "latency: {rate}/s for {seconds} s to {subscribers} subscribers on the other node: \
