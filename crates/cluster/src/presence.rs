@@ -155,10 +155,15 @@ impl Presence {
         let field = self.field(conn);
         let replaced = match &self.inner.backend {
             Backend::Redis { redis, track, .. } => {
-                // The index first: an entry the index does not name could never be reaped.
+                // The index first: an entry the index does not name could never
+                // be reaped. Both sets are added to on every track, in one round
+                // trip: a node that was reaped while it stalled, or a Redis that
+                // lost its data, is named again by the next entry it stores.
                 let client = redis.client();
-                let _: () = client.sadd(PRESENCE_NODES, self.inner.instance.as_str()).await?;
-                let _: () = client.sadd(index_key(&self.inner.instance), room).await?;
+                let pipe = client.pipeline();
+                let _: () = pipe.sadd(PRESENCE_NODES, self.inner.instance.as_str()).await?;
+                let _: () = pipe.sadd(index_key(&self.inner.instance), room).await?;
+                let _: Vec<i64> = pipe.all().await?;
                 let args = vec![field, entry.to_owned(), cap.to_string()];
                 let stored: i64 = track.evalsha_with_reload(client, vec![hash_key(room)], args).await?;
                 if stored == 0 {
