@@ -120,11 +120,6 @@ impl Shares {
         self.inner.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// This node's count for `tenant`.
-    pub fn local_count(&self, tenant: Uuid) -> u32 {
-        self.local().get(&tenant).copied().unwrap_or(0)
-    }
-
     /// Takes one for `tenant` if it holds fewer than `max`.
     pub async fn acquire(&self, tenant: Uuid, max: u32) -> bool {
         if let Some(client) = self.inner.redis.as_ref().and_then(Redis::live) {
