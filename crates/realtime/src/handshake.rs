@@ -203,11 +203,9 @@ async fn leave_what_the_role_cannot_see(rt: &Realtime, s: &SocketRef, session: &
         if matches!(rt.inner.directory.may_subscribe(&ctx, &topic).await, Ok(true)) {
             continue;
         }
-        ops.topics().rooms.retain(|r| *r != room);
-        s.leave(room.to_string());
-        rt.inner.hub.leave(&rt.inner, &room);
-        presence::untrack(rt, &ops, &s.id.to_string(), &room).await;
-        left.push(topic.to_string());
+        if subscribe::leave(rt, s, &ops, &room).await {
+            left.push(topic.to_string());
+        }
     }
     left
 }

@@ -3,6 +3,7 @@
 use crate::codes::EventError;
 use crate::event::{Ack, Ev, TopicReq, admit, joined_room, payload, reply, sized, topic};
 use crate::hub::Payer;
+use crate::session::Ops;
 use crate::{From, Realtime, Session};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -93,22 +94,31 @@ pub(crate) async fn unsubscribe(Ev { s, rt, session }: Ev, TryData(data): TryDat
         let topic = topic(&req.topic)?;
         let room = topic.room(session.tenant);
         let ops = session.ops().await.ok_or_else(gone)?;
-        let removed = {
-            let mut topics = ops.topics();
-            let before = topics.rooms.len();
-            topics.rooms.retain(|r| **r != *room);
-            before != topics.rooms.len()
-        };
-        if !removed {
+        if !leave(&rt, &s, &ops, &room).await {
             return Err(EventError::not_subscribed(&topic.to_string()));
         }
-        s.leave(room.clone());
-        rt.inner.hub.leave(&rt.inner, &room);
-        crate::presence::untrack(&rt, &ops, &s.id.to_string(), &room).await;
         Ok(json!({ "ok": true, "topic": topic.to_string() }))
     }
     .await;
     reply(ack, result).await;
+}
+
+/// Takes `room` off the socket: out of its topics, its Socket.IO room, the
+/// node's subscription (with the last local subscriber) and its presence
+/// entry there. Returns whether the socket held the room.
+pub(crate) async fn leave(rt: &Realtime, s: &SocketRef, ops: &Ops<'_>, room: &str) -> bool {
+    let removed = {
+        let mut topics = ops.topics();
+        let before = topics.rooms.len();
+        topics.rooms.retain(|r| **r != *room);
+        before != topics.rooms.len()
+    };
+    if removed {
+        s.leave(room.to_owned());
+        rt.inner.hub.leave(&rt.inner, room);
+        crate::presence::untrack(rt, ops, &s.id.to_string(), room).await;
+    }
+    removed
 }
 
 /// Event names a client may not publish: Socket.IO's own and the server's.
