@@ -35,8 +35,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchboard_cluster::Dedupe;
-use switchboard_db::repo::Created;
 use switchboard_db::repo::runs::{self, Change, Filter, NewRun, NewStep, NewToolCall, Recorded, Run, Usage};
+use switchboard_db::repo::{Created, Sender};
 use switchboard_domain::json::{JsonCap, Shape};
 use switchboard_domain::{ConversationId, ErrorKind, Fingerprint, ProjectId, RunId, RunStatus, Topic};
 use uuid::Uuid;
@@ -613,17 +613,18 @@ pub(crate) async fn stream_deltas(
         return Err(crate::ratelimit::quota_exceeded(wait, "history"));
     }
     // The whole request, sender included: the same key with anything else is a conflict.
-    let sender = (member.ctx.user_id, member.ctx.role == switchboard_domain::Role::Service);
-    let fingerprint = Fingerprint::of("deltas", &(sender, id, body.step, &body.deltas)).to_hex();
+    let fingerprint = key
+        .as_ref()
+        .map(|_| Fingerprint::of("deltas", &(Sender::of(&member.ctx), id, body.step, &body.deltas)).to_hex());
     // A new key takes one from the tenant's quota; at its quota, only a replay
     // of a key already seen goes through.
     let over_quota = match key {
         Some(_) => state.realtime.charge_dedupe_key(tenant, &limits).await.err(),
         None => None,
     };
-    let dedupe = key.as_ref().map(|k| Dedupe {
+    let dedupe = key.as_ref().zip(fingerprint.as_deref()).map(|(k, fingerprint)| Dedupe {
         key: k.as_str(),
-        fingerprint: &fingerprint,
+        fingerprint,
         replay_only: over_quota.is_some(),
     });
     let from = member.sender();

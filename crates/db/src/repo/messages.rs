@@ -41,7 +41,8 @@ pub struct NewMessage<'a> {
 /// is a conflict.
 pub async fn create(tx: &mut TenantTx, new: &NewMessage<'_>) -> Result<Created<Message>, DbError> {
     let (tenant, user) = (tx.tenant_id().as_uuid(), tx.context().user_id.map(|u| u.as_uuid()));
-    let fingerprint = new.idempotency_key.map(|_| Fingerprint::of("message", &(Sender::of(tx), new)));
+    let fingerprint =
+        new.idempotency_key.map(|_| Fingerprint::of("message", &(Sender::of(tx.context()), new)));
     let inserted: Option<Message> = sqlx::query_as(&format!(
         "INSERT INTO messages (tenant_id, conversation_id, sender_id, sender_kind, content, metadata,
                                idempotency_key, idempotency_fingerprint)

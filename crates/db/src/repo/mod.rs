@@ -85,14 +85,13 @@ where
 /// Who sends a request, as its fingerprint sees them: the same body from
 /// another user (or from an API key instead of a user) is another request.
 #[derive(serde::Serialize)]
-pub(crate) struct Sender {
+pub struct Sender {
     user: Option<uuid::Uuid>,
     service: bool,
 }
 
 impl Sender {
-    pub(crate) fn of(tx: &crate::TenantTx) -> Self {
-        let ctx = tx.context();
+    pub fn of(ctx: &crate::TenantContext) -> Self {
         Self {
             user: ctx.user_id.map(|u| u.as_uuid()),
             service: ctx.role == switchboard_domain::Role::Service,

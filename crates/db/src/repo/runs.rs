@@ -168,7 +168,7 @@ pub async fn create(tx: &mut TenantTx, new: &NewRun<'_>) -> Result<Created<Run>,
         }
     }
     let (tenant, user) = (tx.tenant_id().as_uuid(), tx.context().user_id.map(|u| u.as_uuid()));
-    let fingerprint = new.idempotency_key.map(|_| Fingerprint::of("run", &(Sender::of(tx), new)));
+    let fingerprint = new.idempotency_key.map(|_| Fingerprint::of("run", &(Sender::of(tx.context()), new)));
     let inserted: Option<Run> = sqlx::query_as(&format!(
         "INSERT INTO agent_runs (tenant_id, project_id, conversation_id, agent, input, idempotency_key,
                                  idempotency_fingerprint, created_by)
@@ -475,7 +475,8 @@ pub async fn append_step(
     run: RunId,
     new: &NewStep<'_>,
 ) -> Result<Recorded<Step>, DbError> {
-    let key = new.idempotency_key.map(|k| (k, Fingerprint::of("step", &(Sender::of(tx), run, new))));
+    let key =
+        new.idempotency_key.map(|k| (k, Fingerprint::of("step", &(Sender::of(tx.context()), run, new))));
     let status = lock(tx, run).await?;
     if !status.is_finished() {
         let tenant = tx.tenant_id().as_uuid();
@@ -535,7 +536,8 @@ pub async fn add_tool_call(
     run: RunId,
     new: &NewToolCall<'_>,
 ) -> Result<Recorded<ToolCall>, DbError> {
-    let key = new.idempotency_key.map(|k| (k, Fingerprint::of("tool_call", &(Sender::of(tx), run, new))));
+    let key =
+        new.idempotency_key.map(|k| (k, Fingerprint::of("tool_call", &(Sender::of(tx.context()), run, new))));
     let status = lock(tx, run).await?;
     if !status.is_finished() {
         let tenant = tx.tenant_id().as_uuid();
