@@ -2,7 +2,7 @@
 //! [`switchboard_domain::Fingerprint`]: the same key for any other request is a
 //! conflict). Pages are bounded in bytes as well as in count.
 
-use super::{Created, Sender, Sized, Slice, bounded, by_key};
+use super::{Created, Sender, Sized, Slice, bounded, bounded_page_sql, by_key};
 use crate::{DbError, TenantTx};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -82,17 +82,12 @@ pub async fn list(
     max_bytes: i64,
 ) -> Result<Slice<Message>, DbError> {
     let tenant = tx.tenant_id().as_uuid();
-    let rows: Vec<Sized<Message>> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS}, page_bytes FROM (
-           SELECT {COLUMNS}, seq, (sum(size) OVER w)::bigint AS page_bytes, (sum(size) OVER w - size)::bigint AS before_bytes
-             FROM (SELECT *, (octet_length(content) + octet_length(metadata::text))::bigint AS size
-                     FROM messages
-                    WHERE tenant_id = $1 AND conversation_id = $2
-                      AND ($3::uuid IS NULL OR seq < (SELECT seq FROM messages WHERE id = $3 AND tenant_id = $1))
-                    ORDER BY seq DESC LIMIT $4 + 1) m
-           WINDOW w AS (ORDER BY seq DESC)) page
-          WHERE before_bytes <= $5
-          ORDER BY seq DESC"
+    let rows: Vec<Sized<Message>> = sqlx::query_as(&bounded_page_sql(
+        COLUMNS,
+        "octet_length(content) + octet_length(metadata::text)",
+        "messages WHERE tenant_id = $1 AND conversation_id = $2
+           AND ($3::uuid IS NULL OR seq < (SELECT seq FROM messages WHERE id = $3 AND tenant_id = $1))",
+        "seq DESC",
     ))
     .bind(tenant)
     .bind(conversation.as_uuid())

@@ -118,6 +118,21 @@ pub(crate) struct Sized<T> {
     pub page_bytes: i64,
 }
 
+/// The SQL of a byte-bounded page, read as [`Sized`] rows and cut by
+/// [`bounded`]: the rows of `from_where` in `order`, each `size` bytes (an
+/// expression over the row), at most `$4 + 1` of them, and none whose
+/// preceding total is past `$5`. `$1` to `$3` are the caller's.
+pub(crate) fn bounded_page_sql(columns: &str, size: &str, from_where: &str, order: &str) -> String {
+    format!(
+        "SELECT {columns}, page_bytes FROM (
+           SELECT *, (sum(size) OVER w)::bigint AS page_bytes, (sum(size) OVER w - size)::bigint AS before_bytes
+             FROM (SELECT *, ({size})::bigint AS size FROM {from_where} ORDER BY {order} LIMIT $4 + 1) candidates
+           WINDOW w AS (ORDER BY {order})) page
+          WHERE before_bytes <= $5
+          ORDER BY {order}"
+    )
+}
+
 /// The page: at most `limit` rows and, after the first, none past `max_bytes`.
 pub(crate) fn bounded<T>(rows: Vec<Sized<T>>, limit: i64, max_bytes: i64) -> Slice<T> {
     let mut items = Vec::with_capacity(rows.len().min(limit.max(1) as usize));

@@ -9,7 +9,7 @@
 //! with what was stored, and the same key for a different request is a
 //! conflict.
 
-use super::{Created, Sender, Sized, Slice, bounded, by_key, usage};
+use super::{Created, Sender, Sized, Slice, bounded, bounded_page_sql, by_key, usage};
 use crate::{DbError, TenantTx};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -301,15 +301,11 @@ pub async fn steps(
     max_bytes: i64,
 ) -> Result<Slice<Step>, DbError> {
     let tenant = tx.tenant_id().as_uuid();
-    let rows: Vec<Sized<Step>> = sqlx::query_as(&format!(
-        "SELECT {STEP_COLUMNS}, page_bytes FROM (
-           SELECT *, (sum(size) OVER w)::bigint AS page_bytes, (sum(size) OVER w - size)::bigint AS before_bytes
-             FROM (SELECT *, (octet_length(content) + octet_length(data::text))::bigint AS size
-                     FROM agent_steps WHERE tenant_id = $1 AND run_id = $2 AND seq > $3
-                    ORDER BY seq LIMIT $4 + 1) s
-           WINDOW w AS (ORDER BY seq)) page
-          WHERE before_bytes <= $5
-          ORDER BY seq"
+    let rows: Vec<Sized<Step>> = sqlx::query_as(&bounded_page_sql(
+        STEP_COLUMNS,
+        "octet_length(content) + octet_length(data::text)",
+        "agent_steps WHERE tenant_id = $1 AND run_id = $2 AND seq > $3",
+        "seq",
     ))
     .bind(tenant)
     .bind(run.as_uuid())
@@ -332,17 +328,13 @@ pub async fn tool_calls(
     max_bytes: i64,
 ) -> Result<Slice<ToolCall>, DbError> {
     let tenant = tx.tenant_id().as_uuid();
-    let rows: Vec<Sized<ToolCall>> = sqlx::query_as(&format!(
-        "SELECT {TOOL_CALL_COLUMNS}, page_bytes FROM (
-           SELECT *, (sum(size) OVER w)::bigint AS page_bytes, (sum(size) OVER w - size)::bigint AS before_bytes
-             FROM (SELECT *, (octet_length(arguments::text) + coalesce(octet_length(result::text), 0))::bigint AS size
-                     FROM tool_calls WHERE tenant_id = $1 AND run_id = $2
-                      AND ($3::uuid IS NULL OR (created_at, id) >
-                           (SELECT created_at, id FROM tool_calls WHERE id = $3 AND tenant_id = $1 AND run_id = $2))
-                    ORDER BY created_at, id LIMIT $4 + 1) t
-           WINDOW w AS (ORDER BY created_at, id)) page
-          WHERE before_bytes <= $5
-          ORDER BY created_at, id"
+    let rows: Vec<Sized<ToolCall>> = sqlx::query_as(&bounded_page_sql(
+        TOOL_CALL_COLUMNS,
+        "octet_length(arguments::text) + coalesce(octet_length(result::text), 0)",
+        "tool_calls WHERE tenant_id = $1 AND run_id = $2
+           AND ($3::uuid IS NULL OR (created_at, id) >
+                (SELECT created_at, id FROM tool_calls WHERE id = $3 AND tenant_id = $1 AND run_id = $2))",
+        "created_at, id",
     ))
     .bind(tenant)
     .bind(run.as_uuid())
