@@ -109,8 +109,9 @@ pub struct Slice<T> {
 
 /// A row of a byte-bounded page query: `page_bytes` is the running total of
 /// the page's sizes up to and including this row. Such queries select at most
-/// `limit + 1` rows and keep every row whose preceding total is within the
-/// budget, so at most one row beyond it comes back.
+/// `limit + 1` rows and keep the first two and every row whose preceding total
+/// is within the budget, so at most one row beyond the page comes back (the
+/// first row is the page's even past the budget: the second says more follow).
 #[derive(Debug, sqlx::FromRow)]
 pub(crate) struct Sized<T> {
     #[sqlx(flatten)]
@@ -120,15 +121,16 @@ pub(crate) struct Sized<T> {
 
 /// The SQL of a byte-bounded page, read as [`Sized`] rows and cut by
 /// [`bounded`]: the rows of `from_where` in `order`, each `size` bytes (an
-/// expression over the row), at most `$4 + 1` of them, and none whose
-/// preceding total is past `$5`. `$1` to `$3` are the caller's.
+/// expression over the row), at most `$4 + 1` of them, and past the second
+/// none whose preceding total is past `$5`. `$1` to `$3` are the caller's.
 pub(crate) fn bounded_page_sql(columns: &str, size: &str, from_where: &str, order: &str) -> String {
     format!(
         "SELECT {columns}, page_bytes FROM (
-           SELECT *, (sum(size) OVER w)::bigint AS page_bytes, (sum(size) OVER w - size)::bigint AS before_bytes
+           SELECT *, (sum(size) OVER w)::bigint AS page_bytes, (sum(size) OVER w - size)::bigint AS before_bytes,
+                  row_number() OVER w AS n
              FROM (SELECT *, ({size})::bigint AS size FROM {from_where} ORDER BY {order} LIMIT $4 + 1) candidates
            WINDOW w AS (ORDER BY {order})) page
-          WHERE before_bytes <= $5
+          WHERE before_bytes <= $5 OR n <= 2
           ORDER BY {order}"
     )
 }
