@@ -83,7 +83,8 @@ async fn a_replay_longer_than_the_socket_queue_arrives_whole_and_in_order_or_say
     assert_eq!(got, offsets, "every event once, in order");
 
     // Over the byte bound (4 MiB a replay): 1,500 events of 3 KiB after `start`.
-    publish_many(&publisher, "long", 700, 3000).await;
+    let all: Vec<String> =
+        offsets.iter().cloned().chain(publish_many(&publisher, "long", 700, 3000).await).collect();
     let mut late = SioClient::connect(&node.url(""), &token).await.unwrap();
     let ack = tokio::time::timeout(
         Duration::from_secs(10),
@@ -95,6 +96,10 @@ async fn a_replay_longer_than_the_socket_queue_arrives_whole_and_in_order_or_say
     assert_eq!((ack["ok"].clone(), ack["recovered"].clone()), (json!(true), json!(false)), "{ack}");
     let got: Vec<(String, Value)> = late.drain_events(Duration::from_millis(300)).await;
     assert!(got.len() < 1500, "stopped at its bound, not after {} events", got.len());
+    // What came is the oldest stretch, whole and in order: the client knows where to fetch on.
+    let got: Vec<&str> = got.iter().map(|(_, v)| v["offset"].as_str().unwrap()).collect();
+    assert!(!got.is_empty(), "the bound cut the replay, not the whole of it");
+    assert_eq!(got, all[..got.len()], "a prefix of the history after `since`");
 
     // Over the event bound (1,000 a replay) with small events.
     let small = publish_many(&publisher, "long", 1, 10).await;
