@@ -45,6 +45,9 @@ impl ApiError {
     }
 }
 
+/// How long a 503 asks a client to wait when its cause does not say.
+const UNAVAILABLE_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub fn status_of(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
@@ -73,7 +76,11 @@ impl IntoResponse for ApiError {
         };
         let body = ErrorBody { code: self.kind.code(), message, details: self.details };
         let mut response = status.into_response();
-        if let Some(wait) = self.retry_after {
+        // Every 503 says when to come back; a 429 carries its own wait.
+        let retry_after = self
+            .retry_after
+            .or_else(|| (status == StatusCode::SERVICE_UNAVAILABLE).then_some(UNAVAILABLE_RETRY_AFTER));
+        if let Some(wait) = retry_after {
             let secs = wait.as_millis().div_ceil(1000).max(1) as u64;
             response
                 .headers_mut()

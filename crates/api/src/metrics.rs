@@ -42,6 +42,13 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         "switchboard_events_published_total{{node=\"{node}\"}} {}",
         state.realtime.events_published()
     ));
+    let (detached, disconnects) = state.realtime.lagging();
+    line("# HELP switchboard_lagging_subscribers_total Subscribers taken off a topic after missing events (a full queue, or history lost with Redis) and told system:lagging.".into());
+    line("# TYPE switchboard_lagging_subscribers_total counter".into());
+    line(format!("switchboard_lagging_subscribers_total{{node=\"{node}\"}} {detached}"));
+    line("# HELP switchboard_lagging_disconnects_total Lagging subscribers disconnected because they could not take the notice in time.".into());
+    line("# TYPE switchboard_lagging_disconnects_total counter".into());
+    line(format!("switchboard_lagging_disconnects_total{{node=\"{node}\"}} {disconnects}"));
     let handshakes = state.realtime.handshakes();
     line("# HELP switchboard_handshakes_total Socket.IO handshakes, accepted or refused.".into());
     line("# TYPE switchboard_handshakes_total counter".into());

@@ -490,6 +490,17 @@ impl Topics {
         }
     }
 
+    /// Subscribes this node to `room`'s channel again and waits until Redis
+    /// confirms it, without reading the topic's offset: after an interruption,
+    /// every event published from now on arrives live, and the events before
+    /// are in history.
+    pub async fn resubscribe(&self, room: &str) -> Result<(), ClusterError> {
+        match &self.inner.backend {
+            Backend::Redis { redis, .. } => redis.subscribe_topic(&room_key(room, 'c')).await,
+            Backend::Local { .. } => Ok(()),
+        }
+    }
+
     /// Stops receiving `room`'s live events on this node.
     pub async fn unsubscribe(&self, room: &str) -> Result<(), ClusterError> {
         match &self.inner.backend {

@@ -45,13 +45,19 @@ impl DbError {
                 Some("23514" | "23502" | "22P02" | "22001" | "22021" | "22P05") => ErrorKind::Validation,
                 // Row-level security refused a row, or a privilege is missing.
                 Some("42501") => ErrorKind::Forbidden,
+                // The server is shutting down, restarting or out of connections,
+                // or the connection broke: try again shortly.
+                Some(c) if c.starts_with("08") || c.starts_with("57P") || c == "53300" => {
+                    ErrorKind::Unavailable
+                }
                 _ => ErrorKind::Internal,
             },
             DbError::Sqlx(
                 sqlx::Error::PoolTimedOut
                 | sqlx::Error::PoolClosed
                 | sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_),
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_),
             ) => ErrorKind::Unavailable,
             DbError::Sqlx(_) => ErrorKind::Internal,
         }

@@ -58,6 +58,8 @@ struct LocalTopic {
     cursor: tokio::sync::Mutex<Option<Offset>>,
     /// Told whenever the dispatcher moves the cursor.
     advanced: tokio::sync::Notify,
+    /// When the dispatcher last delivered an event of the topic.
+    delivered_at: Mutex<Option<Instant>>,
 }
 
 /// The topics this node has local subscribers for.
@@ -227,6 +229,7 @@ impl Hub {
                         members: AtomicUsize::new(0),
                         cursor: tokio::sync::Mutex::new(None),
                         advanced: tokio::sync::Notify::new(),
+                        delivered_at: Mutex::new(None),
                     })
                 })
                 .clone();
@@ -381,8 +384,11 @@ fn emit_to_socket(socket: &SocketRef, event: &TopicEvent) -> Emitted {
     }
 }
 
-/// Emits one stored event to a room, leaving out its sender's socket.
-async fn emit_to_room(io: &SocketIo, room: &str, event: &TopicEvent) {
+/// Emits one stored event to a room, leaving out its sender's socket; then
+/// detaches the sockets whose queue was too full to take it
+/// ([`lagging`](crate::lagging)). `before` is the room's last delivered
+/// event before this one.
+async fn emit_to_room(inner: &Arc<Inner>, io: &SocketIo, room: &str, event: &TopicEvent, before: &Offset) {
     let Some(stored) = envelope::parse(&event.payload) else {
         tracing::error!(room, "unreadable event in history");
         return;
@@ -397,9 +403,27 @@ async fn emit_to_room(io: &SocketIo, room: &str, event: &TopicEvent) {
         Some(sender) => sender.to(room.to_owned()).emit(&*stored.e, &env).await,
         None => io.to(room.to_owned()).emit(&*stored.e, &env).await,
     };
-    if let Err(e) = result {
-        // Sockets whose queue is full miss this event; they recover on reconnect.
-        tracing::warn!(error = %e, room, "delivery to some sockets failed");
+    match result {
+        Ok(()) => {}
+        Err(socketioxide::BroadcastError::Socket(errors)) => {
+            let full =
+                errors.iter().filter(|e| matches!(e, socketioxide::SocketError::InternalChannelFull)).count();
+            if full > 0 {
+                for s in io.to(room.to_owned()).sockets() {
+                    if s.take_missed() > 0 {
+                        crate::lagging::detach(inner, s, room, Some(before));
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, room, "delivery failed"),
+    }
+}
+
+/// Detaches every socket of `room`: events after `before` are lost to them.
+fn detach_room(inner: &Arc<Inner>, io: &SocketIo, room: &str, before: &Offset) {
+    for s in io.to(room.to_owned()).sockets() {
+        crate::lagging::detach(inner, s, room, Some(before));
     }
 }
 
@@ -464,11 +488,25 @@ pub(crate) async fn dispatch(inner: Weak<Inner>, io: SocketIo, mut deliveries: m
                 let Some(topic) = inner.hub.get(&room) else { continue };
                 let mut cursor = topic.cursor.lock().await;
                 let Some(current) = cursor.as_ref() else { continue };
-                if event.offset.is_after(current) == Some(false) {
-                    continue; // already delivered (or replayed) up to the cursor
+                match event.offset.is_after(current) {
+                    Some(false) => continue, // already delivered (or replayed) up to the cursor
+                    Some(true) => emit_to_room(&inner, &io, &room, &event, current).await,
+                    None => {
+                        // A new epoch: the topic's history was lost. Events
+                        // after the cursor may have gone with it, unless the
+                        // topic was idle long enough to expire on its own.
+                        let recent = lock(&topic.delivered_at)
+                            .is_some_and(|at| at.elapsed() < inner.config.history.ttl);
+                        if recent {
+                            tracing::warn!(room = %room, "topic history lost; its subscribers are told");
+                            detach_room(&inner, &io, &room, current);
+                        } else {
+                            emit_to_room(&inner, &io, &room, &event, current).await;
+                        }
+                    }
                 }
-                emit_to_room(&io, &room, &event).await;
                 *cursor = Some(event.offset);
+                *lock(&topic.delivered_at) = Some(Instant::now());
                 topic.advanced.notify_waiters();
             }
             Delivery::Resync => resync(&inner, &io).await,
@@ -476,36 +514,45 @@ pub(crate) async fn dispatch(inner: Weak<Inner>, io: SocketIo, mut deliveries: m
     }
 }
 
-async fn resync(inner: &Inner, io: &SocketIo) {
+async fn resync(inner: &Arc<Inner>, io: &SocketIo) {
     if let Err(e) = inner.topics.subscribe(CONTROL_ROOM).await {
         tracing::warn!(error = %e, "control topic resubscribe failed");
     }
     for (room, topic) in inner.hub.rooms() {
         let mut cursor = topic.cursor.lock().await;
         let Some(mut current) = cursor.clone() else { continue };
+        // Subscribed again before reading, so that nothing falls between the
+        // history read and the first live event (the reconnect's own
+        // resubscription may not have happened yet).
+        let resubscribed = inner.topics.resubscribe(&room).await;
+        if let Err(e) = &resubscribed {
+            tracing::warn!(error = %e, room = %room, "topic resubscribe failed");
+        }
         let mut read = 0;
-        let complete = loop {
-            match inner.topics.read(&room, &current, None, PAGE).await {
-                Ok(page) if page.recovered && read + page.events.len() as u32 <= RESYNC_LIMIT => {
-                    read += page.events.len() as u32;
-                    for event in page.events {
-                        emit_to_room(io, &room, &event).await;
-                        current = event.offset;
+        let complete = resubscribed.is_ok()
+            && loop {
+                match inner.topics.read(&room, &current, None, PAGE).await {
+                    Ok(page) if page.recovered && read + page.events.len() as u32 <= RESYNC_LIMIT => {
+                        read += page.events.len() as u32;
+                        for event in page.events {
+                            emit_to_room(inner, io, &room, &event, &current).await;
+                            current = event.offset;
+                        }
+                        *cursor = Some(current.clone());
+                        if !page.more {
+                            break true;
+                        }
                     }
-                    *cursor = Some(current.clone());
-                    if !page.more {
-                        break true;
+                    Ok(_) => break false,
+                    Err(e) => {
+                        tracing::warn!(error = %e, room = %room, "resync read failed");
+                        break false;
                     }
                 }
-                Ok(_) => break false,
-                Err(e) => {
-                    tracing::warn!(error = %e, room = %room, "resync read failed");
-                    break true;
-                }
-            }
-        };
+            };
         if !complete {
-            tracing::warn!(room = %room, "events were lost while the bus was away; subscribers should refetch");
+            tracing::warn!(room = %room, "events were lost while the bus was away; its subscribers are told");
+            detach_room(inner, io, &room, &current);
             if let Ok(top) = inner.topics.top(&room).await {
                 *cursor = Some(top);
             }

@@ -18,6 +18,7 @@ mod event;
 mod expiry;
 pub mod handshake;
 mod hub;
+mod lagging;
 pub mod limits;
 pub mod messages;
 pub mod presence;
@@ -110,6 +111,7 @@ pub(crate) struct Inner {
     /// Events this node published to topics (client and server ones).
     pub(crate) published: AtomicU64,
     pub(crate) handshakes: stats::Handshakes,
+    pub(crate) lagging: lagging::LaggingStats,
 }
 
 /// The Socket.IO layer's handle; cheap to clone.
@@ -154,6 +156,7 @@ impl Realtime {
             io: OnceLock::new(),
             published: AtomicU64::new(0),
             handshakes: stats::Handshakes::default(),
+            lagging: lagging::LaggingStats::default(),
         });
         let rt = Self { inner };
         let (layer, io) = SocketIo::builder()
@@ -299,6 +302,14 @@ impl Realtime {
     /// Handshakes this node accepted and refused since it started.
     pub fn handshakes(&self) -> &stats::Handshakes {
         &self.inner.handshakes
+    }
+
+    /// Subscribers this node took off a topic after they missed events (to be
+    /// told `system:lagging`), and those of them it disconnected because they
+    /// could not take even the notice, since it started.
+    pub fn lagging(&self) -> (u64, u64) {
+        let stats = &self.inner.lagging;
+        (stats.detached.load(Ordering::Relaxed), stats.disconnects.load(Ordering::Relaxed))
     }
 
     /// Topics this node has local subscribers for.

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use switchboard_testkit::{JWT_SECRET, Node};
+use switchboard_testkit::{JWT_SECRET, Node, PostgresServer};
 
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
@@ -60,94 +60,27 @@ impl Drop for Certs {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
-}
-
-/// Runs a Postgres program as the user Postgres runs as (it refuses root).
-fn pg(program: &str) -> Command {
-    let dir = std::env::var("SB_PG_TLS_BIN").expect("SB_PG_TLS_BIN: run the tests through scripts/test");
-    let bin = Path::new(&dir).join(program);
-    if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "switchboard-pg", "--"]).arg(bin);
-        c
-    } else {
-        Command::new(bin)
-    }
-}
-
-/// A Postgres with TLS on, in a directory of its own; stopped when dropped.
-struct TlsPostgres {
-    dir: PathBuf,
-    port: u16,
-}
-
-impl TlsPostgres {
-    fn start(certs: &Certs) -> Self {
-        let dir = std::env::temp_dir().join(format!("sb-tls-pg-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        for name in ["server.crt", "server.key"] {
-            std::fs::copy(certs.path(name), dir.join(name)).unwrap();
-        }
-        if is_root() {
-            let status = Command::new("chown").args(["-R", "switchboard-pg"]).arg(&dir).status().unwrap();
-            assert!(status.success());
-        }
-        let chmod = |path: &Path, mode: u32| {
+/// A Postgres with TLS on, with the test's certificate for `localhost`.
+fn tls_postgres(certs: &Certs) -> PostgresServer {
+    PostgresServer::start_tls(
+        |dir| {
+            for name in ["server.crt", "server.key"] {
+                std::fs::copy(certs.path(name), dir.join(name)).unwrap();
+            }
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-        };
-        chmod(&dir, 0o700);
-        chmod(&dir.join("server.key"), 0o600);
-        let data = dir.join("data");
-        let out = pg("initdb")
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"])
-            .stdout(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        let port = free_port();
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -k {} -c ssl=on -c ssl_cert_file={} -c ssl_key_file={} -c fsync=off",
-            dir.display(),
-            dir.join("server.crt").display(),
-            dir.join("server.key").display()
-        );
-        let out = pg("pg_ctl")
-            .arg("-D")
-            .arg(&data)
-            .args(["-w", "-t", "30", "-l"])
-            .arg(dir.join("log"))
-            .args(["-o", &options, "start"])
-            .stdout(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(dir.join("log")).unwrap_or_default()
-        );
-        Self { dir, port }
-    }
-
-    fn url(&self, user: &str, host: &str, ca: &Path) -> String {
-        format!(
-            "postgres://{user}@{host}:{}/postgres?sslmode=verify-full&sslrootcert={}",
-            self.port,
-            ca.display()
-        )
-    }
+            std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        },
+        "-c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key",
+    )
 }
 
-impl Drop for TlsPostgres {
-    fn drop(&mut self) {
-        let _ = pg("pg_ctl").arg("-D").arg(self.dir.join("data")).args(["-m", "immediate", "stop"]).output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// A URL for `user` over TLS to `host`, verified against `ca`.
+fn tls_url(postgres: &PostgresServer, user: &str, host: &str, ca: &Path) -> String {
+    format!(
+        "postgres://{user}@{host}:{}/postgres?sslmode=verify-full&sslrootcert={}",
+        postgres.port,
+        ca.display()
+    )
 }
 
 /// A Redis that speaks only TLS; killed when dropped.
@@ -223,16 +156,16 @@ fn serve_until_exit(env: &[(&str, &str)]) -> (bool, String) {
 #[tokio::test]
 async fn nodes_connect_through_a_valid_chain_and_refuse_a_wrong_ca_or_host_name_at_start() {
     let certs = Certs::make();
-    let postgres = TlsPostgres::start(&certs);
+    let postgres = tls_postgres(&certs);
     let redis = TlsRedis::start(&certs);
     let (ca, other) = (certs.path("ca.pem"), certs.path("other-ca.pem"));
 
     // The application's role, made over TLS as this server's superuser.
-    let admin = postgres.url("postgres", "localhost", &ca);
+    let admin = tls_url(&postgres, "postgres", "localhost", &ca);
     let mut conn =
         <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.expect("the superuser over TLS");
     sqlx::Executor::execute(&mut conn, "CREATE ROLE sb_tls_app LOGIN PASSWORD 'sb_tls_pw'").await.unwrap();
-    let app = postgres.url("sb_tls_app:sb_tls_pw", "localhost", &ca);
+    let app = tls_url(&postgres, "sb_tls_app:sb_tls_pw", "localhost", &ca);
 
     // A valid chain: the node serves, ready on both.
     let redis_url = format!("rediss://localhost:{}", redis.port);
@@ -250,8 +183,8 @@ async fn nodes_connect_through_a_valid_chain_and_refuse_a_wrong_ca_or_host_name_
     let other_text = other.display().to_string();
     let by_ip = format!("rediss://127.0.0.1:{}", redis.port);
     let (wrong_ca, wrong_host) = (
-        postgres.url("sb_tls_app:sb_tls_pw", "localhost", &other),
-        postgres.url("sb_tls_app:sb_tls_pw", "127.0.0.1", &ca),
+        tls_url(&postgres, "sb_tls_app:sb_tls_pw", "localhost", &other),
+        tls_url(&postgres, "sb_tls_app:sb_tls_pw", "127.0.0.1", &ca),
     );
     type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
     let cases: [Case; 4] = [

@@ -7,8 +7,12 @@
 //! (`scripts/test` exports them); a missing one fails the test with a clear message
 //! rather than skipping it.
 
+pub mod postgres;
+pub mod proxy;
 pub mod redis;
 pub mod sio;
+pub use postgres::PostgresServer;
+pub use proxy::TcpProxy;
 pub use redis::RedisServer;
 pub use sio::SioClient;
 

@@ -167,6 +167,12 @@ impl SioClient {
         let _ = self.reading.send(on);
     }
 
+    /// A handle that turns reading on and off ([`Self::set_reading`]) after
+    /// the client has moved elsewhere (into a task).
+    pub fn reading_switch(&self) -> tokio::sync::watch::Sender<bool> {
+        self.reading.clone()
+    }
+
     /// Emits `event` with `data`; the ack arrives on the receiver.
     pub fn emit_ack_later(&self, event: &str, data: Value) -> oneshot::Receiver<Value> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -209,6 +215,12 @@ impl SioClient {
                 _ => return None,
             }
         }
+    }
+
+    /// The next event of any name, or `None` after `wait` (or once the
+    /// connection is gone and every event was taken).
+    pub async fn next_any(&mut self, wait: Duration) -> Option<(String, Value)> {
+        tokio::time::timeout(wait, self.events.recv()).await.ok().flatten()
     }
 
     /// Closes the connection.

@@ -19,6 +19,11 @@
 //!   large recovery replays (a topic holding 1,000 events of 2 KB, replayed
 //!   from its start, over and over); reports B's p50/p99 both ways and what A's
 //!   replays managed.
+//! - `slow URL TENANT RATE SECONDS SUBSCRIBERS SLOW_PERCENT BYTES`: one node,
+//!   RATE events/s of about BYTES each to SUBSCRIBERS sockets, first all
+//!   reading, then (on a fresh topic) with SLOW_PERCENT of them not reading at
+//!   all; reports the reading subscribers' p50/p99 both ways, what they lost,
+//!   and how many of the others the node took off the topic.
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
@@ -95,6 +100,11 @@ async fn main() {
                 n(7) as usize,
             )
             .await
+        }
+        "slow" => {
+            let n = |i: usize| arg(i).parse::<u64>().unwrap();
+            slow(&arg(1), arg(2).parse().unwrap(), n(3), n(4), n(5) as usize, n(6) as usize, n(7) as usize)
+                .await
         }
         other => panic!("unknown mode {other}"),
     }
@@ -180,7 +190,7 @@ async fn latency(
         publishers.push(p);
     }
     let total = rate * seconds;
-    let (all, _) = live_latencies(&publishers, subs, &topic, rate, seconds).await;
+    let (all, _) = live_latencies(&publishers, subs, &topic, rate, seconds, 0).await;
     let expected = total as usize * subscribers;
     println!(
         "latency: {rate}/s for {seconds} s to {subscribers} subscribers on the other node: \
@@ -328,8 +338,10 @@ async fn live_latencies(
     topic: &str,
     rate: u64,
     seconds: u64,
+    filler: usize,
 ) -> (Vec<u64>, Vec<SioClient>) {
     let total = rate * seconds;
+    let filler = "x".repeat(filler);
     let collectors: Vec<_> = subs
         .into_iter()
         .map(|mut s| {
@@ -349,8 +361,10 @@ async fn live_latencies(
     let start = tokio::time::Instant::now();
     for i in 0..total {
         tokio::time::sleep_until(start + interval * i as u32).await;
-        publishers[i as usize % publishers.len()]
-            .emit("publish", json!({ "topic": topic, "event": "tick", "data": { "t": now_us(), "i": i } }));
+        publishers[i as usize % publishers.len()].emit(
+            "publish",
+            json!({ "topic": topic, "event": "tick", "data": { "t": now_us(), "i": i, "f": filler } }),
+        );
     }
     let (mut all, mut subs) = (Vec::new(), Vec::new());
     for c in collectors {
@@ -402,7 +416,7 @@ async fn fairness(
         assert_eq!(ack["ok"], true, "{ack}");
     }
 
-    let (base, subs) = live_latencies(&publishers, subs, &live, rate, seconds).await;
+    let (base, subs) = live_latencies(&publishers, subs, &live, rate, seconds, 0).await;
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let replays = Arc::new(AtomicUsize::new(0));
@@ -434,7 +448,7 @@ async fn fairness(
         }));
     }
     let storm_started = Instant::now();
-    let (loaded, _) = live_latencies(&publishers, subs, &live, rate, seconds).await;
+    let (loaded, _) = live_latencies(&publishers, subs, &live, rate, seconds, 0).await;
     stop.store(true, Ordering::Relaxed);
     let storm_secs = storm_started.elapsed().as_secs_f64();
     for t in storm {
@@ -457,4 +471,52 @@ async fn fairness(
         complete.load(Ordering::Relaxed),
         replayed.load(Ordering::Relaxed) as f64 / storm_secs,
     );
+}
+
+async fn slow(
+    url: &str,
+    tenant: TenantId,
+    rate: u64,
+    seconds: u64,
+    subscribers: usize,
+    slow_percent: usize,
+    bytes: usize,
+) {
+    let token = || user_token(tenant, UserId::new(), Role::Member);
+    let slow_count = subscribers * slow_percent / 100;
+    let mut figures = Vec::new();
+    for slow in [0, slow_count] {
+        let topic = format!("channel:slow-{}", uuid::Uuid::new_v4().simple());
+        let (mut reading, mut stalled) = (Vec::new(), Vec::new());
+        for i in 0..subscribers {
+            let stall = i < slow;
+            let s = SioClient::connect_with(url, &token(), stall.then_some(4096)).await.unwrap();
+            assert_eq!(s.emit_with_ack("subscribe", json!({ "topic": topic })).await["ok"], true);
+            if stall {
+                s.set_reading(false);
+                stalled.push(s);
+            } else {
+                reading.push(s);
+            }
+        }
+        let mut publishers = Vec::new();
+        for _ in 0..4 {
+            let p = SioClient::connect(url, &token()).await.unwrap();
+            p.emit_with_ack("subscribe", json!({ "topic": topic })).await;
+            publishers.push(p);
+        }
+        let readers = reading.len();
+        let (all, _) = live_latencies(&publishers, reading, &topic, rate, seconds, bytes).await;
+        let expected = (rate * seconds) as usize * readers;
+        figures.push((slow, readers, all.len(), expected, percentile(&all, 0.5), percentile(&all, 0.99)));
+        drop(stalled);
+    }
+    for (slow, readers, got, expected, p50, p99) in figures {
+        println!(
+            "slow: {rate}/s of {bytes} B for {seconds} s, {slow} of {subscribers} subscribers not reading: \
+             the {readers} reading got {got}/{expected}, p50 {:.2} ms, p99 {:.2} ms",
+            p50 as f64 / 1000.0,
+            p99 as f64 / 1000.0
+        );
+    }
 }
