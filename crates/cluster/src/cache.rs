@@ -19,8 +19,11 @@
 //!   Postgres); meanwhile [`Cache::hold`] names the namespaces whose Redis
 //!   entries may be stale, and lookups in them skip L2 until the version in
 //!   Redis has been bumped.
+//!
+//! The second layer is the role [`SharedCache`], kept in Redis by
+//! [`RedisCache`]; a node alone has none.
 
-use crate::Redis;
+use crate::{ClusterError, Redis};
 use fred::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -131,11 +134,76 @@ struct Counters {
 
 type Value = Arc<dyn Any + Send + Sync>;
 
+/// The cache's second layer, shared by every node: the role behind [`Cache`].
+#[async_trait::async_trait]
+pub trait SharedCache: Send + Sync + 'static {
+    /// Whether it can answer now: while it cannot, lookups skip it at once.
+    fn live(&self) -> bool;
+
+    /// `ns`'s version (0 before its first invalidation).
+    async fn version(&self, ns: Namespace) -> Result<u64, ClusterError>;
+
+    async fn get(&self, key: &str) -> Result<Option<String>, ClusterError>;
+
+    async fn set(&self, key: &str, value: String, ttl: Duration) -> Result<(), ClusterError>;
+
+    /// Bumps `ns`'s version and tells every node; the new version. An error
+    /// after the bump is logged, not returned (the TTL bounds what it costs).
+    async fn bump(&self, ns: Namespace) -> Result<u64, ClusterError>;
+}
+
+/// The second layer in Redis: entries under versioned keys, versions under
+/// `sb:cv:…`, invalidations on one pub/sub channel.
+pub struct RedisCache {
+    redis: Redis,
+}
+
+impl RedisCache {
+    pub fn new(redis: Redis) -> Self {
+        Self { redis }
+    }
+}
+
+#[async_trait::async_trait]
+impl SharedCache for RedisCache {
+    fn live(&self) -> bool {
+        self.redis.live().is_some()
+    }
+
+    async fn version(&self, ns: Namespace) -> Result<u64, ClusterError> {
+        let client = self.redis.live().ok_or(ClusterError::Down)?;
+        Ok(client.get::<Option<u64>, _>(ns.version_key()).await?.unwrap_or(0))
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<String>, ClusterError> {
+        let client = self.redis.live().ok_or(ClusterError::Down)?;
+        Ok(client.get::<Option<String>, _>(key).await?)
+    }
+
+    async fn set(&self, key: &str, value: String, ttl: Duration) -> Result<(), ClusterError> {
+        let client = self.redis.live().ok_or(ClusterError::Down)?;
+        let ttl = ttl.as_secs().max(1) as i64;
+        let _: () = client.set(key, value, Some(Expiration::EX(ttl)), None, false).await?;
+        Ok(())
+    }
+
+    async fn bump(&self, ns: Namespace) -> Result<u64, ClusterError> {
+        let client = self.redis.live().ok_or(ClusterError::Down)?;
+        let v: u64 = client.incr(ns.version_key()).await?;
+        let message = format!("{}:{}:{v}", ns.tenant, ns.kind.as_str());
+        let published: Result<(), _> = client.publish(CHANNEL, message).await;
+        if let Err(e) = published {
+            tracing::warn!(error = %e, "cache: invalidation not published; other nodes rely on TTL");
+        }
+        Ok(v)
+    }
+}
+
 struct Inner {
     l1: moka::future::Cache<L1Key, Value>,
     versions: moka::sync::Cache<Namespace, u64>,
     generations: moka::sync::Cache<Namespace, u64>,
-    redis: Option<Redis>,
+    l2: Option<Arc<dyn SharedCache>>,
     l2_ttl: Duration,
     counters: Counters,
     /// Namespaces whose L2 entries may predate an invalidation Redis missed.
@@ -184,12 +252,12 @@ impl Cache {
                 .build(),
             versions: moka::sync::Cache::builder().max_capacity(capacity).build(),
             generations: moka::sync::Cache::builder().max_capacity(capacity).build(),
-            redis,
+            l2: redis.clone().map(|r| Arc::new(RedisCache::new(r)) as Arc<dyn SharedCache>),
             l2_ttl,
             counters: Counters::default(),
             held: Default::default(),
         });
-        if let Some(redis) = &inner.redis {
+        if let Some(redis) = &redis {
             if let Err(e) = redis.subscribe(CHANNEL).await {
                 tracing::warn!(error = %e, "cache: cannot subscribe to invalidations yet; will on reconnect");
             }
@@ -213,17 +281,14 @@ impl Cache {
         if let Some(v) = self.inner.versions.get(&ns) {
             return v;
         }
-        let v = match &self.inner.redis {
-            Some(redis) => match redis.live() {
-                // Down: not remembered, so the next lookup asks Redis again.
-                None => return 0,
-                Some(client) => match client.get::<Option<u64>, _>(ns.version_key()).await {
-                    Ok(v) => v.unwrap_or(0),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "cache: version read failed");
-                        return 0;
-                    }
-                },
+        let v = match &self.inner.l2 {
+            // Down: not remembered, so the next lookup asks Redis again.
+            Some(l2) => match l2.version(ns).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cache: version read failed");
+                    return 0;
+                }
             },
             None => 0,
         };
@@ -246,14 +311,14 @@ impl Cache {
         let missed = AtomicBool::new(false);
         let inner = &self.inner;
         let held = inner.held.read().map(|h| h.contains(&ns)).unwrap_or(false);
-        let l2 = || if held { None } else { inner.redis.as_ref().and_then(Redis::live) };
+        let l2 = || if held { None } else { inner.l2.as_ref().filter(|l2| l2.live()) };
         let value = inner
             .l1
             .try_get_with(l1_key, async {
                 missed.store(true, Ordering::Relaxed);
                 let l2_key = ns.entry_key(version, key);
-                if let Some(client) = l2() {
-                    match client.get::<Option<String>, _>(&l2_key).await {
+                if let Some(l2) = l2() {
+                    match l2.get(&l2_key).await {
                         Ok(Some(json)) => {
                             if let Ok(v) = serde_json::from_str::<T>(&json) {
                                 inner.counters.l2_hits.fetch_add(1, Ordering::Relaxed);
@@ -266,11 +331,8 @@ impl Cache {
                 }
                 inner.counters.misses.fetch_add(1, Ordering::Relaxed);
                 let v = load().await?;
-                if let (Some(client), Ok(json)) = (l2(), serde_json::to_string(&v)) {
-                    let ttl = jittered(inner.l2_ttl).as_secs().max(1) as i64;
-                    let set: Result<(), _> =
-                        client.set(&l2_key, json, Some(Expiration::EX(ttl)), None, false).await;
-                    if let Err(e) = set {
+                if let (Some(l2), Ok(json)) = (l2(), serde_json::to_string(&v)) {
+                    if let Err(e) = l2.set(&l2_key, json, jittered(inner.l2_ttl)).await {
                         tracing::debug!(error = %e, "cache: L2 write failed");
                     }
                 }
@@ -294,37 +356,27 @@ impl Cache {
     /// Makes every node stop using what `ns` held. `false` when Redis did not
     /// take it (other nodes were not told and its L2 entries stand).
     pub async fn invalidate(&self, ns: Namespace) -> bool {
-        let bumped = match self.inner.redis.as_ref().and_then(Redis::live) {
-            Some(client) => {
-                let incr: Result<u64, _> = client.incr(ns.version_key()).await;
-                match incr {
-                    Ok(v) => {
-                        let message = format!("{}:{}:{v}", ns.tenant, ns.kind.as_str());
-                        let published: Result<(), _> = client.publish(CHANNEL, message).await;
-                        if let Err(e) = published {
-                            tracing::warn!(error = %e, "cache: invalidation not published; other nodes rely on TTL");
-                        }
-                        Some(v)
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cache: version bump failed; other nodes rely on TTL");
-                        None
-                    }
+        let bumped = match &self.inner.l2 {
+            Some(l2) if l2.live() => match l2.bump(ns).await {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache: version bump failed; other nodes rely on TTL");
+                    None
                 }
-            }
-            None if self.inner.redis.is_some() => {
+            },
+            Some(_) => {
                 tracing::warn!("cache: redis is down; the invalidation is kept elsewhere until it returns");
                 None
             }
             None => None,
         };
         self.bump_local(ns, bumped);
-        bumped.is_some() || self.inner.redis.is_none()
+        bumped.is_some() || self.inner.l2.is_none()
     }
 
     /// Whether an invalidation now would reach Redis (always, without Redis).
     pub fn reaches_redis(&self) -> bool {
-        self.inner.redis.as_ref().is_none_or(|r| r.live().is_some())
+        self.inner.l2.as_ref().is_none_or(|l2| l2.live())
     }
 
     /// Drops this node's view of `ns` (its L1 entries are not read again).

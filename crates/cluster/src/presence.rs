@@ -6,7 +6,7 @@
 //! - A topic holds at most the cap [`Presence::track`] is given; a new entry
 //!   past it is refused ([`Tracked::Full`]), a replaced one never is.
 //! - [`Presence::list`] never shows an entry of a node that stopped beating (see
-//!   [`crate::ratelimit`] for the heartbeat), even before it is reaped.
+//!   [`crate::membership`] for the heartbeat), even before it is reaped.
 //! - [`Presence::reap_dead`] removes the entries of nodes that stopped beating and
 //!   returns each exactly once across the cluster, so the caller can announce
 //!   each departure once. It works a bounded batch of rooms per call, so no
@@ -16,8 +16,10 @@
 //!   and trimmed when its last entry on a room leaves.
 //!
 //! Without Redis the same holds inside the process (there is no other node).
+//! The role is [`PresenceStore`]: [`RedisPresence`] shared by the cluster,
+//! [`LocalPresence`] inside the process.
 
-use crate::{ClusterError, RateLimiter, Redis};
+use crate::{ClusterError, Nodes, Redis};
 use fred::prelude::*;
 use fred::types::scripts::Script;
 use std::collections::{HashMap, HashSet};
@@ -71,6 +73,211 @@ pub enum Tracked {
     Full,
 }
 
+/// Where entries are kept: the role behind [`Presence`]. An entry's field is
+/// `<instance>/<connection>`.
+#[async_trait::async_trait]
+pub trait PresenceStore: Send + Sync + 'static {
+    /// Sets `field`'s entry on `room` unless the room holds `cap` others:
+    /// `None` when full, else whether an entry was replaced.
+    async fn put(
+        &self,
+        instance: &str,
+        room: &str,
+        field: &str,
+        entry: &str,
+        cap: u32,
+    ) -> Result<Option<bool>, ClusterError>;
+
+    /// Removes `field`'s entry on `room`; returns it if there was one.
+    async fn remove(&self, room: &str, field: &str) -> Result<Option<String>, ClusterError>;
+
+    /// `instance` holds no entry on `room` any more (its index of rooms shrinks).
+    async fn left(&self, instance: &str, room: &str) -> Result<(), ClusterError>;
+
+    /// Every entry on `room`: (field, entry).
+    async fn entries(&self, room: &str) -> Result<Vec<(String, String)>, ClusterError>;
+
+    /// The instances that hold (or held) entries.
+    async fn instances(&self) -> Result<Vec<String>, ClusterError>;
+
+    /// Removes `instance`'s entries from up to `batch` of its rooms: the
+    /// (room, entry) pairs removed by this call, and whether it holds none now.
+    async fn reap(&self, instance: &str, batch: u32) -> Result<(Vec<(String, String)>, bool), ClusterError>;
+}
+
+/// Entries in Redis: a hash per room (`sb:{room}:p`), an index of rooms per
+/// instance and the set of instances.
+pub struct RedisPresence {
+    redis: Redis,
+    track: Script,
+    untrack: Script,
+    reap: Script,
+}
+
+impl RedisPresence {
+    pub fn new(redis: Redis) -> Self {
+        Self {
+            redis,
+            track: Script::from_lua(TRACK),
+            untrack: Script::from_lua(UNTRACK),
+            reap: Script::from_lua(REAP_ROOM),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl PresenceStore for RedisPresence {
+    async fn put(
+        &self,
+        instance: &str,
+        room: &str,
+        field: &str,
+        entry: &str,
+        cap: u32,
+    ) -> Result<Option<bool>, ClusterError> {
+        // The index first: an entry the index does not name could never be
+        // reaped. Both sets are added to on every track, in one round trip: a
+        // node that was reaped while it stalled, or a Redis that lost its data,
+        // is named again by the next entry it stores.
+        let client = self.redis.client();
+        let pipe = client.pipeline();
+        let _: () = pipe.sadd(PRESENCE_NODES, instance).await?;
+        let _: () = pipe.sadd(index_key(instance), room).await?;
+        let _: Vec<i64> = pipe.all().await?;
+        let args = vec![field.to_owned(), entry.to_owned(), cap.to_string()];
+        let stored: i64 = self.track.evalsha_with_reload(client, vec![hash_key(room)], args).await?;
+        Ok((stored != 0).then_some(stored == 2))
+    }
+
+    async fn remove(&self, room: &str, field: &str) -> Result<Option<String>, ClusterError> {
+        let removed: Option<String> = self
+            .untrack
+            .evalsha_with_reload(self.redis.client(), vec![hash_key(room)], vec![field.to_owned()])
+            .await?;
+        Ok(removed)
+    }
+
+    async fn left(&self, instance: &str, room: &str) -> Result<(), ClusterError> {
+        let _: () = self.redis.client().srem(index_key(instance), room).await?;
+        Ok(())
+    }
+
+    async fn entries(&self, room: &str) -> Result<Vec<(String, String)>, ClusterError> {
+        let all: HashMap<String, String> = self.redis.client().hgetall(hash_key(room)).await?;
+        Ok(all.into_iter().collect())
+    }
+
+    async fn instances(&self) -> Result<Vec<String>, ClusterError> {
+        Ok(self.redis.client().smembers(PRESENCE_NODES).await?)
+    }
+
+    async fn reap(&self, instance: &str, batch: u32) -> Result<(Vec<(String, String)>, bool), ClusterError> {
+        let client = self.redis.client();
+        let index = index_key(instance);
+        let rooms: Vec<String> = client.srandmember(index.as_str(), Some(batch as usize)).await?;
+        let mut out = Vec::new();
+        for room in &rooms {
+            let gone: Vec<String> = self
+                .reap
+                .evalsha_with_reload(client, vec![hash_key(room)], vec![instance.to_owned()])
+                .await?;
+            out.extend(gone.into_iter().map(|entry| (room.clone(), entry)));
+        }
+        if !rooms.is_empty() {
+            let _: () = client.srem(index.as_str(), rooms).await?;
+        }
+        let left: u64 = client.scard(index.as_str()).await?;
+        if left == 0 {
+            let _: () = client.srem(PRESENCE_NODES, instance).await?;
+        }
+        Ok((out, left == 0))
+    }
+}
+
+/// Entries inside the process: room → field → entry.
+#[derive(Default)]
+pub struct LocalPresence {
+    rooms: Mutex<HashMap<String, HashMap<String, String>>>,
+}
+
+/// Whether `field` belongs to `instance`.
+fn owned_by(instance: &str, field: &str) -> bool {
+    field.strip_prefix(instance).is_some_and(|rest| rest.starts_with('/'))
+}
+
+#[async_trait::async_trait]
+impl PresenceStore for LocalPresence {
+    async fn put(
+        &self,
+        _instance: &str,
+        room: &str,
+        field: &str,
+        entry: &str,
+        cap: u32,
+    ) -> Result<Option<bool>, ClusterError> {
+        let mut rooms = lock(&self.rooms);
+        let entries = rooms.entry(room.to_owned()).or_default();
+        let existed = entries.contains_key(field);
+        if !existed && entries.len() >= cap as usize {
+            return Ok(None);
+        }
+        entries.insert(field.to_owned(), entry.to_owned());
+        Ok(Some(existed))
+    }
+
+    async fn remove(&self, room: &str, field: &str) -> Result<Option<String>, ClusterError> {
+        let mut rooms = lock(&self.rooms);
+        let removed = rooms.get_mut(room).and_then(|m| m.remove(field));
+        if rooms.get(room).is_some_and(HashMap::is_empty) {
+            rooms.remove(room);
+        }
+        Ok(removed)
+    }
+
+    async fn left(&self, _instance: &str, _room: &str) -> Result<(), ClusterError> {
+        Ok(())
+    }
+
+    async fn entries(&self, room: &str) -> Result<Vec<(String, String)>, ClusterError> {
+        let rooms = lock(&self.rooms);
+        Ok(rooms
+            .get(room)
+            .map(|m| m.iter().map(|(f, e)| (f.clone(), e.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    async fn instances(&self) -> Result<Vec<String>, ClusterError> {
+        let rooms = lock(&self.rooms);
+        let names: HashSet<String> =
+            rooms.values().flat_map(|m| m.keys()).filter_map(|f| node_of(f).map(str::to_owned)).collect();
+        Ok(names.into_iter().collect())
+    }
+
+    async fn reap(&self, instance: &str, batch: u32) -> Result<(Vec<(String, String)>, bool), ClusterError> {
+        let mut rooms = lock(&self.rooms);
+        let theirs: Vec<String> = rooms
+            .iter()
+            .filter(|(_, m)| m.keys().any(|f| owned_by(instance, f)))
+            .map(|(r, _)| r.clone())
+            .collect();
+        let mut out = Vec::new();
+        for room in theirs.iter().take(batch as usize) {
+            if let Some(entries) = rooms.get_mut(room) {
+                let fields: Vec<String> = entries.keys().filter(|f| owned_by(instance, f)).cloned().collect();
+                for field in fields {
+                    if let Some(entry) = entries.remove(&field) {
+                        out.push((room.clone(), entry));
+                    }
+                }
+                if entries.is_empty() {
+                    rooms.remove(room);
+                }
+            }
+        }
+        Ok((out, theirs.len() <= batch as usize))
+    }
+}
+
 /// Presence entries; cheap to clone.
 #[derive(Clone)]
 pub struct Presence {
@@ -78,25 +285,15 @@ pub struct Presence {
 }
 
 struct Inner {
-    instance: String,
-    limiter: RateLimiter,
-    backend: Backend,
+    nodes: Nodes,
+    store: Arc<dyn PresenceStore>,
     /// This node's entries per room, to know when its last one on a room left.
     mine: Mutex<HashMap<String, usize>>,
 }
 
-type LocalRooms = HashMap<String, HashMap<String, String>>;
-
-// One per process, behind an Arc: the size difference does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Backend {
-    Redis { redis: Redis, track: Script, untrack: Script, reap: Script },
-    Local(Mutex<LocalRooms>),
-}
-
 impl std::fmt::Debug for Presence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Presence").field("instance", &self.inner.instance).finish_non_exhaustive()
+        f.debug_struct("Presence").field("instance", &self.inner.nodes.instance()).finish_non_exhaustive()
     }
 }
 
@@ -108,39 +305,33 @@ fn index_key(instance: &str) -> String {
     format!("sb:presence:{instance}")
 }
 
-fn unix_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The instance a field belongs to.
+fn node_of(field: &str) -> Option<&str> {
+    field.rsplit_once('/').map(|(node, _)| node)
+}
+
 impl Presence {
-    /// `instance` names this process in the cluster (the heartbeat's member);
-    /// `limiter` tells which nodes are alive.
-    pub fn new(redis: Option<Redis>, instance: &str, limiter: RateLimiter) -> Self {
-        let backend = match redis {
-            Some(redis) => Backend::Redis {
-                redis,
-                track: Script::from_lua(TRACK),
-                untrack: Script::from_lua(UNTRACK),
-                reap: Script::from_lua(REAP_ROOM),
-            },
-            None => Backend::Local(Mutex::new(HashMap::new())),
+    /// Entries in Redis, or in process without it; `nodes` names this
+    /// instance and tells which nodes are alive.
+    pub fn new(redis: Option<Redis>, nodes: Nodes) -> Self {
+        let store: Arc<dyn PresenceStore> = match redis {
+            Some(redis) => Arc::new(RedisPresence::new(redis)),
+            None => Arc::new(LocalPresence::default()),
         };
-        Self {
-            inner: Arc::new(Inner {
-                instance: instance.to_owned(),
-                limiter,
-                backend,
-                mine: Mutex::new(HashMap::new()),
-            }),
-        }
+        Self::with(store, nodes)
+    }
+
+    /// Entries kept in `store`.
+    pub fn with(store: Arc<dyn PresenceStore>, nodes: Nodes) -> Self {
+        Self { inner: Arc::new(Inner { nodes, store, mine: Mutex::new(HashMap::new()) }) }
     }
 
     fn field(&self, conn: &str) -> String {
-        format!("{}/{conn}", self.inner.instance)
+        format!("{}/{conn}", self.inner.nodes.instance())
     }
 
     /// Sets connection `conn`'s entry on `room` to `entry`, unless that would be
@@ -153,58 +344,19 @@ impl Presence {
         cap: u32,
     ) -> Result<Tracked, ClusterError> {
         let field = self.field(conn);
-        let replaced = match &self.inner.backend {
-            Backend::Redis { redis, track, .. } => {
-                // The index first: an entry the index does not name could never
-                // be reaped. Both sets are added to on every track, in one round
-                // trip: a node that was reaped while it stalled, or a Redis that
-                // lost its data, is named again by the next entry it stores.
-                let client = redis.client();
-                let pipe = client.pipeline();
-                let _: () = pipe.sadd(PRESENCE_NODES, self.inner.instance.as_str()).await?;
-                let _: () = pipe.sadd(index_key(&self.inner.instance), room).await?;
-                let _: Vec<i64> = pipe.all().await?;
-                let args = vec![field, entry.to_owned(), cap.to_string()];
-                let stored: i64 = track.evalsha_with_reload(client, vec![hash_key(room)], args).await?;
-                if stored == 0 {
-                    return Ok(Tracked::Full);
-                }
-                stored == 2
+        match self.inner.store.put(self.inner.nodes.instance(), room, &field, entry, cap).await? {
+            None => Ok(Tracked::Full),
+            Some(true) => Ok(Tracked::Replaced),
+            Some(false) => {
+                *lock(&self.inner.mine).entry(room.to_owned()).or_insert(0) += 1;
+                Ok(Tracked::Added)
             }
-            Backend::Local(rooms) => {
-                let mut rooms = lock(rooms);
-                let entries = rooms.entry(room.to_owned()).or_default();
-                let existed = entries.contains_key(&field);
-                if !existed && entries.len() >= cap as usize {
-                    return Ok(Tracked::Full);
-                }
-                entries.insert(field, entry.to_owned());
-                existed
-            }
-        };
-        if replaced {
-            return Ok(Tracked::Replaced);
         }
-        *lock(&self.inner.mine).entry(room.to_owned()).or_insert(0) += 1;
-        Ok(Tracked::Added)
     }
 
     /// Removes `conn`'s entry on `room`; returns it if there was one.
     pub async fn untrack(&self, room: &str, conn: &str) -> Result<Option<String>, ClusterError> {
-        let field = self.field(conn);
-        let removed: Option<String> = match &self.inner.backend {
-            Backend::Redis { redis, untrack, .. } => {
-                untrack.evalsha_with_reload(redis.client(), vec![hash_key(room)], vec![field]).await?
-            }
-            Backend::Local(rooms) => {
-                let mut rooms = lock(rooms);
-                let removed = rooms.get_mut(room).and_then(|m| m.remove(&field));
-                if rooms.get(room).is_some_and(HashMap::is_empty) {
-                    rooms.remove(room);
-                }
-                removed
-            }
-        };
+        let removed = self.inner.store.remove(room, &self.field(conn)).await?;
         if removed.is_some() {
             let last = {
                 let mut mine = lock(&self.inner.mine);
@@ -216,8 +368,8 @@ impl Presence {
                 }
                 last
             };
-            if let (true, Backend::Redis { redis, .. }) = (last, &self.inner.backend) {
-                let _: Result<(), _> = redis.client().srem(index_key(&self.inner.instance), room).await;
+            if last && let Err(e) = self.inner.store.left(self.inner.nodes.instance(), room).await {
+                tracing::debug!(error = %e, room, "presence: index not trimmed");
             }
         }
         Ok(removed)
@@ -225,73 +377,40 @@ impl Presence {
 
     /// Every live entry on `room`.
     pub async fn list(&self, room: &str) -> Result<Vec<String>, ClusterError> {
-        match &self.inner.backend {
-            Backend::Redis { redis, .. } => {
-                let client = redis.client();
-                let all: HashMap<String, String> = client.hgetall(hash_key(room)).await?;
-                let node_of = |field: &str| field.rsplit_once('/').map(|(node, _)| node.to_owned());
-                let mut live: HashSet<String> = self.inner.limiter.live_set().iter().cloned().collect();
-                // Nodes this node has not seen beat (just started, or dead and
-                // not yet reaped): asked about now, once per list.
-                let unknown: Vec<String> = all
-                    .keys()
-                    .filter_map(|f| node_of(f))
-                    .filter(|n| !live.contains(n))
-                    .collect::<HashSet<_>>()
-                    .into_iter()
-                    .collect();
-                if !unknown.is_empty() {
-                    let scores: Vec<Option<f64>> =
-                        client.zmscore(crate::ratelimit::NODES_KEY, unknown.clone()).await?;
-                    let oldest = unix_now() - crate::ratelimit::NODE_EXPIRY.as_secs_f64();
-                    for (node, score) in unknown.into_iter().zip(scores) {
-                        if score.is_some_and(|s| s >= oldest) {
-                            live.insert(node);
-                        }
-                    }
-                }
-                Ok(all
-                    .into_iter()
-                    .filter(|(field, _)| node_of(field).is_some_and(|n| live.contains(&n)))
-                    .map(|(_, entry)| entry)
-                    .collect())
-            }
-            Backend::Local(rooms) => {
-                Ok(lock(rooms).get(room).map(|m| m.values().cloned().collect()).unwrap_or_default())
-            }
+        let all = self.inner.store.entries(room).await?;
+        let mut live: HashSet<String> = self.inner.nodes.live_set().iter().cloned().collect();
+        // Nodes this node has not seen beat (just started, or dead and not yet
+        // reaped): asked about now, once per list.
+        let unknown: Vec<String> = all
+            .iter()
+            .filter_map(|(f, _)| node_of(f))
+            .filter(|n| !live.contains(*n))
+            .map(str::to_owned)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if !unknown.is_empty() {
+            live.extend(self.inner.nodes.alive(&unknown).await?);
         }
+        Ok(all
+            .into_iter()
+            .filter(|(field, _)| node_of(field).is_some_and(|n| live.contains(n)))
+            .map(|(_, entry)| entry)
+            .collect())
     }
 
     /// Removes entries of nodes that stopped beating, a batch of rooms per dead
     /// node at a time: `(room, entry)` pairs, each returned once in the cluster.
     pub async fn reap_dead(&self) -> Result<Vec<(String, String)>, ClusterError> {
-        let Backend::Redis { redis, reap, .. } = &self.inner.backend else {
-            return Ok(Vec::new());
-        };
-        let client = redis.client();
-        let live = self.inner.limiter.live_set();
-        let nodes: Vec<String> = client.smembers(PRESENCE_NODES).await?;
+        let live = self.inner.nodes.live_set();
         let mut out = Vec::new();
-        for node in nodes.into_iter().filter(|n| !live.contains(n)) {
-            // Fresh from Redis: a node that beats now (it just started) is spared.
-            let score: Option<f64> = client.zscore(crate::ratelimit::NODES_KEY, node.as_str()).await?;
-            if score.is_some_and(|s| s >= unix_now() - crate::ratelimit::NODE_EXPIRY.as_secs_f64()) {
+        for node in self.inner.store.instances().await?.into_iter().filter(|n| !live.contains(n)) {
+            // Fresh: a node that beats now (it just started) is spared.
+            if !self.inner.nodes.alive(std::slice::from_ref(&node)).await?.is_empty() {
                 continue;
             }
-            let index = index_key(&node);
-            let rooms: Vec<String> = client.srandmember(index.as_str(), Some(REAP_BATCH as usize)).await?;
-            for room in &rooms {
-                let gone: Vec<String> =
-                    reap.evalsha_with_reload(client, vec![hash_key(room)], vec![node.clone()]).await?;
-                out.extend(gone.into_iter().map(|entry| (room.clone(), entry)));
-            }
-            if !rooms.is_empty() {
-                let _: () = client.srem(index.as_str(), rooms).await?;
-            }
-            let left: u64 = client.scard(index.as_str()).await?;
-            if left == 0 {
-                let _: () = client.srem(PRESENCE_NODES, node.as_str()).await?;
-            }
+            let (gone, _) = self.inner.store.reap(&node, REAP_BATCH).await?;
+            out.extend(gone);
         }
         Ok(out)
     }

@@ -7,19 +7,16 @@
 //!   once and `per_second` sustained: within any window of `t` seconds at most
 //!   `burst + per_second × t`.
 //! - If Redis cannot answer, the node never fails open: it limits locally at
-//!   `per_second / live nodes` (the count it last saw), and logs the change of mode.
-//! - Live nodes are counted through a heartbeat every 2 s; a node that stops
-//!   beating leaves the count after 10 s. Each node keeps the names of the live
-//!   nodes it last saw ([`RateLimiter::live_set`]), which presence and the
-//!   shared counts use to tell a dead node's entries apart without a script
-//!   that spans keys.
+//!   `per_second / live nodes` (the count it last saw, from [`Nodes`]), and
+//!   logs the change of mode.
+//!
+//! The role is [`RateLimit`]: [`RedisRateLimit`] shared by the cluster,
+//! [`LocalRateLimit`] inside the process (a node alone, and the fallback).
 
-use crate::Redis;
-use fred::prelude::*;
+use crate::{ClusterError, Nodes, Redis};
 use fred::types::scripts::Script;
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How much a key may do.
@@ -58,11 +55,8 @@ redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
 return {1, 0, new_tat - now}
 "#;
 
-pub(crate) const NODES_KEY: &str = "sb:nodes";
 /// A decision waits at most this long for Redis before falling back.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
-const HEARTBEAT: Duration = Duration::from_secs(2);
-pub(crate) const NODE_EXPIRY: Duration = Duration::from_secs(10);
 
 /// One GCRA step on local state: `tat` is the theoretical arrival time in µs
 /// since `epoch`. Returns (allowed, wait µs, µs until full).
@@ -96,14 +90,101 @@ fn decision(quota: Quota, interval: u64, allowed: bool, wait_us: u64, full_in_us
     }
 }
 
-struct Inner {
-    redis: Option<Redis>,
+/// Where budgets are kept: the role behind [`RateLimiter`].
+#[async_trait::async_trait]
+pub trait RateLimit: Send + Sync + 'static {
+    /// One GCRA step taking `cost` cells of `key`'s budget (emission
+    /// `interval` and `tolerance` in µs): (allowed, µs until it would be, µs
+    /// until the budget is full again).
+    async fn take(
+        &self,
+        key: &str,
+        interval: u64,
+        tolerance: u64,
+        cost: u64,
+    ) -> Result<(bool, u64, u64), ClusterError>;
+}
+
+/// Budgets in Redis, shared by every node: one script call per decision.
+pub struct RedisRateLimit {
+    redis: Redis,
     script: Script,
-    local: moka::sync::Cache<String, Arc<Mutex<u64>>>,
+}
+
+impl RedisRateLimit {
+    pub fn new(redis: Redis) -> Self {
+        Self { redis, script: Script::from_lua(GCRA) }
+    }
+}
+
+#[async_trait::async_trait]
+impl RateLimit for RedisRateLimit {
+    async fn take(
+        &self,
+        key: &str,
+        interval: u64,
+        tolerance: u64,
+        cost: u64,
+    ) -> Result<(bool, u64, u64), ClusterError> {
+        let client = self.redis.live().ok_or(ClusterError::Down)?;
+        let args = vec![interval as i64, tolerance as i64, cost as i64];
+        let call = self.script.evalsha_with_reload::<Vec<i64>, _, _>(client, format!("sb:rl:{key}"), args);
+        match tokio::time::timeout(REDIS_TIMEOUT, call).await {
+            Ok(Ok(v)) if v.len() == 3 => Ok((v[0] == 1, v[1].max(0) as u64, v[2].max(0) as u64)),
+            Ok(Ok(v)) => Err(ClusterError::Unexpected(format!("rate limit answer {v:?}"))),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(ClusterError::Timeout),
+        }
+    }
+}
+
+/// Budgets inside the process, forgotten after two idle minutes.
+pub struct LocalRateLimit {
+    cells: moka::sync::Cache<String, Arc<Mutex<u64>>>,
     epoch: Instant,
-    nodes: AtomicU32,
-    live: RwLock<Arc<HashSet<String>>>,
-    node_id: String,
+}
+
+impl Default for LocalRateLimit {
+    fn default() -> Self {
+        Self {
+            cells: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(120))
+                .build(),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl LocalRateLimit {
+    fn take_now(&self, key: &str, interval: u64, tolerance: u64, cost: u64) -> (bool, u64, u64) {
+        let cell = self.cells.get_with(key.to_owned(), || Arc::new(Mutex::new(0)));
+        let now = self.epoch.elapsed().as_micros() as u64;
+        // A poisoned cell only means another request panicked mid-update.
+        let mut tat = cell.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        gcra_n(&mut tat, now, interval, tolerance, cost)
+    }
+}
+
+#[async_trait::async_trait]
+impl RateLimit for LocalRateLimit {
+    async fn take(
+        &self,
+        key: &str,
+        interval: u64,
+        tolerance: u64,
+        cost: u64,
+    ) -> Result<(bool, u64, u64), ClusterError> {
+        Ok(self.take_now(key, interval, tolerance, cost))
+    }
+}
+
+struct Inner {
+    /// The cluster's budgets; `None` for a node alone.
+    shared: Option<Arc<dyn RateLimit>>,
+    /// This node's own (alone, or its share while the cluster's cannot answer).
+    local: LocalRateLimit,
+    nodes: Nodes,
     degraded: AtomicBool,
 }
 
@@ -115,47 +196,37 @@ pub struct RateLimiter {
 
 impl std::fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimiter").field("nodes", &self.live_nodes()).finish()
+        f.debug_struct("RateLimiter").field("nodes", &self.inner.nodes.live_nodes()).finish()
     }
 }
 
 impl RateLimiter {
-    /// With `redis`, limits are cluster-wide and this node joins the live-node
-    /// count as `node_id` (call from within a tokio runtime).
-    pub fn new(redis: Option<Redis>, node_id: &str) -> Self {
-        let inner = Arc::new(Inner {
-            redis,
-            script: Script::from_lua(GCRA),
-            local: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_idle(Duration::from_secs(120))
-                .build(),
-            epoch: Instant::now(),
-            nodes: AtomicU32::new(1),
-            live: RwLock::new(Arc::new(HashSet::from([node_id.to_owned()]))),
-            node_id: node_id.to_owned(),
-            degraded: AtomicBool::new(false),
-        });
-        if inner.redis.is_some() {
-            tokio::spawn(heartbeat(Arc::downgrade(&inner)));
+    /// With `redis`, limits are cluster-wide; `nodes` tells how many nodes
+    /// share a budget while Redis cannot answer.
+    pub fn new(redis: Option<Redis>, nodes: Nodes) -> Self {
+        Self::with(redis.map(|r| Arc::new(RedisRateLimit::new(r)) as Arc<dyn RateLimit>), nodes)
+    }
+
+    /// Limits on `shared` (`None`: this node alone).
+    pub fn with(shared: Option<Arc<dyn RateLimit>>, nodes: Nodes) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                shared,
+                local: LocalRateLimit::default(),
+                nodes,
+                degraded: AtomicBool::new(false),
+            }),
         }
-        Self { inner }
     }
 
-    /// Beats once now, so this node counts as live before it serves anything
-    /// (the background heartbeat keeps it so).
-    pub async fn join_cluster(&self) {
-        beat(&self.inner).await;
+    /// The membership this limiter divides budgets by.
+    pub fn nodes(&self) -> &Nodes {
+        &self.inner.nodes
     }
 
-    /// The instances seen beating in the last 10 s (always this one).
-    pub fn live_set(&self) -> Arc<HashSet<String>> {
-        self.inner.live.read().map(|l| l.clone()).unwrap_or_default()
-    }
-
-    /// Nodes that beat within the last 10 s, as last seen (at least 1).
+    /// Nodes alive as last seen (at least 1).
     pub fn live_nodes(&self) -> u32 {
-        self.inner.nodes.load(Ordering::Relaxed).max(1)
+        self.inner.nodes.live_nodes()
     }
 
     /// Takes one request from `key`'s budget.
@@ -170,90 +241,33 @@ impl RateLimiter {
         let quota = Quota { per_second: quota.per_second.max(1), burst: quota.burst.max(1) };
         let interval = 1_000_000 / u64::from(quota.per_second);
         let tolerance = interval * u64::from(quota.burst);
-        if self.inner.redis.is_some() {
-            let redis_key = format!("sb:rl:{key}");
-            let answer: Result<Vec<i64>, String> = match self.inner.redis.as_ref().and_then(Redis::live) {
-                Some(client) => {
-                    let args = vec![interval as i64, tolerance as i64, cost as i64];
-                    let call = self.inner.script.evalsha_with_reload(client, redis_key, args);
-                    match tokio::time::timeout(REDIS_TIMEOUT, call).await {
-                        Ok(r) => r.map_err(|e| e.to_string()),
-                        Err(_) => Err("timed out".to_owned()),
-                    }
-                }
-                None => Err("not connected".to_owned()),
-            };
-            match answer {
-                Ok(v) if v.len() == 3 => {
-                    if self.inner.degraded.swap(false, Ordering::Relaxed) {
-                        tracing::info!("rate limiter: redis answers again; limits are cluster-wide");
-                    }
-                    let (allowed, wait, full) = (v[0] == 1, v[1].max(0) as u64, v[2].max(0) as u64);
-                    return decision(quota, interval, allowed, wait, full);
-                }
-                Ok(v) => tracing::error!(answer = ?v, "rate limiter: unexpected script answer"),
-                Err(e) => {
-                    if !self.inner.degraded.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(error = %e, nodes = self.live_nodes(),
-                            "rate limiter: redis unreachable; limiting locally at the tenant rate / live nodes");
-                    }
-                }
-            }
-            // Fallback: this node's share of the budget.
-            let nodes = self.live_nodes();
-            let share =
-                Quota { per_second: (quota.per_second / nodes).max(1), burst: (quota.burst / nodes).max(1) };
-            return self.check_local(&format!("fallback:{key}"), share, cost);
-        }
-        self.check_local(key, quota, cost)
-    }
-
-    fn check_local(&self, key: &str, quota: Quota, cost: u64) -> Decision {
-        let interval = 1_000_000 / u64::from(quota.per_second.max(1));
-        let tolerance = interval * u64::from(quota.burst.max(1));
-        let cell = self.inner.local.get_with(key.to_owned(), || Arc::new(Mutex::new(0)));
-        let now = self.inner.epoch.elapsed().as_micros() as u64;
-        let (allowed, wait, full) = match cell.lock() {
-            Ok(mut tat) => gcra_n(&mut tat, now, interval, tolerance, cost),
-            // A poisoned cell only means another request panicked mid-update.
-            Err(poisoned) => gcra_n(&mut poisoned.into_inner(), now, interval, tolerance, cost),
+        let Some(shared) = &self.inner.shared else {
+            let (allowed, wait, full) = self.inner.local.take_now(key, interval, tolerance, cost);
+            return decision(quota, interval, allowed, wait, full);
         };
-        decision(quota, interval, allowed, wait, full)
-    }
-}
-
-async fn heartbeat(inner: std::sync::Weak<Inner>) {
-    loop {
-        let Some(strong) = inner.upgrade() else { return };
-        beat(&strong).await;
-        drop(strong);
-        tokio::time::sleep(HEARTBEAT).await;
-    }
-}
-
-/// Writes this node's beat and reads who else is alive.
-async fn beat(inner: &Inner) {
-    let Some(client) = inner.redis.as_ref().and_then(Redis::live) else { return };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let oldest = now - NODE_EXPIRY.as_secs_f64();
-    let beat = async {
-        let _: () = client.zadd(NODES_KEY, None, None, false, false, (now, inner.node_id.as_str())).await?;
-        let _: () = client.zremrangebyscore(NODES_KEY, 0.0, oldest).await?;
-        client.zrangebyscore::<Vec<String>, _, _, _>(NODES_KEY, oldest, "+inf", false, None).await
-    };
-    match beat.await {
-        Ok(names) => {
-            let mut live: HashSet<String> = names.into_iter().collect();
-            live.insert(inner.node_id.clone());
-            inner.nodes.store(live.len() as u32, Ordering::Relaxed);
-            if let Ok(mut l) = inner.live.write() {
-                *l = Arc::new(live);
+        match shared.take(key, interval, tolerance, cost).await {
+            Ok((allowed, wait, full)) => {
+                if self.inner.degraded.swap(false, Ordering::Relaxed) {
+                    tracing::info!("rate limiter: redis answers again; limits are cluster-wide");
+                }
+                return decision(quota, interval, allowed, wait, full);
+            }
+            Err(e) => {
+                if !self.inner.degraded.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, nodes = self.live_nodes(),
+                        "rate limiter: redis unreachable; limiting locally at the tenant rate / live nodes");
+                }
             }
         }
-        Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
+        // Fallback: this node's share of the budget.
+        let nodes = self.live_nodes();
+        let share =
+            Quota { per_second: (quota.per_second / nodes).max(1), burst: (quota.burst / nodes).max(1) };
+        let interval = 1_000_000 / u64::from(share.per_second);
+        let tolerance = interval * u64::from(share.burst);
+        let (allowed, wait, full) =
+            self.inner.local.take_now(&format!("fallback:{key}"), interval, tolerance, cost);
+        decision(share, interval, allowed, wait, full)
     }
 }
 

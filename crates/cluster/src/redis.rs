@@ -20,6 +20,8 @@ pub enum ClusterError {
     Redis(#[from] fred::error::Error),
     #[error("redis did not answer in time")]
     Timeout,
+    #[error("redis is not connected")]
+    Down,
     #[error("redis answered unexpectedly: {0}")]
     Unexpected(String),
     #[error("the dedupe key was already used for a different batch")]
@@ -32,7 +34,7 @@ impl ClusterError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             ClusterError::Config(_) | ClusterError::Unexpected(_) => ErrorKind::Internal,
-            ClusterError::Redis(_) | ClusterError::Timeout => ErrorKind::Unavailable,
+            ClusterError::Redis(_) | ClusterError::Timeout | ClusterError::Down => ErrorKind::Unavailable,
             ClusterError::DedupeMismatch => ErrorKind::Conflict,
             ClusterError::DedupeUnseen => ErrorKind::QuotaExceeded,
         }

@@ -12,8 +12,12 @@
 //!   touches the tenant's one key, so this runs on a Redis Cluster.
 //! - Without Redis (or while it is unreachable) a node admits up to the limit
 //!   divided by the live nodes it last saw, counting locally.
+//!
+//! The role is [`SharedCounts`]: [`RedisCounts`] shared by the cluster,
+//! [`LocalCounts`] inside the process.
 
-use crate::{ClusterError, RateLimiter, Redis};
+use crate::membership::NODE_EXPIRY;
+use crate::{ClusterError, Nodes, Redis};
 use fred::types::scripts::Script;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -63,6 +67,128 @@ return 1
 
 const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 
+/// Where the shares are kept: the role behind [`Shares`]. A count `key` holds
+/// one share per instance.
+#[async_trait::async_trait]
+pub trait SharedCounts: Send + Sync + 'static {
+    /// Adds one to `instance`'s share of `key` if the shares written within
+    /// [`NODE_EXPIRY`] (and its own) sum to less than `max`; drops the others.
+    async fn acquire(&self, key: &str, instance: &str, max: u32) -> Result<bool, ClusterError>;
+
+    /// Takes one from `instance`'s share of `key`.
+    async fn release(&self, key: &str, instance: &str) -> Result<(), ClusterError>;
+
+    /// Sets `instance`'s share of `key` to `count` (0 removes it).
+    async fn set(&self, key: &str, instance: &str, count: u32) -> Result<(), ClusterError>;
+}
+
+/// Shares in Redis: one hash per count, a field per instance and one with the
+/// time it last wrote.
+pub struct RedisCounts {
+    redis: Redis,
+    acquire: Script,
+    set: Script,
+    release: Script,
+}
+
+impl RedisCounts {
+    pub fn new(redis: Redis) -> Self {
+        Self {
+            redis,
+            acquire: Script::from_lua(ACQUIRE),
+            set: Script::from_lua(SET),
+            release: Script::from_lua(RELEASE),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SharedCounts for RedisCounts {
+    async fn acquire(&self, key: &str, instance: &str, max: u32) -> Result<bool, ClusterError> {
+        let client = self.redis.live().ok_or(ClusterError::Down)?;
+        let args = vec![instance.to_owned(), max.to_string(), NODE_EXPIRY.as_secs().to_string()];
+        let call = self.acquire.evalsha_with_reload::<i64, _, _>(client, vec![key.to_owned()], args);
+        match tokio::time::timeout(Duration::from_millis(500), call).await {
+            Ok(admitted) => Ok(admitted? == 1),
+            Err(_) => Err(ClusterError::Timeout),
+        }
+    }
+
+    async fn release(&self, key: &str, instance: &str) -> Result<(), ClusterError> {
+        let client = self.redis.live().ok_or(ClusterError::Down)?;
+        let _: i64 =
+            self.release.evalsha_with_reload(client, vec![key.to_owned()], vec![instance.to_owned()]).await?;
+        Ok(())
+    }
+
+    async fn set(&self, key: &str, instance: &str, count: u32) -> Result<(), ClusterError> {
+        let client = self.redis.live().ok_or(ClusterError::Down)?;
+        let args = vec![instance.to_owned(), count.to_string()];
+        let _: i64 = self.set.evalsha_with_reload(client, vec![key.to_owned()], args).await?;
+        Ok(())
+    }
+}
+
+/// One count's shares: instance → (share, last written).
+type InstanceShares = HashMap<String, (u32, std::time::Instant)>;
+
+/// Shares inside the process: a node alone.
+#[derive(Default)]
+pub struct LocalCounts {
+    counts: Mutex<HashMap<String, InstanceShares>>,
+}
+
+impl LocalCounts {
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<String, InstanceShares>> {
+        self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl SharedCounts for LocalCounts {
+    async fn acquire(&self, key: &str, instance: &str, max: u32) -> Result<bool, ClusterError> {
+        let mut counts = self.counts();
+        let shares = counts.entry(key.to_owned()).or_default();
+        shares.retain(|node, (_, at)| node == instance || at.elapsed() < NODE_EXPIRY);
+        if shares.values().map(|(n, _)| *n).sum::<u32>() >= max {
+            return Ok(false);
+        }
+        let share = shares.entry(instance.to_owned()).or_insert((0, std::time::Instant::now()));
+        *share = (share.0 + 1, std::time::Instant::now());
+        Ok(true)
+    }
+
+    async fn release(&self, key: &str, instance: &str) -> Result<(), ClusterError> {
+        let mut counts = self.counts();
+        if let Some(shares) = counts.get_mut(key) {
+            if let Some(share) = shares.get_mut(instance) {
+                *share = (share.0.saturating_sub(1), std::time::Instant::now());
+                if share.0 == 0 {
+                    shares.remove(instance);
+                }
+            }
+            if shares.is_empty() {
+                counts.remove(key);
+            }
+        }
+        Ok(())
+    }
+
+    async fn set(&self, key: &str, instance: &str, count: u32) -> Result<(), ClusterError> {
+        let mut counts = self.counts();
+        let shares = counts.entry(key.to_owned()).or_default();
+        if count == 0 {
+            shares.remove(instance);
+        } else {
+            shares.insert(instance.to_owned(), (count, std::time::Instant::now()));
+        }
+        if shares.is_empty() {
+            counts.remove(key);
+        }
+        Ok(())
+    }
+}
+
 /// One kind of shared count (`conns`, `presence`); cheap to clone.
 #[derive(Clone)]
 pub struct Shares {
@@ -72,12 +198,9 @@ pub struct Shares {
 struct Inner {
     /// Names the count in its keys: `sb:<name>:<tenant>`.
     name: &'static str,
-    instance: String,
-    redis: Option<Redis>,
-    acquire: Script,
-    set: Script,
-    release: Script,
-    limiter: RateLimiter,
+    shared: Arc<dyn SharedCounts>,
+    nodes: Nodes,
+    /// This node's exact counts.
     local: Mutex<HashMap<Uuid, u32>>,
 }
 
@@ -91,28 +214,27 @@ impl std::fmt::Debug for Shares {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shares")
             .field("name", &self.inner.name)
-            .field("instance", &self.inner.instance)
+            .field("instance", &self.inner.nodes.instance())
             .finish()
     }
 }
 
 impl Shares {
-    /// A count called `name`; `instance` names this process; `limiter` tells
-    /// how many nodes are alive (for the local share while Redis is away).
-    pub fn new(name: &'static str, redis: Option<Redis>, instance: &str, limiter: RateLimiter) -> Self {
-        let inner = Arc::new(Inner {
-            name,
-            instance: instance.to_owned(),
-            redis,
-            acquire: Script::from_lua(ACQUIRE),
-            set: Script::from_lua(SET),
-            release: Script::from_lua(RELEASE),
-            limiter,
-            local: Mutex::new(HashMap::new()),
-        });
-        if inner.redis.is_some() {
-            tokio::spawn(reconcile(Arc::downgrade(&inner)));
-        }
+    /// A count called `name`, in Redis or in process; `nodes` names this
+    /// instance and tells how many nodes are alive (for the local share while
+    /// Redis is away).
+    pub fn new(name: &'static str, redis: Option<Redis>, nodes: Nodes) -> Self {
+        let shared: Arc<dyn SharedCounts> = match redis {
+            Some(redis) => Arc::new(RedisCounts::new(redis)),
+            None => Arc::new(LocalCounts::default()),
+        };
+        Self::with(name, shared, nodes)
+    }
+
+    /// A count called `name` kept in `shared`.
+    pub fn with(name: &'static str, shared: Arc<dyn SharedCounts>, nodes: Nodes) -> Self {
+        let inner = Arc::new(Inner { name, shared, nodes, local: Mutex::new(HashMap::new()) });
+        tokio::spawn(reconcile(Arc::downgrade(&inner)));
         Self { inner }
     }
 
@@ -122,34 +244,20 @@ impl Shares {
 
     /// Takes one for `tenant` if it holds fewer than `max`.
     pub async fn acquire(&self, tenant: Uuid, max: u32) -> bool {
-        if let Some(client) = self.inner.redis.as_ref().and_then(Redis::live) {
-            let args = vec![
-                self.inner.instance.clone(),
-                max.to_string(),
-                crate::ratelimit::NODE_EXPIRY.as_secs().to_string(),
-            ];
-            let call = self.inner.acquire.evalsha_with_reload::<i64, _, _>(
-                client,
-                vec![self.inner.key(tenant)],
-                args,
-            );
-            match tokio::time::timeout(Duration::from_millis(500), call).await {
-                Ok(Ok(admitted)) => {
-                    if admitted == 1 {
-                        *self.local().entry(tenant).or_insert(0) += 1;
-                    }
-                    return admitted == 1;
+        let instance = self.inner.nodes.instance();
+        match self.inner.shared.acquire(&self.inner.key(tenant), instance, max).await {
+            Ok(admitted) => {
+                if admitted {
+                    *self.local().entry(tenant).or_insert(0) += 1;
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, count = self.inner.name, "shared count: redis failed; counting locally")
-                }
-                Err(_) => {
-                    tracing::warn!(count = self.inner.name, "shared count: redis timed out; counting locally")
-                }
+                return admitted;
+            }
+            Err(ClusterError::Down) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, count = self.inner.name, "shared count: redis failed; counting locally")
             }
         }
-        // Alone (no Redis) the live-node count is 1, so the share is the limit.
-        let share = (max / self.inner.limiter.live_nodes()).max(1);
+        let share = (max / self.inner.nodes.live_nodes()).max(1);
         let mut local = self.local();
         let count = local.entry(tenant).or_insert(0);
         if *count >= share {
@@ -166,27 +274,16 @@ impl Shares {
             let Some(count) = local.get_mut(&tenant) else { return };
             *count = count.saturating_sub(1);
         }
-        if let Some(redis) = self.inner.redis.clone() {
-            let inner = self.inner.clone();
-            tokio::spawn(async move {
-                if let Some(client) = redis.live() {
-                    let args = vec![inner.instance.clone()];
-                    let r: Result<i64, ClusterError> = inner
-                        .release
-                        .evalsha_with_reload(client, vec![inner.key(tenant)], args)
-                        .await
-                        .map_err(Into::into);
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "shared count: release not written; reconciled later");
-                    }
-                }
-            });
-        }
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            if let Err(e) = inner.shared.release(&inner.key(tenant), inner.nodes.instance()).await {
+                tracing::debug!(error = %e, "shared count: release not written; reconciled later");
+            }
+        });
     }
 
     /// Rewrites every share this node holds from its local counts (see the module doc).
     async fn write_shares(inner: &Inner) {
-        let Some(client) = inner.redis.as_ref().and_then(Redis::live) else { return };
         let shares: Vec<(Uuid, u32)> = {
             let mut local = inner.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let shares = local.iter().map(|(t, c)| (*t, *c)).collect();
@@ -194,10 +291,7 @@ impl Shares {
             shares
         };
         for (tenant, count) in shares {
-            let args = vec![inner.instance.clone(), count.to_string()];
-            let r: Result<i64, fred::error::Error> =
-                inner.set.evalsha_with_reload(client, vec![inner.key(tenant)], args).await;
-            if let Err(e) = r {
+            if let Err(e) = inner.shared.set(&inner.key(tenant), inner.nodes.instance(), count).await {
                 tracing::debug!(error = %e, "shared count: reconcile failed");
                 return;
             }

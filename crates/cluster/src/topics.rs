@@ -302,6 +302,41 @@ fn fresh_epoch() -> String {
     format!("{:08x}", (v & 0xffff_ffff) as u32)
 }
 
+/// The bus and history behind [`Topics`]: the role a backend implements, with
+/// the guarantees of this module. `history` is the node's configuration.
+#[async_trait::async_trait]
+pub trait TopicBus: Send + Sync + 'static {
+    /// Appends `payloads` to `room`'s history and sends them to the subscribed
+    /// nodes, atomically, honouring `dedupe` (see [`Topics::publish_batch`]).
+    async fn publish(
+        &self,
+        room: &str,
+        payloads: &[&str],
+        dedupe: Option<Dedupe<'_>>,
+        history: HistoryConfig,
+    ) -> Result<Published, ClusterError>;
+
+    /// Starts (or confirms) this node's subscription to `room`; returns once
+    /// every later event will arrive live.
+    async fn subscribe(&self, room: &str) -> Result<(), ClusterError>;
+
+    async fn unsubscribe(&self, room: &str) -> Result<(), ClusterError>;
+
+    /// The offset of `room`'s latest event, or its start in its current epoch.
+    async fn top(&self, room: &str, history: HistoryConfig) -> Result<Offset, ClusterError>;
+
+    /// One page of events after `since` (same epoch) up to `upto` (`None`:
+    /// the latest); `recovered: false` when some may be missing.
+    async fn read(
+        &self,
+        room: &str,
+        since: &Offset,
+        upto: Option<&Offset>,
+        page: ReadPage,
+        history: HistoryConfig,
+    ) -> Result<Replay, ClusterError>;
+}
+
 /// The topics bus and history; cheap to clone.
 #[derive(Clone)]
 pub struct Topics {
@@ -310,32 +345,12 @@ pub struct Topics {
 
 struct Inner {
     config: HistoryConfig,
-    backend: Backend,
-}
-
-// One per process, behind an Arc: the size difference does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Backend {
-    Redis {
-        redis: Redis,
-        publish: Script,
-        top: Script,
-        read: Script,
-    },
-    Local {
-        streams: Mutex<HashMap<Arc<str>, LocalStream>>,
-        subscribed: Mutex<HashSet<Arc<str>>>,
-        tx: mpsc::Sender<Delivery>,
-    },
+    bus: Arc<dyn TopicBus>,
 }
 
 impl fmt::Debug for Topics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let kind = match self.inner.backend {
-            Backend::Redis { .. } => "redis",
-            Backend::Local { .. } => "local",
-        };
-        f.debug_struct("Topics").field("backend", &kind).field("history", &self.inner.config).finish()
+        f.debug_struct("Topics").field("history", &self.inner.config).finish_non_exhaustive()
     }
 }
 
@@ -344,23 +359,16 @@ impl Topics {
     /// events for the topics this node subscribes to.
     pub fn new(redis: Option<Redis>, config: HistoryConfig) -> (Self, mpsc::Receiver<Delivery>) {
         let (tx, rx) = mpsc::channel(DELIVERY_QUEUE);
-        let backend = match redis {
-            Some(redis) => {
-                tokio::spawn(read_bus(redis.messages(), redis.reconnects(), tx));
-                Backend::Redis {
-                    redis,
-                    publish: Script::from_lua(format!("{COMMON}{PUBLISH}")),
-                    top: Script::from_lua(format!("{COMMON}{TOP}")),
-                    read: Script::from_lua(format!("{COMMON}{READ}")),
-                }
-            }
-            None => Backend::Local {
-                streams: Mutex::new(HashMap::new()),
-                subscribed: Mutex::new(HashSet::new()),
-                tx,
-            },
+        let bus: Arc<dyn TopicBus> = match redis {
+            Some(redis) => Arc::new(RedisBus::new(redis, tx)),
+            None => Arc::new(LocalBus::new(tx)),
         };
-        (Self { inner: Arc::new(Inner { config, backend }) }, rx)
+        (Self::with(bus, config), rx)
+    }
+
+    /// Topics on `bus` (which delivers live events to its own receiver).
+    pub fn with(bus: Arc<dyn TopicBus>, config: HistoryConfig) -> Self {
+        Self { inner: Arc::new(Inner { config, bus }) }
     }
 
     pub fn history(&self) -> HistoryConfig {
@@ -388,145 +396,33 @@ impl Topics {
         if payloads.is_empty() {
             return Err(ClusterError::Unexpected("an empty batch".to_owned()));
         }
-        let ttl_ms = self.inner.config.ttl.as_millis().max(1) as u64;
-        match &self.inner.backend {
-            Backend::Redis { redis, publish, .. } => {
-                let mut args: Vec<String> = Vec::with_capacity(8 + payloads.len());
-                args.extend([
-                    self.inner.config.max_len.max(1).to_string(),
-                    ttl_ms.to_string(),
-                    fresh_epoch(),
-                    room_key(room, 'c'),
-                    if redis.sharded() { "1" } else { "0" }.to_owned(),
-                    DEDUPE_TTL.as_millis().to_string(),
-                    dedupe.map_or_else(String::new, |d| d.fingerprint.to_owned()),
-                    if dedupe.is_some_and(|d| d.replay_only) { "1" } else { "0" }.to_owned(),
-                ]);
-                args.extend(payloads.iter().map(|p| (*p).to_owned()));
-                let mut keys = history_keys(room);
-                if let Some(d) = dedupe {
-                    keys.push(dedupe_key(room, d.key));
-                }
-                let (status, answer): (i64, String) =
-                    publish.evalsha_with_reload(redis.client(), keys, args).await?;
-                match status {
-                    2 => return Err(ClusterError::DedupeMismatch),
-                    3 => return Err(ClusterError::DedupeUnseen),
-                    _ => {}
-                }
-                let mut parts = answer.split_ascii_whitespace();
-                let offset = |o: Option<&str>| {
-                    o.and_then(Offset::parse)
-                        .ok_or_else(|| ClusterError::Unexpected(format!("offsets {answer}")))
-                };
-                let (first, last) = (offset(parts.next())?, offset(parts.next())?);
-                let count = parts.next().and_then(|c| c.parse().ok()).unwrap_or(payloads.len());
-                Ok(Published { first, last, count, replayed: status == 1 })
-            }
-            Backend::Local { streams, subscribed, tx } => {
-                let (room, events) = {
-                    let mut streams = lock(streams);
-                    let (key, stream) = local_stream(&mut streams, room, self.inner.config);
-                    if let Some(d) = dedupe
-                        && let Some(seen) = stream.seen(d.key)
-                    {
-                        return if *seen.fingerprint == *d.fingerprint {
-                            Ok(Published { replayed: true, ..seen.published })
-                        } else {
-                            Err(ClusterError::DedupeMismatch)
-                        };
-                    }
-                    if dedupe.is_some_and(|d| d.replay_only) {
-                        return Err(ClusterError::DedupeUnseen);
-                    }
-                    let events: Vec<TopicEvent> =
-                        payloads.iter().map(|p| stream.push(p, self.inner.config)).collect();
-                    (key, events)
-                };
-                let (Some(first), Some(last)) = (events.first(), events.last()) else {
-                    return Err(ClusterError::Unexpected("an empty batch".to_owned()));
-                };
-                let published = Published {
-                    first: first.offset.clone(),
-                    last: last.offset.clone(),
-                    count: events.len(),
-                    replayed: false,
-                };
-                if let Some(d) = dedupe {
-                    let mut streams = lock(streams);
-                    let (_, stream) = local_stream(&mut streams, &room, self.inner.config);
-                    stream.remember(
-                        d.key,
-                        Seen { fingerprint: d.fingerprint.into(), published: published.clone() },
-                    );
-                }
-                if lock(subscribed).contains(&room) {
-                    for event in events {
-                        // A full queue means the node is far behind: it resyncs.
-                        if tx.try_send(Delivery::Event { room: room.clone(), event }).is_err() {
-                            let _ = tx.try_send(Delivery::Resync);
-                            break;
-                        }
-                    }
-                }
-                Ok(published)
-            }
-        }
+        self.inner.bus.publish(room, payloads, dedupe, self.inner.config).await
     }
 
     /// Starts receiving `room`'s live events on this node; returns the topic's
     /// offset at a moment after the subscription took effect, so every later
     /// event arrives live.
     pub async fn subscribe(&self, room: &str) -> Result<Offset, ClusterError> {
-        match &self.inner.backend {
-            Backend::Redis { redis, .. } => {
-                redis.subscribe_topic(&room_key(room, 'c')).await?;
-                self.top(room).await
-            }
-            Backend::Local { subscribed, .. } => {
-                lock(subscribed).insert(room.into());
-                self.top(room).await
-            }
-        }
+        self.inner.bus.subscribe(room).await?;
+        self.top(room).await
     }
 
-    /// Subscribes this node to `room`'s channel again and waits until Redis
-    /// confirms it, without reading the topic's offset: after an interruption,
+    /// Subscribes this node to `room`'s channel again and waits until it is
+    /// confirmed, without reading the topic's offset: after an interruption,
     /// every event published from now on arrives live, and the events before
     /// are in history.
     pub async fn resubscribe(&self, room: &str) -> Result<(), ClusterError> {
-        match &self.inner.backend {
-            Backend::Redis { redis, .. } => redis.subscribe_topic(&room_key(room, 'c')).await,
-            Backend::Local { .. } => Ok(()),
-        }
+        self.inner.bus.subscribe(room).await
     }
 
     /// Stops receiving `room`'s live events on this node.
     pub async fn unsubscribe(&self, room: &str) -> Result<(), ClusterError> {
-        match &self.inner.backend {
-            Backend::Redis { redis, .. } => redis.unsubscribe_topic(&room_key(room, 'c')).await,
-            Backend::Local { subscribed, .. } => {
-                lock(subscribed).remove(room);
-                Ok(())
-            }
-        }
+        self.inner.bus.unsubscribe(room).await
     }
 
     /// The offset of the topic's latest event (or its start, in its current epoch).
     pub async fn top(&self, room: &str) -> Result<Offset, ClusterError> {
-        let ttl_ms = self.inner.config.ttl.as_millis().max(1) as u64;
-        match &self.inner.backend {
-            Backend::Redis { redis, top, .. } => {
-                let args = vec![fresh_epoch(), ttl_ms.to_string()];
-                let off: String = top.evalsha_with_reload(redis.client(), history_keys(room), args).await?;
-                Offset::parse(&off).ok_or_else(|| ClusterError::Unexpected(format!("offset {off}")))
-            }
-            Backend::Local { streams, .. } => {
-                let mut streams = lock(streams);
-                let (_, stream) = local_stream(&mut streams, room, self.inner.config);
-                Ok(stream.top())
-            }
-        }
+        self.inner.bus.top(room, self.inner.config).await
     }
 
     /// The events after `since` up to `upto` (inclusive; `None` = latest),
@@ -548,38 +444,219 @@ impl Topics {
             }
         }
         let page = ReadPage { count: page.count.max(1), bytes: page.bytes.max(1) };
-        match &self.inner.backend {
-            Backend::Redis { redis, read, .. } => {
-                let upto_id = upto.map_or_else(|| "+".to_owned(), Offset::stream_id);
-                let args = vec![
-                    since.epoch.to_string(),
-                    since.stream_id(),
-                    upto_id,
-                    page.count.to_string(),
-                    page.bytes.to_string(),
-                ];
-                let raw: Vec<Value> =
-                    read.evalsha_with_reload(redis.client(), history_keys(room), args).await?;
-                let status = raw.first().and_then(Value::as_i64).unwrap_or(0);
-                let mut events = Vec::with_capacity(raw.len() / 2);
-                for pair in raw.get(1..).unwrap_or_default().chunks(2) {
-                    let (Some(id), Some(payload)) =
-                        (pair.first().and_then(Value::as_str), pair.get(1).and_then(Value::as_str))
-                    else {
-                        return Err(ClusterError::Unexpected("history entry".to_owned()));
-                    };
-                    let offset = Offset::parse(&format!("{}:{id}", since.epoch))
-                        .ok_or_else(|| ClusterError::Unexpected(format!("stream id {id}")))?;
-                    events.push(TopicEvent { offset, payload: Arc::from(&*payload) });
-                }
-                Ok(Replay { recovered: status != 0, events, more: status == 2 })
+        self.inner.bus.read(room, since, upto, page, self.inner.config).await
+    }
+}
+
+/// The bus on Redis: a Lua script per publish (append, trim, publish), one
+/// channel per topic (sharded on a cluster), history in a stream.
+pub struct RedisBus {
+    redis: Redis,
+    publish: Script,
+    top: Script,
+    read: Script,
+}
+
+impl RedisBus {
+    /// Starts forwarding this node's pub/sub messages to `tx`.
+    pub fn new(redis: Redis, tx: mpsc::Sender<Delivery>) -> Self {
+        tokio::spawn(read_bus(redis.messages(), redis.reconnects(), tx));
+        Self {
+            redis,
+            publish: Script::from_lua(format!("{COMMON}{PUBLISH}")),
+            top: Script::from_lua(format!("{COMMON}{TOP}")),
+            read: Script::from_lua(format!("{COMMON}{READ}")),
+        }
+    }
+}
+
+fn ttl_ms(history: HistoryConfig) -> u64 {
+    history.ttl.as_millis().max(1) as u64
+}
+
+#[async_trait::async_trait]
+impl TopicBus for RedisBus {
+    async fn publish(
+        &self,
+        room: &str,
+        payloads: &[&str],
+        dedupe: Option<Dedupe<'_>>,
+        history: HistoryConfig,
+    ) -> Result<Published, ClusterError> {
+        let mut args: Vec<String> = Vec::with_capacity(8 + payloads.len());
+        args.extend([
+            history.max_len.max(1).to_string(),
+            ttl_ms(history).to_string(),
+            fresh_epoch(),
+            room_key(room, 'c'),
+            if self.redis.sharded() { "1" } else { "0" }.to_owned(),
+            DEDUPE_TTL.as_millis().to_string(),
+            dedupe.map_or_else(String::new, |d| d.fingerprint.to_owned()),
+            if dedupe.is_some_and(|d| d.replay_only) { "1" } else { "0" }.to_owned(),
+        ]);
+        args.extend(payloads.iter().map(|p| (*p).to_owned()));
+        let mut keys = history_keys(room);
+        if let Some(d) = dedupe {
+            keys.push(dedupe_key(room, d.key));
+        }
+        let (status, answer): (i64, String) =
+            self.publish.evalsha_with_reload(self.redis.client(), keys, args).await?;
+        match status {
+            2 => return Err(ClusterError::DedupeMismatch),
+            3 => return Err(ClusterError::DedupeUnseen),
+            _ => {}
+        }
+        let mut parts = answer.split_ascii_whitespace();
+        let offset = |o: Option<&str>| {
+            o.and_then(Offset::parse).ok_or_else(|| ClusterError::Unexpected(format!("offsets {answer}")))
+        };
+        let (first, last) = (offset(parts.next())?, offset(parts.next())?);
+        let count = parts.next().and_then(|c| c.parse().ok()).unwrap_or(payloads.len());
+        Ok(Published { first, last, count, replayed: status == 1 })
+    }
+
+    async fn subscribe(&self, room: &str) -> Result<(), ClusterError> {
+        self.redis.subscribe_topic(&room_key(room, 'c')).await
+    }
+
+    async fn unsubscribe(&self, room: &str) -> Result<(), ClusterError> {
+        self.redis.unsubscribe_topic(&room_key(room, 'c')).await
+    }
+
+    async fn top(&self, room: &str, history: HistoryConfig) -> Result<Offset, ClusterError> {
+        let args = vec![fresh_epoch(), ttl_ms(history).to_string()];
+        let off: String = self.top.evalsha_with_reload(self.redis.client(), history_keys(room), args).await?;
+        Offset::parse(&off).ok_or_else(|| ClusterError::Unexpected(format!("offset {off}")))
+    }
+
+    async fn read(
+        &self,
+        room: &str,
+        since: &Offset,
+        upto: Option<&Offset>,
+        page: ReadPage,
+        _history: HistoryConfig,
+    ) -> Result<Replay, ClusterError> {
+        let upto_id = upto.map_or_else(|| "+".to_owned(), Offset::stream_id);
+        let args = vec![
+            since.epoch.to_string(),
+            since.stream_id(),
+            upto_id,
+            page.count.to_string(),
+            page.bytes.to_string(),
+        ];
+        let raw: Vec<Value> =
+            self.read.evalsha_with_reload(self.redis.client(), history_keys(room), args).await?;
+        let status = raw.first().and_then(Value::as_i64).unwrap_or(0);
+        let mut events = Vec::with_capacity(raw.len() / 2);
+        for pair in raw.get(1..).unwrap_or_default().chunks(2) {
+            let (Some(id), Some(payload)) =
+                (pair.first().and_then(Value::as_str), pair.get(1).and_then(Value::as_str))
+            else {
+                return Err(ClusterError::Unexpected("history entry".to_owned()));
+            };
+            let offset = Offset::parse(&format!("{}:{id}", since.epoch))
+                .ok_or_else(|| ClusterError::Unexpected(format!("stream id {id}")))?;
+            events.push(TopicEvent { offset, payload: Arc::from(&*payload) });
+        }
+        Ok(Replay { recovered: status != 0, events, more: status == 2 })
+    }
+}
+
+/// The bus inside one process: a node alone.
+pub struct LocalBus {
+    streams: Mutex<HashMap<Arc<str>, LocalStream>>,
+    subscribed: Mutex<HashSet<Arc<str>>>,
+    tx: mpsc::Sender<Delivery>,
+}
+
+impl LocalBus {
+    /// Delivers live events of subscribed topics to `tx`.
+    pub fn new(tx: mpsc::Sender<Delivery>) -> Self {
+        Self { streams: Mutex::new(HashMap::new()), subscribed: Mutex::new(HashSet::new()), tx }
+    }
+}
+
+#[async_trait::async_trait]
+impl TopicBus for LocalBus {
+    async fn publish(
+        &self,
+        room: &str,
+        payloads: &[&str],
+        dedupe: Option<Dedupe<'_>>,
+        history: HistoryConfig,
+    ) -> Result<Published, ClusterError> {
+        let (room, events) = {
+            let mut streams = lock(&self.streams);
+            let (key, stream) = local_stream(&mut streams, room, history);
+            if let Some(d) = dedupe
+                && let Some(seen) = stream.seen(d.key)
+            {
+                return if *seen.fingerprint == *d.fingerprint {
+                    Ok(Published { replayed: true, ..seen.published })
+                } else {
+                    Err(ClusterError::DedupeMismatch)
+                };
             }
-            Backend::Local { streams, .. } => {
-                let mut streams = lock(streams);
-                let (_, stream) = local_stream(&mut streams, room, self.inner.config);
-                Ok(stream.read(since, upto, page))
+            if dedupe.is_some_and(|d| d.replay_only) {
+                return Err(ClusterError::DedupeUnseen);
+            }
+            let events: Vec<TopicEvent> = payloads.iter().map(|p| stream.push(p, history)).collect();
+            (key, events)
+        };
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
+            return Err(ClusterError::Unexpected("an empty batch".to_owned()));
+        };
+        let published = Published {
+            first: first.offset.clone(),
+            last: last.offset.clone(),
+            count: events.len(),
+            replayed: false,
+        };
+        if let Some(d) = dedupe {
+            let mut streams = lock(&self.streams);
+            let (_, stream) = local_stream(&mut streams, &room, history);
+            stream.remember(d.key, Seen { fingerprint: d.fingerprint.into(), published: published.clone() });
+        }
+        if lock(&self.subscribed).contains(&room) {
+            for event in events {
+                // A full queue means the node is far behind: it resyncs.
+                if self.tx.try_send(Delivery::Event { room: room.clone(), event }).is_err() {
+                    let _ = self.tx.try_send(Delivery::Resync);
+                    break;
+                }
             }
         }
+        Ok(published)
+    }
+
+    async fn subscribe(&self, room: &str) -> Result<(), ClusterError> {
+        lock(&self.subscribed).insert(room.into());
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, room: &str) -> Result<(), ClusterError> {
+        lock(&self.subscribed).remove(room);
+        Ok(())
+    }
+
+    async fn top(&self, room: &str, history: HistoryConfig) -> Result<Offset, ClusterError> {
+        let mut streams = lock(&self.streams);
+        let (_, stream) = local_stream(&mut streams, room, history);
+        Ok(stream.top())
+    }
+
+    async fn read(
+        &self,
+        room: &str,
+        since: &Offset,
+        upto: Option<&Offset>,
+        page: ReadPage,
+        history: HistoryConfig,
+    ) -> Result<Replay, ClusterError> {
+        let mut streams = lock(&self.streams);
+        let (_, stream) = local_stream(&mut streams, room, history);
+        Ok(stream.read(since, upto, page))
     }
 }
 

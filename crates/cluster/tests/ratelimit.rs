@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
-use switchboard_cluster::{Quota, RateLimiter, Redis};
+use switchboard_cluster::{Nodes, Quota, RateLimiter, Redis};
 use uuid::Uuid;
 
 async fn redis() -> Redis {
@@ -12,10 +12,14 @@ async fn redis() -> Redis {
     Redis::connect(&url, None, Duration::from_secs(3)).await.unwrap()
 }
 
+/// A node's limiter on `redis`, as instance `name`.
+fn limiter(redis: Redis, name: &str) -> RateLimiter {
+    RateLimiter::new(Some(redis.clone()), Nodes::new(Some(redis), name))
+}
+
 #[tokio::test]
 async fn two_nodes_sharing_a_budget_admit_at_most_burst_plus_rate_times_time() {
-    let (a, b) =
-        (RateLimiter::new(Some(redis().await), "rl-a"), RateLimiter::new(Some(redis().await), "rl-b"));
+    let (a, b) = (limiter(redis().await, "rl-a"), limiter(redis().await, "rl-b"));
     let key = format!("test:{}", Uuid::new_v4());
     let quota = Quota { per_second: 20, burst: 10 };
     let start = Instant::now();
@@ -49,7 +53,7 @@ async fn two_nodes_sharing_a_budget_admit_at_most_burst_plus_rate_times_time() {
 
 #[tokio::test]
 async fn a_refusal_says_how_long_to_wait_and_what_is_left() {
-    let limiter = RateLimiter::new(Some(redis().await), "rl-c");
+    let limiter = limiter(redis().await, "rl-c");
     let key = format!("test:{}", Uuid::new_v4());
     let quota = Quota { per_second: 2, burst: 3 };
     let decisions: Vec<_> = {
@@ -72,7 +76,7 @@ async fn a_refusal_says_how_long_to_wait_and_what_is_left() {
 #[tokio::test]
 async fn with_redis_unreachable_limits_still_hold_locally() {
     let down = Redis::connect("redis://127.0.0.1:1", None, Duration::from_millis(200)).await.unwrap();
-    let limiter = RateLimiter::new(Some(down), "rl-down");
+    let limiter = limiter(down, "rl-down");
     let quota = Quota { per_second: 10, burst: 10 };
     let mut admitted = 0;
     for _ in 0..50 {

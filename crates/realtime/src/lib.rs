@@ -85,9 +85,8 @@ pub struct Deps {
     /// Failed authentications per client address (shared with REST).
     pub auth_failures: Arc<switchboard_auth::AuthFailures>,
     pub directory: Directory,
+    /// Limits, and through it this process's membership in the cluster.
     pub limiter: RateLimiter,
-    /// This process in the cluster: node id plus a random suffix.
-    pub instance: String,
 }
 
 pub(crate) struct Inner {
@@ -134,10 +133,10 @@ impl Realtime {
     /// Call from within a tokio runtime.
     pub async fn new(deps: Deps, config: RealtimeConfig) -> (Self, SocketIoLayer) {
         let (topics, deliveries) = Topics::new(deps.redis.clone(), config.history);
-        let presence = Presence::new(deps.redis.clone(), &deps.instance, deps.limiter.clone());
-        let connections = Shares::new("conns", deps.redis.clone(), &deps.instance, deps.limiter.clone());
-        let presence_entries =
-            Shares::new("presence", deps.redis.clone(), &deps.instance, deps.limiter.clone());
+        let nodes = deps.limiter.nodes().clone();
+        let presence = Presence::new(deps.redis.clone(), nodes.clone());
+        let connections = Shares::new("conns", deps.redis.clone(), nodes.clone());
+        let presence_entries = Shares::new("presence", deps.redis.clone(), nodes);
         let inner = Arc::new(Inner {
             config,
             db: deps.db,

@@ -121,10 +121,16 @@ impl Config {
             Some(u) => u,
         };
 
+        // One Redis, or a Redis Cluster named by one or more of its masters
+        // (`redis-cluster://host:port?node=host:port&node=…`); `s` for TLS.
         let redis_url = env.get("REDIS_URL");
+        let tls_redis = |u: &str| u.starts_with("rediss://") || u.starts_with("rediss-cluster://");
         if let Some(u) = &redis_url {
-            if !(u.starts_with("redis://") || u.starts_with("rediss://")) {
-                problems.push("REDIS_URL: must start with redis:// or rediss://".to_owned());
+            if !(u.starts_with("redis://") || u.starts_with("redis-cluster://") || tls_redis(u)) {
+                problems.push(
+                    "REDIS_URL: must start with redis://, rediss://, redis-cluster:// or rediss-cluster://"
+                        .to_owned(),
+                );
             }
         }
 
@@ -133,8 +139,11 @@ impl Config {
             if !ca.is_file() {
                 problems.push(format!("REDIS_CA_CERT: `{}` is not a readable file", ca.display()));
             }
-            if !redis_url.as_deref().is_some_and(|u| u.starts_with("rediss://")) {
-                problems.push("REDIS_CA_CERT: set, but REDIS_URL is not a rediss:// URL".to_owned());
+            if !redis_url.as_deref().is_some_and(tls_redis) {
+                problems.push(
+                    "REDIS_CA_CERT: set, but REDIS_URL is not a rediss:// or rediss-cluster:// URL"
+                        .to_owned(),
+                );
             }
         }
 

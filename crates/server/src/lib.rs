@@ -80,8 +80,9 @@ impl Application {
         // nothing the previous one held (connection shares, presence) is mistaken
         // for its own.
         let instance = format!("{}#{:08x}", config.node_id, uuid::Uuid::new_v4().as_u128() as u32);
-        let limiter = switchboard_cluster::RateLimiter::new(redis.clone(), &instance);
-        limiter.join_cluster().await;
+        let nodes = switchboard_cluster::Nodes::new(redis.clone(), &instance);
+        nodes.join().await;
+        let limiter = switchboard_cluster::RateLimiter::new(redis.clone(), nodes);
         let verifier = std::sync::Arc::new(verifier);
         let per_second = config.auth_failures_per_second;
         let auth_failures = std::sync::Arc::new(switchboard_auth::AuthFailures::new(
@@ -95,7 +96,6 @@ impl Application {
             auth_failures: auth_failures.clone(),
             directory: directory.clone(),
             limiter: limiter.clone(),
-            instance,
         };
         let (realtime, socket_io) = switchboard_realtime::Realtime::new(deps, config.realtime).await;
         let state =

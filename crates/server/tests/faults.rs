@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use switchboard_domain::{Role, TenantId, UserId};
-use switchboard_testkit::{Node, PostgresServer, RedisServer, SioClient, TcpProxy, env, user_token};
+use switchboard_testkit::{
+    Node, PostgresServer, RedisCluster, RedisServer, SioClient, TcpProxy, env, user_token,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -207,13 +209,46 @@ fn member(tenant: TenantId) -> String {
     user_token(tenant, UserId::new(), Role::Member)
 }
 
-/// Redis SIGKILLed and started again under two nodes, eight subscribers and a
-/// publisher: what the subscribers saw, the acked seqs, the seqs acked before
-/// the kill, and how long the nodes took to be ready again.
-async fn redis_killed_and_restarted(appendonly: bool) -> (Vec<Seen>, Vec<u64>, usize, Duration) {
-    let mut redis = RedisServer::start(appendonly);
-    let url = redis.url();
-    let name = if appendonly { "kill-aof" } else { "kill-mem" };
+/// The Redis a fault test breaks: one server, or a cluster of three masters
+/// of which the one that holds the test's topic is killed.
+enum Store {
+    One(RedisServer),
+    Cluster(RedisCluster, usize),
+}
+
+impl Store {
+    fn url(&self) -> String {
+        match self {
+            Store::One(r) => r.url(),
+            Store::Cluster(c, _) => c.url(),
+        }
+    }
+
+    /// Kills (SIGKILL) the server, or the master that holds `room`'s history.
+    fn kill(&mut self, room: &str) {
+        match self {
+            Store::One(r) => r.kill(),
+            Store::Cluster(c, killed) => {
+                *killed = c.master_of(&format!("sb:{{{room}}}:h"));
+                c.kill(*killed);
+            }
+        }
+    }
+
+    fn restart(&mut self) {
+        match self {
+            Store::One(r) => r.restart(),
+            Store::Cluster(c, killed) => c.restart(*killed),
+        }
+    }
+}
+
+/// Redis (or a cluster master) SIGKILLed and started again under two nodes,
+/// eight subscribers and a publisher: what the subscribers saw, the acked
+/// seqs, the seqs acked before the kill, and how long the nodes took to be
+/// ready again.
+async fn redis_killed_and_restarted(mut store: Store, name: &str) -> (Vec<Seen>, Vec<u64>, usize, Duration) {
+    let url = store.url();
     let a = Node::spawn_with(BIN, &format!("{name}-a"), &[("REDIS_URL", &url)]);
     let b = Node::spawn_with(BIN, &format!("{name}-b"), &[("REDIS_URL", &url)]);
     let tenant = a.create_tenant(name).await;
@@ -224,7 +259,7 @@ async fn redis_killed_and_restarted(appendonly: bool) -> (Vec<Seen>, Vec<u64>, u
     publisher.publish_for(Duration::from_secs(1)).await;
     let before_kill = publisher.acked.len();
 
-    redis.kill();
+    store.kill(&format!("t:{tenant}:{TOPIC}"));
     for node in [&a, &b] {
         eventually(Duration::from_secs(10), "readiness reports Redis down", || async {
             ready(node).await == StatusCode::SERVICE_UNAVAILABLE
@@ -239,7 +274,7 @@ async fn redis_killed_and_restarted(appendonly: bool) -> (Vec<Seen>, Vec<u64>, u
     }
     publisher.publish_for(Duration::from_millis(500)).await;
 
-    redis.restart();
+    store.restart();
     let recovery = eventually(Duration::from_secs(15), "both nodes ready again", || async {
         ready(&a).await == StatusCode::OK && ready(&b).await == StatusCode::OK
     })
@@ -249,24 +284,24 @@ async fn redis_killed_and_restarted(appendonly: bool) -> (Vec<Seen>, Vec<u64>, u
     (seen, publisher.acked, before_kill, recovery)
 }
 
-#[tokio::test]
-async fn redis_killed_without_persistence_loses_history_and_every_subscriber_is_told() {
-    let (seen, acked, before_kill, recovery) = redis_killed_and_restarted(false).await;
+/// Without persistence: every subscriber got each acknowledged event or was
+/// told, and got the events after the restart live.
+fn told_of_every_gap(label: &str, seen: &[Seen], acked: &[u64], before_kill: usize) {
     assert!(before_kill >= 20 && acked.len() > before_kill + 20, "publishes went through: {}", acked.len());
-    let after_restart: Vec<u64> = acked[acked.len() - 20..].to_vec();
+    let after_restart = &acked[acked.len() - 20..];
     for (i, s) in seen.iter().enumerate() {
-        let missing = s.missing(&acked);
+        let missing = s.missing(acked);
         assert!(s.in_order_once(), "subscriber {i}: out of order or twice: {:?}", s.seqs);
         assert!(
             missing.is_empty() || s.unrecovered > 0,
             "subscriber {i}: a silent gap: missed {missing:?} without being told ({s:?})"
         );
         assert!(
-            s.missing(&after_restart).is_empty(),
+            s.missing(after_restart).is_empty(),
             "subscriber {i}: did not get live events again after the restart: {s:?}"
         );
         eprintln!(
-            "no persistence: subscriber {i}: {} of {} acked events, {} missing, lagging {}, recovered:false {}",
+            "{label}: subscriber {i}: {} of {} acked events, {} missing, lagging {}, recovered:false {}",
             acked.len() - missing.len(),
             acked.len(),
             missing.len(),
@@ -274,23 +309,51 @@ async fn redis_killed_without_persistence_loses_history_and_every_subscriber_is_
             s.unrecovered
         );
     }
+}
+
+/// With an fsynced append-only file: nothing acknowledged is lost.
+fn nothing_lost(label: &str, seen: &[Seen], acked: &[u64], before_kill: usize, recovery: Duration) {
+    assert!(before_kill >= 20 && acked.len() > before_kill + 20, "publishes went through: {}", acked.len());
+    for (i, s) in seen.iter().enumerate() {
+        assert!(s.in_order_once(), "subscriber {i}: out of order or twice: {:?}", s.seqs);
+        assert_eq!(s.missing(acked), Vec::<u64>::new(), "subscriber {i} lost acknowledged events: {s:?}");
+        assert_eq!(s.unrecovered, 0, "subscriber {i}: nothing was lost, yet recovered: false");
+    }
+    eprintln!(
+        "{label}: {} acked events, all delivered to {} subscribers; nodes ready {recovery:?} after the restart",
+        acked.len(),
+        seen.len()
+    );
+}
+
+#[tokio::test]
+async fn redis_killed_without_persistence_loses_history_and_every_subscriber_is_told() {
+    let store = Store::One(RedisServer::start(false));
+    let (seen, acked, before_kill, recovery) = redis_killed_and_restarted(store, "kill-mem").await;
+    told_of_every_gap("no persistence", &seen, &acked, before_kill);
     eprintln!("no persistence: nodes ready {recovery:?} after the restart");
 }
 
 #[tokio::test]
 async fn redis_killed_with_an_fsynced_append_only_file_loses_nothing_acknowledged() {
-    let (seen, acked, before_kill, recovery) = redis_killed_and_restarted(true).await;
-    assert!(before_kill >= 20 && acked.len() > before_kill + 20, "publishes went through: {}", acked.len());
-    for (i, s) in seen.iter().enumerate() {
-        assert!(s.in_order_once(), "subscriber {i}: out of order or twice: {:?}", s.seqs);
-        assert_eq!(s.missing(&acked), Vec::<u64>::new(), "subscriber {i} lost acknowledged events: {s:?}");
-        assert_eq!(s.unrecovered, 0, "subscriber {i}: nothing was lost, yet recovered: false");
-    }
-    eprintln!(
-        "append-only: {} acked events, all delivered to {} subscribers; nodes ready {recovery:?} after the restart",
-        acked.len(),
-        seen.len()
-    );
+    let store = Store::One(RedisServer::start(true));
+    let (seen, acked, before_kill, recovery) = redis_killed_and_restarted(store, "kill-aof").await;
+    nothing_lost("append-only", &seen, &acked, before_kill, recovery);
+}
+
+#[tokio::test]
+async fn a_cluster_master_killed_without_persistence_is_told_to_every_subscriber() {
+    let store = Store::Cluster(RedisCluster::start(false), 0);
+    let (seen, acked, before_kill, recovery) = redis_killed_and_restarted(store, "ckill-mem").await;
+    told_of_every_gap("cluster, no persistence", &seen, &acked, before_kill);
+    eprintln!("cluster, no persistence: nodes ready {recovery:?} after the restart");
+}
+
+#[tokio::test]
+async fn a_cluster_master_killed_with_an_fsynced_append_only_file_loses_nothing_acknowledged() {
+    let store = Store::Cluster(RedisCluster::start(true), 0);
+    let (seen, acked, before_kill, recovery) = redis_killed_and_restarted(store, "ckill-aof").await;
+    nothing_lost("cluster, append-only", &seen, &acked, before_kill, recovery);
 }
 
 // Multi-threaded: the proxy runs in this process and must keep forwarding

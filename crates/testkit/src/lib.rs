@@ -13,7 +13,7 @@ pub mod redis;
 pub mod sio;
 pub use postgres::PostgresServer;
 pub use proxy::TcpProxy;
-pub use redis::RedisServer;
+pub use redis::{RedisCluster, RedisServer};
 pub use sio::SioClient;
 
 use secrecy::SecretString;

@@ -19,6 +19,11 @@
 //!   large recovery replays (a topic holding 1,000 events of 2 KB, replayed
 //!   from its start, over and over); reports B's p50/p99 both ways and what A's
 //!   replays managed.
+//! - `spread PUB_URL SUB_URL TENANT TOPICS PER_TOPIC RATE SECONDS`: many
+//!   topics (spread over a cluster's slots), each with PER_TOPIC subscribers
+//!   on the second node among sockets holding ten topics each; eight
+//!   publishing sockets on the first node at RATE events/s in all, round robin
+//!   over the topics; reports deliveries/s, p50/p99/max and what was lost.
 //! - `slow URL TENANT RATE SECONDS SUBSCRIBERS SLOW_PERCENT BYTES`: one node,
 //!   RATE events/s of about BYTES each to SUBSCRIBERS sockets, first all
 //!   reading, then (on a fresh topic) with SLOW_PERCENT of them not reading at
@@ -100,6 +105,10 @@ async fn main() {
                 n(7) as usize,
             )
             .await
+        }
+        "spread" => {
+            let n = |i: usize| arg(i).parse::<u64>().unwrap();
+            spread(&arg(1), &arg(2), arg(3).parse().unwrap(), n(4) as usize, n(5) as usize, n(6), n(7)).await
         }
         "slow" => {
             let n = |i: usize| arg(i).parse::<u64>().unwrap();
@@ -519,4 +528,75 @@ async fn slow(
             p99 as f64 / 1000.0
         );
     }
+}
+
+async fn spread(
+    pub_url: &str,
+    sub_url: &str,
+    tenant: TenantId,
+    topics: usize,
+    per_topic: usize,
+    rate: u64,
+    seconds: u64,
+) {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let names: Vec<String> = (0..topics).map(|i| format!("channel:spread-{run}-{i}")).collect();
+    let token = || user_token(tenant, UserId::new(), Role::Member);
+    // Sockets of ten topics each; topic i's subscribers are spread over them.
+    let slots: Vec<&String> = (0..per_topic).flat_map(|_| names.iter()).collect();
+    let mut subs = Vec::new();
+    for chunk in slots.chunks(10) {
+        let s = SioClient::connect(sub_url, &token()).await.unwrap();
+        for topic in chunk {
+            assert_eq!(s.emit_with_ack("subscribe", json!({ "topic": topic })).await["ok"], true);
+        }
+        subs.push(s);
+    }
+    let publishers = 8usize;
+    let mut pubs = Vec::new();
+    for p in 0..publishers {
+        let s = SioClient::connect(pub_url, &token()).await.unwrap();
+        for topic in names.iter().skip(p).step_by(publishers) {
+            assert_eq!(s.emit_with_ack("subscribe", json!({ "topic": topic })).await["ok"], true);
+        }
+        pubs.push(s);
+    }
+    let total = rate * seconds;
+    let collectors: Vec<_> = subs
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while let Some(e) = s.next_event("tick", Duration::from_secs(3)).await {
+                    lat.push(now_us().saturating_sub(e["data"]["t"].as_u64().unwrap_or(0)));
+                }
+                lat
+            })
+        })
+        .collect();
+    let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let start = tokio::time::Instant::now();
+    for i in 0..total {
+        tokio::time::sleep_until(start + interval * i as u32).await;
+        let topic = i as usize % topics;
+        // Topic t is published by publisher t % 8, which holds it.
+        pubs[topic % publishers]
+            .emit("publish", json!({ "topic": names[topic], "event": "tick", "data": { "t": now_us() } }));
+    }
+    let sent_in = start.elapsed().as_secs_f64();
+    let mut all = Vec::new();
+    for c in collectors {
+        all.extend(c.await.unwrap());
+    }
+    all.sort_unstable();
+    let expected = total as usize * per_topic;
+    println!(
+        "spread: {topics} topics x {per_topic} subscribers, {rate} publishes/s for {seconds} s (sent in {sent_in:.1} s): \
+         delivered {}/{expected} ({:.0} deliveries/s), p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        all.len(),
+        all.len() as f64 / sent_in,
+        percentile(&all, 0.50) as f64 / 1000.0,
+        percentile(&all, 0.99) as f64 / 1000.0,
+        all.last().copied().unwrap_or(0) as f64 / 1000.0,
+    );
 }

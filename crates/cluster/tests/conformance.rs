@@ -1,0 +1,311 @@
+//! One suite for every role of the cluster crate, run against each
+//! implementation: in process, on the Redis `REDIS_URL` names, and on the
+//! Redis Cluster `REDIS_CLUSTER_URL` names (`scripts/test` starts both). What
+//! each test checks is what the role's trait promises, whatever keeps it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+use switchboard_cluster::{
+    ClusterError, Dedupe, Delivery, HistoryConfig, LocalBus, LocalCounts, LocalMembership, LocalPresence,
+    LocalRateLimit, Membership, Nodes, PresenceStore, Quota, RateLimit, RateLimiter, ReadPage, Redis,
+    RedisBus, RedisCounts, RedisMembership, RedisPresence, RedisRateLimit, SharedCounts, Shares, TopicBus,
+    Topics, Tracked,
+};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    Local,
+    Redis,
+    Cluster,
+}
+
+async fn redis(target: Target) -> Option<Redis> {
+    let var = match target {
+        Target::Local => return None,
+        Target::Redis => "REDIS_URL",
+        Target::Cluster => "REDIS_CLUSTER_URL",
+    };
+    let url = std::env::var(var)
+        .unwrap_or_else(|_| panic!("{var} must be set: run the tests through scripts/test"));
+    Some(Redis::connect(&url, None, Duration::from_secs(3)).await.unwrap())
+}
+
+fn unique(what: &str) -> String {
+    format!("conf-{what}-{}", Uuid::new_v4().simple())
+}
+
+const ALL: ReadPage = ReadPage { count: 1_000, bytes: 1 << 20 };
+
+async fn topics(target: Target, history: HistoryConfig) -> (Topics, mpsc::Receiver<Delivery>) {
+    let (tx, rx) = mpsc::channel(1024);
+    let bus: Arc<dyn TopicBus> = match redis(target).await {
+        Some(r) => Arc::new(RedisBus::new(r, tx)),
+        None => Arc::new(LocalBus::new(tx)),
+    };
+    (Topics::with(bus, history), rx)
+}
+
+async fn membership(target: Target) -> Arc<dyn Membership> {
+    match redis(target).await {
+        Some(r) => Arc::new(RedisMembership::new(r)),
+        None => Arc::new(LocalMembership::default()),
+    }
+}
+
+/// Two nodes (instances) on one membership, both joined.
+async fn two_nodes(target: Target) -> (Nodes, Nodes) {
+    let backend = membership(target).await;
+    let (a, b) = (Nodes::with(backend.clone(), &unique("node-a")), Nodes::with(backend, &unique("node-b")));
+    a.join().await;
+    b.join().await;
+    a.join().await;
+    (a, b)
+}
+
+// Topic bus and history.
+
+async fn published_events_read_back_in_order_in_pages(target: Target) {
+    let (topics, _rx) = topics(target, HistoryConfig::default()).await;
+    let room = unique("room");
+    let start = topics.top(&room).await.unwrap();
+    let mut offsets = Vec::new();
+    for i in 0..5 {
+        offsets.push(topics.publish(&room, &format!("e{i}")).await.unwrap());
+    }
+    assert!(offsets.windows(2).all(|w| w[1].is_after(&w[0]) == Some(true)), "offsets increase");
+    assert_eq!(topics.top(&room).await.unwrap(), offsets[4]);
+    let all = topics.read(&room, &start, None, ALL).await.unwrap();
+    assert!(all.recovered && !all.more);
+    assert_eq!(all.events.iter().map(|e| &*e.payload).collect::<Vec<_>>(), ["e0", "e1", "e2", "e3", "e4"]);
+    assert_eq!(all.events.iter().map(|e| e.offset.clone()).collect::<Vec<_>>(), offsets);
+    let page = topics.read(&room, &start, None, ReadPage { count: 2, bytes: 1 << 20 }).await.unwrap();
+    assert!(page.recovered && page.more && page.events.len() == 2, "a page of two, more to come");
+    let upto = topics.read(&room, &offsets[0], Some(&offsets[2]), ALL).await.unwrap();
+    assert_eq!(upto.events.iter().map(|e| &*e.payload).collect::<Vec<_>>(), ["e1", "e2"]);
+    let after = topics.read(&room, &offsets[4], None, ALL).await.unwrap();
+    assert!(after.recovered && after.events.is_empty(), "nothing after the last");
+}
+
+async fn a_trimmed_history_says_it_cannot_recover(target: Target) {
+    let history = HistoryConfig { max_len: 3, ttl: Duration::from_secs(60) };
+    let (topics, _rx) = topics(target, history).await;
+    let room = unique("room");
+    let start = topics.top(&room).await.unwrap();
+    let mut offsets = Vec::new();
+    for i in 0..5 {
+        offsets.push(topics.publish(&room, &format!("e{i}")).await.unwrap());
+    }
+    assert!(!topics.read(&room, &start, None, ALL).await.unwrap().recovered, "two were trimmed");
+    let kept = topics.read(&room, &offsets[1], None, ALL).await.unwrap();
+    assert!(kept.recovered);
+    assert_eq!(kept.events.iter().map(|e| &*e.payload).collect::<Vec<_>>(), ["e2", "e3", "e4"]);
+    // An offset of another epoch (the topic's history was lost since).
+    let other = topics.top(&unique("room")).await.unwrap();
+    assert!(!topics.read(&room, &other, None, ALL).await.unwrap().recovered);
+}
+
+async fn a_dedupe_key_replays_its_batch_and_refuses_another(target: Target) {
+    let (topics, _rx) = topics(target, HistoryConfig::default()).await;
+    let room = unique("room");
+    let key = unique("key");
+    let dedupe = Dedupe { key: &key, fingerprint: "aa", replay_only: false };
+    let first = topics.publish_batch(&room, &["a", "b"], Some(dedupe)).await.unwrap();
+    assert!(!first.replayed && first.count == 2);
+    let again = topics.publish_batch(&room, &["a", "b"], Some(dedupe)).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!((again.first, again.last), (first.first.clone(), first.last.clone()));
+    let other = Dedupe { fingerprint: "bb", ..dedupe };
+    assert!(matches!(
+        topics.publish_batch(&room, &["c"], Some(other)).await,
+        Err(ClusterError::DedupeMismatch)
+    ));
+    let unseen = Dedupe { key: "never", fingerprint: "aa", replay_only: true };
+    assert!(matches!(
+        topics.publish_batch(&room, &["c"], Some(unseen)).await,
+        Err(ClusterError::DedupeUnseen)
+    ));
+    assert_eq!(topics.top(&room).await.unwrap(), first.last, "nothing else was published");
+}
+
+async fn a_subscribed_node_gets_live_events_and_an_unsubscribed_one_none(target: Target) {
+    let (topics, mut rx) = topics(target, HistoryConfig::default()).await;
+    let room = unique("room");
+    topics.subscribe(&room).await.unwrap();
+    let offset = topics.publish(&room, "live").await.unwrap();
+    let got = loop {
+        match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a live event") {
+            Some(Delivery::Event { room: r, event }) if *r == *room => break event,
+            _ => {}
+        }
+    };
+    assert_eq!((got.offset, &*got.payload), (offset, "live"));
+    topics.unsubscribe(&room).await.unwrap();
+    topics.publish(&room, "unheard").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(300);
+    while let Ok(Some(d)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        assert!(!matches!(d, Delivery::Event { room: r, .. } if *r == *room), "an event after unsubscribe");
+    }
+}
+
+// Presence.
+
+async fn presence_stores(target: Target) -> Arc<dyn PresenceStore> {
+    match redis(target).await {
+        Some(r) => Arc::new(RedisPresence::new(r)),
+        None => Arc::new(LocalPresence::default()),
+    }
+}
+
+async fn presence_tracks_replaces_caps_lists_and_untracks(target: Target) {
+    let (nodes, _) = two_nodes(target).await;
+    let presence = switchboard_cluster::Presence::with(presence_stores(target).await, nodes);
+    let room = unique("room");
+    assert_eq!(presence.track(&room, "c1", "one", 2).await.unwrap(), Tracked::Added);
+    assert_eq!(presence.track(&room, "c1", "one again", 2).await.unwrap(), Tracked::Replaced);
+    assert_eq!(presence.track(&room, "c2", "two", 2).await.unwrap(), Tracked::Added);
+    assert_eq!(presence.track(&room, "c3", "three", 2).await.unwrap(), Tracked::Full);
+    assert_eq!(
+        presence.track(&room, "c2", "two again", 2).await.unwrap(),
+        Tracked::Replaced,
+        "never refused"
+    );
+    let mut listed = presence.list(&room).await.unwrap();
+    listed.sort();
+    assert_eq!(listed, ["one again", "two again"]);
+    assert_eq!(presence.untrack(&room, "c1").await.unwrap().as_deref(), Some("one again"));
+    assert_eq!(presence.untrack(&room, "c1").await.unwrap(), None);
+    assert_eq!(presence.list(&room).await.unwrap(), ["two again"]);
+}
+
+async fn a_dead_instances_entries_are_hidden_then_reaped_once(target: Target) {
+    let (nodes, _) = two_nodes(target).await;
+    let store = presence_stores(target).await;
+    let presence = switchboard_cluster::Presence::with(store.clone(), nodes);
+    let room = unique("room");
+    // An instance that never beat (a node that died long ago) left an entry.
+    let ghost = unique("ghost");
+    store.put(&ghost, &room, &format!("{ghost}/c9"), "ghost's", 10).await.unwrap();
+    presence.track(&room, "c1", "mine", 10).await.unwrap();
+    assert_eq!(presence.list(&room).await.unwrap(), ["mine"], "a dead instance's entry is not listed");
+    let reaped = presence.reap_dead().await.unwrap();
+    assert!(reaped.contains(&(room.clone(), "ghost's".to_owned())), "{reaped:?}");
+    assert!(!presence.reap_dead().await.unwrap().iter().any(|(r, _)| *r == room), "reaped once");
+    assert_eq!(store.entries(&room).await.unwrap().len(), 1, "only the live entry is left");
+}
+
+// Shared counts.
+
+async fn counts(target: Target) -> Arc<dyn SharedCounts> {
+    match redis(target).await {
+        Some(r) => Arc::new(RedisCounts::new(r)),
+        None => Arc::new(LocalCounts::default()),
+    }
+}
+
+async fn a_count_admits_up_to_its_limit_across_instances(target: Target) {
+    let (a_nodes, b_nodes) = two_nodes(target).await;
+    let backend = counts(target).await;
+    let (a, b) = (Shares::with("conf", backend.clone(), a_nodes), Shares::with("conf", backend, b_nodes));
+    let tenant = Uuid::new_v4();
+    assert!(a.acquire(tenant, 3).await && a.acquire(tenant, 3).await);
+    assert!(b.acquire(tenant, 3).await, "the third, on the other instance");
+    assert!(!b.acquire(tenant, 3).await && !a.acquire(tenant, 3).await, "the limit holds on both");
+    a.release(tenant);
+    let mut again = false;
+    for _ in 0..50 {
+        if b.acquire(tenant, 3).await {
+            again = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again, "a release frees one for any instance");
+}
+
+// Rate limits.
+
+async fn rate_limit(target: Target) -> Arc<dyn RateLimit> {
+    match redis(target).await {
+        Some(r) => Arc::new(RedisRateLimit::new(r)),
+        None => Arc::new(LocalRateLimit::default()),
+    }
+}
+
+async fn a_budget_admits_its_burst_then_says_how_long_to_wait(target: Target) {
+    let (a_nodes, b_nodes) = two_nodes(target).await;
+    let backend = rate_limit(target).await;
+    let (a, b) =
+        (RateLimiter::with(Some(backend.clone()), a_nodes), RateLimiter::with(Some(backend), b_nodes));
+    let key = unique("rl");
+    let quota = Quota { per_second: 2, burst: 3 };
+    let first = [a.check(&key, quota).await, b.check(&key, quota).await, a.check(&key, quota).await];
+    assert!(first.iter().all(|d| d.allowed && d.limit == 3), "the burst, shared by both");
+    assert_eq!(first.map(|d| d.remaining), [2, 1, 0]);
+    let refused = b.check(&key, quota).await;
+    assert!(!refused.allowed);
+    assert!(
+        refused.retry_after > Duration::from_millis(300) && refused.retry_after <= Duration::from_millis(500)
+    );
+    let big = a.check_n(&unique("rl"), quota, 4).await;
+    assert!(!big.allowed, "more than the burst at once is never admitted");
+}
+
+// Membership.
+
+async fn instances_that_beat_see_each_other(target: Target) {
+    let (a, b) = two_nodes(target).await;
+    assert!(a.live_set().contains(b.instance()) && a.live_set().contains(a.instance()));
+    assert!(a.live_nodes() >= 2);
+    let asked = vec![b.instance().to_owned(), unique("never-beat")];
+    let alive = a.alive(&asked).await.unwrap();
+    assert!(alive.contains(b.instance()) && alive.len() == 1, "{alive:?}");
+}
+
+// The cache (one layer in process, two with Redis).
+
+async fn the_cache_loads_once_and_again_after_an_invalidation(target: Target) {
+    use switchboard_cluster::{Cache, Kind, Namespace};
+    let cache = Cache::new(redis(target).await, 100, Duration::from_secs(60), Duration::from_secs(60)).await;
+    let ns = Namespace::new(Uuid::new_v4(), Kind::Tenant);
+    let loads = std::sync::atomic::AtomicU32::new(0);
+    let load = |v: u32| {
+        let loads = &loads;
+        move || async move {
+            loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<u32, switchboard_cluster::cache::TypeMismatch>(v)
+        }
+    };
+    assert_eq!(cache.get_or_load(ns, "k", load(1)).await.unwrap(), 1);
+    assert_eq!(cache.get_or_load(ns, "k", load(2)).await.unwrap(), 1, "cached");
+    assert!(cache.invalidate(ns).await);
+    assert_eq!(cache.get_or_load(ns, "k", load(3)).await.unwrap(), 3, "loaded again");
+    assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+macro_rules! conformance {
+    ($($module:ident => $target:expr),* $(,)?) => {$(
+        mod $module {
+            use super::*;
+            #[tokio::test] async fn topics_read_back_in_order_in_pages() { published_events_read_back_in_order_in_pages($target).await }
+            #[tokio::test] async fn topics_say_when_history_was_trimmed() { a_trimmed_history_says_it_cannot_recover($target).await }
+            #[tokio::test] async fn topics_dedupe_batches() { a_dedupe_key_replays_its_batch_and_refuses_another($target).await }
+            #[tokio::test] async fn topics_deliver_live_while_subscribed() { a_subscribed_node_gets_live_events_and_an_unsubscribed_one_none($target).await }
+            #[tokio::test] async fn presence_tracks_and_caps() { presence_tracks_replaces_caps_lists_and_untracks($target).await }
+            #[tokio::test] async fn presence_reaps_the_dead_once() { a_dead_instances_entries_are_hidden_then_reaped_once($target).await }
+            #[tokio::test] async fn counts_hold_their_limit() { a_count_admits_up_to_its_limit_across_instances($target).await }
+            #[tokio::test] async fn rate_limits_admit_the_burst() { a_budget_admits_its_burst_then_says_how_long_to_wait($target).await }
+            #[tokio::test] async fn membership_sees_beats() { instances_that_beat_see_each_other($target).await }
+            #[tokio::test] async fn cache_loads_and_invalidates() { the_cache_loads_once_and_again_after_an_invalidation($target).await }
+        }
+    )*};
+}
+
+conformance! {
+    in_process => Target::Local,
+    one_redis => Target::Redis,
+    redis_cluster => Target::Cluster,
+}
