@@ -20,6 +20,9 @@ pub enum DbError {
     Invalid(String),
     #[error("{0}")]
     Config(String),
+    /// Postgres failed moments ago: refused without trying (the breaker is open).
+    #[error("the database is unavailable")]
+    Down,
     #[error(transparent)]
     Sqlx(#[from] sqlx::Error),
     #[error(transparent)]
@@ -35,6 +38,7 @@ impl DbError {
             DbError::Invalid(_) => ErrorKind::Validation,
             DbError::Forbidden(_) => ErrorKind::Forbidden,
             DbError::Config(_) | DbError::Migrate(_) => ErrorKind::Internal,
+            DbError::Down => ErrorKind::Unavailable,
             DbError::Sqlx(sqlx::Error::RowNotFound) => ErrorKind::NotFound,
             DbError::Sqlx(sqlx::Error::Database(db)) => match db.code().as_deref() {
                 Some("23505") => ErrorKind::Conflict,

@@ -10,6 +10,7 @@
 //! At start the pool's role is checked: a superuser, a role with BYPASSRLS, or one
 //! that owns tables would make the policies moot, so the node refuses to start.
 
+mod breaker;
 mod error;
 mod guard;
 mod migrate;
@@ -23,6 +24,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Row};
 use std::str::FromStr;
 use std::time::Duration;
+use switchboard_domain::ErrorKind;
 
 /// Pool size per node; Postgres sees `nodes × this` connections at most.
 const MAX_CONNECTIONS: u32 = 16;
@@ -31,6 +33,7 @@ const MAX_CONNECTIONS: u32 = 16;
 #[derive(Clone, Debug)]
 pub struct Database {
     pool: PgPool,
+    breaker: std::sync::Arc<breaker::Breaker>,
 }
 
 impl Database {
@@ -67,7 +70,7 @@ impl Database {
                     DbError::Sqlx(e)
                 }
             })?;
-        let db = Self { pool };
+        let db = Self { pool, breaker: Default::default() };
         db.check_role().await?;
         Ok(db)
     }
@@ -97,18 +100,31 @@ impl Database {
 
     /// Begins a transaction bound to one tenant (see [`TenantTx`]).
     pub async fn begin(&self, ctx: &TenantContext) -> Result<TenantTx, DbError> {
-        TenantTx::begin(&self.pool, ctx).await
+        self.guarded(TenantTx::begin(&self.pool, ctx)).await
     }
 
     /// Begins a transaction on the platform path (see [`PlatformTx`]).
     pub async fn begin_platform(&self) -> Result<PlatformTx, DbError> {
-        PlatformTx::begin(&self.pool).await
+        self.guarded(PlatformTx::begin(&self.pool)).await
     }
 
-    /// One round trip, for readiness.
+    /// Runs `begin` unless the breaker is open ([`breaker`]), and tells the
+    /// breaker what it found.
+    async fn guarded<T>(&self, begin: impl Future<Output = Result<T, DbError>>) -> Result<T, DbError> {
+        if !self.breaker.admit() {
+            return Err(DbError::Down);
+        }
+        let result = begin.await;
+        self.breaker.record(matches!(&result, Err(e) if e.kind() == ErrorKind::Unavailable));
+        result
+    }
+
+    /// One round trip, for readiness (never held back by the breaker, whose
+    /// state it updates).
     pub async fn ping(&self) -> Result<(), DbError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        let result = sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(DbError::from);
+        self.breaker.record(matches!(&result, Err(e) if e.kind() == ErrorKind::Unavailable));
+        result
     }
 
     /// Closes the pool, waiting for connections in use to come back.

@@ -446,6 +446,11 @@ async fn postgres_stopped_and_started_again_refuses_writes_with_retry_after_and_
     assert!((1..=30).contains(&retry), "Retry-After {retry}");
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    // The next ones do not wait for the pool: refused at once while it is down.
+    let again = Instant::now();
+    let (status, body) = a.send_json(Method::POST, "/api/v1/projects", &token, &project).await;
+    let took_again = again.elapsed();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     for node in [&a, &b] {
         assert_eq!(ready(node).await, StatusCode::SERVICE_UNAVAILABLE, "readiness while Postgres is down");
     }
@@ -477,7 +482,10 @@ async fn postgres_stopped_and_started_again_refuses_writes_with_retry_after_and_
         listener.next_event("tick", Duration::from_secs(5)).await.is_some(),
         "the same sockets still work"
     );
-    eprintln!("postgres down: a write answered 503 in {took:?}; writes resumed {recovery:?} after the start");
+    eprintln!(
+        "postgres down: the first write answered 503 in {took:?}, the next in {took_again:?}; \
+         writes resumed {recovery:?} after the start"
+    );
 }
 
 #[tokio::test]
