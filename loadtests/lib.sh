@@ -1,7 +1,8 @@
 # Shared by the realtime harnesses (source it): starts the services if needed,
 # builds the release `switchboard` and `sb-bench`, migrates, and gives
 # `start_two_nodes NAME [VAR=value ...]`, which serves two nodes on one Redis at
-# $A and $B (ports 18191 and 18192) and stops them by pid when the script exits,
+# $A and $B (ports 18191 and 18192, /metrics at $MA and $MB on 18201 and 18202)
+# and stops them by pid when the script exits,
 # and `call METHOD URL TOKEN BODY`. Tokens are signed with
 # switchboard-testkit's JWT_SECRET, the one sb-bench signs with; tenants are
 # created with $PLATFORM_KEY.
@@ -20,6 +21,8 @@ BENCH=./target/release/sb-bench
 RUST_LOG=warn $BIN migrate
 A=http://127.0.0.1:18191
 B=http://127.0.0.1:18192
+MA=http://127.0.0.1:18201/metrics
+MB=http://127.0.0.1:18202/metrics
 
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null || true' EXIT
@@ -28,7 +31,7 @@ start_two_nodes() {
   local name=$1
   shift
   for n in 1 2; do
-    env RUST_LOG=warn HOST=127.0.0.1 PORT=$((18190 + n)) NODE_ID="$name-$n" DRAIN_SECONDS=1 "$@" $BIN serve &
+    env RUST_LOG=warn HOST=127.0.0.1 PORT=$((18190 + n)) METRICS_ADDR=127.0.0.1:$((18200 + n)) NODE_ID="$name-$n" DRAIN_SECONDS=1 "$@" $BIN serve &
     pids+=($!)
   done
   for port in 18191 18192; do

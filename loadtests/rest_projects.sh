@@ -24,7 +24,7 @@ cargo build -q --release -p switchboard
 BIN=./target/release/switchboard
 RUST_LOG=warn $BIN migrate
 
-RUST_LOG=warn HOST=127.0.0.1 PORT=$PORT NODE_ID=load-1 $BIN serve &
+RUST_LOG=warn HOST=127.0.0.1 PORT=$PORT METRICS_ADDR=127.0.0.1:$((PORT + 10)) NODE_ID=load-1 $BIN serve &
 NODE=$!
 trap 'kill $NODE 2>/dev/null; wait $NODE 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/health/ready" >/dev/null && break; sleep 0.1; done
@@ -43,7 +43,7 @@ echo "GET /api/v1/projects (20 projects, page of 50) at $RATE req/s for ${SECOND
 hey -z "${SECONDS_}s" -c $WORKERS -q $((RATE / WORKERS)) -H "Authorization: Bearer $token" \
   "http://127.0.0.1:$PORT/api/v1/projects" | sed -n '/Summary/,/Latency distribution/p;/10%/,/99%/p;/Status code/,$p'
 
-curl -sf "http://127.0.0.1:$PORT/metrics" | python3 -c '
+curl -sf "http://127.0.0.1:$((PORT + 10))/metrics" | python3 -c '
 import sys
 m = {}
 for line in sys.stdin:

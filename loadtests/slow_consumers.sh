@@ -22,5 +22,5 @@ tenant=$(call POST "$A/api/v1/tenants" "$PLATFORM_KEY" '{"name":"slow","limits":
 for run in $(seq 1 "$RUNS"); do
   echo "run $run:"
   $BENCH slow "$A" "$tenant" "$RATE" "$SECONDS_" "$SUBS" "$SLOW" "$BYTES"
-  curl -s "$A/metrics" | grep '^switchboard_lagging' || true
+  curl -s "$MA" | grep '^switchboard_lagging' || true
 done

@@ -3,7 +3,8 @@ of the links in README.md and docs/.
 
 Run by scripts/check-deploy (with the tools virtualenv's Python, which has
 PyYAML) after the schema checks: what compose, HAProxy and Kubernetes must
-agree on for a drain to be graceful and a canary to be weighted. Prints one
+agree on for a drain to be graceful and a canary to be weighted, and that the
+alert rules and the dashboard ask for metrics the server exposes. Prints one
 line per failed check and exits 1 if there was any.
 
     python scripts/lib/deploy_checks.py ROOT
@@ -11,6 +12,7 @@ line per failed check and exits 1 if there was any.
 
 import fnmatch
 import hashlib
+import json
 import os
 import re
 import sys
@@ -243,6 +245,53 @@ for job in by_kind.get("Job", []):
 images = {i["name"] for i in kustomization.get("images", [])}
 for name, d in deployments.items():
     check(d["spec"]["template"]["spec"]["containers"][0]["image"] in images, f"k8s: kustomization.yaml sets {name}'s image")
+
+# --- Metrics, rules and the dashboard --------------------------------------------
+
+
+def exposed_metrics():
+    """The sample names the server exposes, read from where they are registered."""
+    names = set()
+    src = read("crates/telemetry/src/metrics.rs")
+    for name in re.findall(r'register_with_unit\(\s*"(\w+)"', src):
+        names |= {f"switchboard_{name}_seconds_{s}" for s in ("bucket", "sum", "count")}
+    for name in re.findall(r'r\.register\(\s*"(\w+)"', src):
+        names.add(f"switchboard_{name}_total")
+    src = read("crates/api/src/metrics.rs")
+    for name in re.findall(r'counter\(\s*&mut e,\s*"(\w+)"', src):
+        names.add(f"switchboard_{name}_total")
+    for name in re.findall(r'encode_descriptor\(\s*"(\w+)"', src):
+        names.add(f"switchboard_{name}_total")
+    for name in re.findall(r'gauge\(\s*&mut e,\s*"(\w+)"', src):
+        names.add(f"switchboard_{name}")
+    return names
+
+
+exposed = exposed_metrics()
+check(len(exposed) > 20, "metrics: the exposed names could be read from the sources")
+rules_text = read("deploy/prometheus/rules.yml")
+recorded = set(re.findall(r"record: (\S+)", rules_text))
+dashboard = json.loads(read("deploy/grafana/dashboards/switchboard.json"))
+exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+for where, text in [("deploy/prometheus/rules.yml", rules_text), ("the dashboard", "\n".join(exprs))]:
+    for name in sorted(set(re.findall(r"\b(switchboard_[a-z_]+)", text))):
+        check(name in exposed, f"{where}: {name} is a metric the server exposes")
+for name in sorted(set(re.findall(r"\b(switchboard:[a-z_0-9:]+)", "\n".join(exprs)))):
+    check(name in recorded, f"the dashboard: {name} is recorded in deploy/prometheus/rules.yml")
+uid = yaml.safe_load(read("deploy/grafana/provisioning/datasources/prometheus.yaml"))["datasources"][0]["uid"]
+for p in dashboard["panels"]:
+    for t in p.get("targets", []):
+        check(t["datasource"]["uid"] == uid, f"the dashboard: {p['title']} uses the provisioned data source")
+prom = yaml.safe_load(read("deploy/prometheus/prometheus.yml"))
+targets = {t for job in prom["scrape_configs"] if job["job_name"] == "switchboard"
+           for sc in job["static_configs"] for t in sc["targets"]}
+node_names = [n for n, svc in services.items() if "NODE_ID" in svc.get("environment", {})]
+metrics_port = services["node1"]["environment"].get("METRICS_ADDR", "").rpartition(":")[2]
+check(targets == {f"{n}:{metrics_port}" for n in node_names}, "compose: Prometheus scrapes every node's METRICS_ADDR")
+check(any(str(v).startswith("./prometheus:") for v in services.get("prometheus", {}).get("volumes", [])),
+      "compose: Prometheus mounts deploy/prometheus")
+check({"./grafana/provisioning:/etc/grafana/provisioning:ro", "./grafana/dashboards:/var/lib/grafana/dashboards:ro"}
+      <= set(services.get("grafana", {}).get("volumes", [])), "compose: Grafana mounts the provisioning and the dashboard")
 
 # --- Documentation links ---------------------------------------------------------
 

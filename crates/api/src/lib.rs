@@ -15,7 +15,7 @@ pub mod extract;
 pub mod health;
 mod me;
 mod messages;
-mod metrics;
+pub mod metrics;
 pub mod openapi;
 mod presence;
 mod projects;
@@ -96,10 +96,10 @@ pub fn router(state: AppState, cors_origins: &[String], socket_io: impl FnOnce(R
         .layer(middleware::from_fn_with_state(state.clone(), ratelimit::per_tenant));
     let http = Router::new()
         .merge(health::router())
-        .merge(metrics::router())
         .merge(openapi::router())
         .merge(admin::router())
         .nest("/api/v1", v1)
+        .route_layer(middleware::from_fn(request_id::mark_route))
         .fallback(error::not_found)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(extract::MAX_BODY_BYTES))
@@ -109,6 +109,11 @@ pub fn router(state: AppState, cors_origins: &[String], socket_io: impl FnOnce(R
         .layer(middleware::from_fn(request_id::stamp_error_bodies))
         .layer(tower::util::option_layer(cors(cors_origins)))
         .layer(middleware::from_fn_with_state(trusted, client_addr::stamp))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(30),
+        ))
+        .layer(middleware::from_fn(request_id::observe))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_id::make_span)
@@ -117,8 +122,4 @@ pub fn router(state: AppState, cors_origins: &[String], socket_io: impl FnOnce(R
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(30),
-        ))
 }

@@ -39,7 +39,8 @@ fn seconds_ceil(d: Duration) -> u64 {
 }
 
 /// A 429 with `Retry-After` (whole seconds, at least 1).
-pub(crate) fn too_many(retry_after: Duration) -> Response<Body> {
+pub(crate) fn too_many(limit: &'static str, retry_after: Duration) -> Response<Body> {
+    switchboard_telemetry::metrics().limited(limit);
     ApiError::new(ErrorKind::RateLimited, "too many requests; retry after the indicated time")
         .with_retry_after(retry_after)
         .into_response()
@@ -88,7 +89,9 @@ fn per_client(per_second: u64, burst: u32) -> PerClient {
         }
     });
     GovernorLayer::new(config).error_handler(|e| match e {
-        GovernorError::TooManyRequests { wait_time, .. } => too_many(Duration::from_secs(wait_time)),
+        GovernorError::TooManyRequests { wait_time, .. } => {
+            too_many("http_client", Duration::from_secs(wait_time))
+        }
         // No address (not served with connect info): nothing to key on.
         _ => ApiError::new(ErrorKind::Internal, "rate limiter could not identify the client").into_response(),
     })
@@ -156,7 +159,7 @@ fn refuse_session(state: &AppState, request: &Request) -> Option<Response<Body>>
     let wait =
         not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
     tracing::info!(client_ip = %client.0, "too many new sessions from one address");
-    Some(too_many(wait))
+    Some(too_many("new_sessions", wait))
 }
 
 fn set_headers(headers: &mut HeaderMap, d: &Decision) {
@@ -194,7 +197,7 @@ pub async fn per_tenant(State(state): State<AppState>, request: Request, next: N
         state.limiter.check(&format!("http:{tenant}:{class}"), Quota { per_second: rate, burst: rate }).await;
     if !decision.allowed {
         tracing::info!(tenant_id = %tenant, class, "rate limited");
-        let mut response = too_many(decision.retry_after);
+        let mut response = too_many("http_tenant", decision.retry_after);
         set_headers(response.headers_mut(), &decision);
         return response;
     }

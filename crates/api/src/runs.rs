@@ -607,7 +607,7 @@ pub(crate) async fn stream_deltas(
     }
     let tenant = member.ctx.tenant_id;
     if let Err(wait) = state.realtime.take_events(tenant, limits.events_per_second, count as u32).await {
-        return Ok(crate::ratelimit::too_many(wait));
+        return Ok(crate::ratelimit::too_many("tenant_events", wait));
     }
     if let Err(wait) = state.realtime.charge_history(tenant, &limits, bytes).await {
         return Err(crate::ratelimit::quota_exceeded(wait, "history"));

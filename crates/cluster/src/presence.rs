@@ -145,15 +145,24 @@ impl PresenceStore for RedisPresence {
         let _: () = pipe.sadd(index_key(instance), room).await?;
         let _: Vec<i64> = pipe.all().await?;
         let args = vec![field.to_owned(), entry.to_owned(), cap.to_string()];
-        let stored: i64 = self.track.evalsha_with_reload(client, vec![hash_key(room)], args).await?;
+        let stored: i64 = crate::redis::timed(
+            "presence_track",
+            self.track.evalsha_with_reload(client, vec![hash_key(room)], args),
+        )
+        .await?;
         Ok((stored != 0).then_some(stored == 2))
     }
 
     async fn remove(&self, room: &str, field: &str) -> Result<Option<String>, ClusterError> {
-        let removed: Option<String> = self
-            .untrack
-            .evalsha_with_reload(self.redis.client(), vec![hash_key(room)], vec![field.to_owned()])
-            .await?;
+        let removed: Option<String> = crate::redis::timed(
+            "presence_untrack",
+            self.untrack.evalsha_with_reload(
+                self.redis.client(),
+                vec![hash_key(room)],
+                vec![field.to_owned()],
+            ),
+        )
+        .await?;
         Ok(removed)
     }
 
@@ -177,10 +186,11 @@ impl PresenceStore for RedisPresence {
         let rooms: Vec<String> = client.srandmember(index.as_str(), Some(batch as usize)).await?;
         let mut out = Vec::new();
         for room in &rooms {
-            let gone: Vec<String> = self
-                .reap
-                .evalsha_with_reload(client, vec![hash_key(room)], vec![instance.to_owned()])
-                .await?;
+            let gone: Vec<String> = crate::redis::timed(
+                "presence_reap",
+                self.reap.evalsha_with_reload(client, vec![hash_key(room)], vec![instance.to_owned()]),
+            )
+            .await?;
             out.extend(gone.into_iter().map(|entry| (room.clone(), entry)));
         }
         if !rooms.is_empty() {

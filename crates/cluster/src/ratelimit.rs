@@ -128,7 +128,10 @@ impl RateLimit for RedisRateLimit {
     ) -> Result<(bool, u64, u64), ClusterError> {
         let client = self.redis.live().ok_or(ClusterError::Down)?;
         let args = vec![interval as i64, tolerance as i64, cost as i64];
-        let call = self.script.evalsha_with_reload::<Vec<i64>, _, _>(client, format!("sb:rl:{key}"), args);
+        let call = crate::redis::timed(
+            "rate_limit",
+            self.script.evalsha_with_reload::<Vec<i64>, _, _>(client, format!("sb:rl:{key}"), args),
+        );
         match tokio::time::timeout(REDIS_TIMEOUT, call).await {
             Ok(Ok(v)) if v.len() == 3 => Ok((v[0] == 1, v[1].max(0) as u64, v[2].max(0) as u64)),
             Ok(Ok(v)) => Err(ClusterError::Unexpected(format!("rate limit answer {v:?}"))),

@@ -243,3 +243,28 @@ impl Redis {
         }
     }
 }
+
+/// Runs one Redis call named `call` (a script's or a command's name, a fixed
+/// word): its duration and outcome go to the metrics and, when traces are on,
+/// it is a client span of its own.
+pub(crate) async fn timed<T, E>(
+    call: &'static str,
+    f: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    use tracing::Instrument;
+    let started = std::time::Instant::now();
+    let result = if switchboard_telemetry::trace::in_trace() {
+        let span = tracing::info_span!(
+            "redis",
+            "otel.name" = call,
+            "otel.kind" = "client",
+            "db.system.name" = "redis",
+            "db.operation.name" = call,
+        );
+        f.instrument(span).await
+    } else {
+        f.await
+    };
+    switchboard_telemetry::metrics().redis(call, result.is_ok(), started.elapsed());
+    result
+}

@@ -107,7 +107,10 @@ impl SharedCounts for RedisCounts {
     async fn acquire(&self, key: &str, instance: &str, max: u32) -> Result<bool, ClusterError> {
         let client = self.redis.live().ok_or(ClusterError::Down)?;
         let args = vec![instance.to_owned(), max.to_string(), NODE_EXPIRY.as_secs().to_string()];
-        let call = self.acquire.evalsha_with_reload::<i64, _, _>(client, vec![key.to_owned()], args);
+        let call = crate::redis::timed(
+            "share_acquire",
+            self.acquire.evalsha_with_reload::<i64, _, _>(client, vec![key.to_owned()], args),
+        );
         match tokio::time::timeout(Duration::from_millis(500), call).await {
             Ok(admitted) => Ok(admitted? == 1),
             Err(_) => Err(ClusterError::Timeout),
@@ -116,15 +119,22 @@ impl SharedCounts for RedisCounts {
 
     async fn release(&self, key: &str, instance: &str) -> Result<(), ClusterError> {
         let client = self.redis.live().ok_or(ClusterError::Down)?;
-        let _: i64 =
-            self.release.evalsha_with_reload(client, vec![key.to_owned()], vec![instance.to_owned()]).await?;
+        let _: i64 = crate::redis::timed(
+            "share_release",
+            self.release.evalsha_with_reload(client, vec![key.to_owned()], vec![instance.to_owned()]),
+        )
+        .await?;
         Ok(())
     }
 
     async fn set(&self, key: &str, instance: &str, count: u32) -> Result<(), ClusterError> {
         let client = self.redis.live().ok_or(ClusterError::Down)?;
         let args = vec![instance.to_owned(), count.to_string()];
-        let _: i64 = self.set.evalsha_with_reload(client, vec![key.to_owned()], args).await?;
+        let _: i64 = crate::redis::timed(
+            "share_set",
+            self.set.evalsha_with_reload(client, vec![key.to_owned()], args),
+        )
+        .await?;
         Ok(())
     }
 }

@@ -499,8 +499,11 @@ impl TopicBus for RedisBus {
         if let Some(d) = dedupe {
             keys.push(dedupe_key(room, d.key));
         }
-        let (status, answer): (i64, String) =
-            self.publish.evalsha_with_reload(self.redis.client(), keys, args).await?;
+        let (status, answer): (i64, String) = crate::redis::timed(
+            "topic_publish",
+            self.publish.evalsha_with_reload(self.redis.client(), keys, args),
+        )
+        .await?;
         match status {
             2 => return Err(ClusterError::DedupeMismatch),
             3 => return Err(ClusterError::DedupeUnseen),
@@ -525,7 +528,11 @@ impl TopicBus for RedisBus {
 
     async fn top(&self, room: &str, history: HistoryConfig) -> Result<Offset, ClusterError> {
         let args = vec![fresh_epoch(), ttl_ms(history).to_string()];
-        let off: String = self.top.evalsha_with_reload(self.redis.client(), history_keys(room), args).await?;
+        let off: String = crate::redis::timed(
+            "topic_top",
+            self.top.evalsha_with_reload(self.redis.client(), history_keys(room), args),
+        )
+        .await?;
         Offset::parse(&off).ok_or_else(|| ClusterError::Unexpected(format!("offset {off}")))
     }
 
@@ -545,8 +552,11 @@ impl TopicBus for RedisBus {
             page.count.to_string(),
             page.bytes.to_string(),
         ];
-        let raw: Vec<Value> =
-            self.read.evalsha_with_reload(self.redis.client(), history_keys(room), args).await?;
+        let raw: Vec<Value> = crate::redis::timed(
+            "topic_read",
+            self.read.evalsha_with_reload(self.redis.client(), history_keys(room), args),
+        )
+        .await?;
         let status = raw.first().and_then(Value::as_i64).unwrap_or(0);
         let mut events = Vec::with_capacity(raw.len() / 2);
         for pair in raw.get(1..).unwrap_or_default().chunks(2) {

@@ -32,10 +32,52 @@ impl TenantContext {
     }
 }
 
+/// How long a transaction lasted and how it ended, for the metrics; with
+/// traces on, the transaction's span (closed with it).
+struct TxTimer {
+    kind: &'static str,
+    started: std::time::Instant,
+    outcome: &'static str,
+    span: tracing::Span,
+}
+
+impl TxTimer {
+    fn start(kind: &'static str, tenant: Option<TenantId>) -> Self {
+        let span = if switchboard_telemetry::trace::in_trace() {
+            let tenant = tenant.map(|t| t.to_string()).unwrap_or_default();
+            tracing::info_span!(
+                "db.transaction",
+                "otel.kind" = "client",
+                kind,
+                "db.system.name" = "postgresql",
+                "db.operation.name" = "transaction",
+                tenant_id = %tenant,
+                outcome = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        // Dropped without commit: the transaction rolls back.
+        Self { kind, started: std::time::Instant::now(), outcome: "rollback", span }
+    }
+
+    fn ended(&mut self, committed: bool) {
+        self.outcome = if committed { "commit" } else { "error" };
+    }
+}
+
+impl Drop for TxTimer {
+    fn drop(&mut self) {
+        self.span.record("outcome", self.outcome);
+        switchboard_telemetry::metrics().transaction(self.kind, self.outcome, self.started.elapsed());
+    }
+}
+
 /// A transaction in which every statement is bound to one tenant by RLS.
 pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
     ctx: TenantContext,
+    timer: TxTimer,
 }
 
 impl std::fmt::Debug for TenantTx {
@@ -56,8 +98,15 @@ impl TenantTx {
             ctx.tenant_id,
             ctx.role.as_str()
         );
-        let tx = pool.begin_with(begin).await?;
-        Ok(Self { tx, ctx: *ctx })
+        let mut timer = TxTimer::start("tenant", Some(ctx.tenant_id));
+        let tx = match pool.begin_with(begin).await {
+            Ok(tx) => tx,
+            Err(e) => {
+                timer.ended(false);
+                return Err(e.into());
+            }
+        };
+        Ok(Self { tx, ctx: *ctx, timer })
     }
 
     pub fn context(&self) -> &TenantContext {
@@ -75,8 +124,10 @@ impl TenantTx {
     }
 
     pub async fn commit(self) -> Result<(), DbError> {
-        self.tx.commit().await?;
-        Ok(())
+        let Self { tx, mut timer, .. } = self;
+        let result = tx.commit().await;
+        timer.ended(result.is_ok());
+        Ok(result?)
     }
 
     pub async fn rollback(self) -> Result<(), DbError> {
@@ -90,6 +141,7 @@ impl TenantTx {
 /// what their platform policies allow (API keys, for lookup).
 pub struct PlatformTx {
     tx: Transaction<'static, Postgres>,
+    timer: TxTimer,
 }
 
 impl std::fmt::Debug for PlatformTx {
@@ -100,8 +152,15 @@ impl std::fmt::Debug for PlatformTx {
 
 impl PlatformTx {
     pub(crate) async fn begin(pool: &PgPool) -> Result<Self, DbError> {
-        let tx = pool.begin_with("BEGIN; SELECT set_config('app.platform', 'on', true)").await?;
-        Ok(Self { tx })
+        let mut timer = TxTimer::start("platform", None);
+        let tx = match pool.begin_with("BEGIN; SELECT set_config('app.platform', 'on', true)").await {
+            Ok(tx) => tx,
+            Err(e) => {
+                timer.ended(false);
+                return Err(e.into());
+            }
+        };
+        Ok(Self { tx, timer })
     }
 
     pub fn conn(&mut self) -> &mut PgConnection {
@@ -119,7 +178,9 @@ impl PlatformTx {
     }
 
     pub async fn commit(self) -> Result<(), DbError> {
-        self.tx.commit().await?;
-        Ok(())
+        let Self { tx, mut timer } = self;
+        let result = tx.commit().await;
+        timer.ended(result.is_ok());
+        Ok(result?)
     }
 }

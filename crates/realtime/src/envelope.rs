@@ -1,5 +1,6 @@
 //! The two shapes of a topic event: as stored in history and carried by the bus
-//! (event name, topic, data, sender, excluded socket), and as a client receives
+//! (event name, topic, data, sender, excluded socket, when it was published and
+//! the publish's trace context), and as a client receives
 //! it (`{ topic, offset, data, from? }`, docs/socketio.md). The stored form keeps
 //! `data` as raw JSON, so a delivery re-encodes nothing but the envelope.
 
@@ -26,6 +27,11 @@ struct StoredOut<'a> {
     f: Option<&'a From>,
     #[serde(skip_serializing_if = "Option::is_none")]
     x: Option<&'a str>,
+    /// When the publishing node accepted it, in microseconds since the epoch.
+    s: u64,
+    /// The publish's W3C `traceparent`, when it was traced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p: Option<String>,
 }
 
 /// A stored event, borrowed from its payload.
@@ -41,6 +47,10 @@ pub(crate) struct Stored<'a> {
     pub f: Option<&'a RawValue>,
     #[serde(borrow, default)]
     pub x: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub s: u64,
+    #[serde(borrow, default)]
+    pub p: Option<Cow<'a, str>>,
 }
 
 /// What a client receives.
@@ -60,7 +70,9 @@ pub(crate) fn stored(
     from: Option<&From>,
     except: Option<&str>,
 ) -> Result<String, ErrorKind> {
-    serde_json::to_string(&StoredOut { e: event, t: topic, d: data, f: from, x: except })
+    let s = switchboard_telemetry::unix_micros();
+    let p = switchboard_telemetry::trace::current_traceparent();
+    serde_json::to_string(&StoredOut { e: event, t: topic, d: data, f: from, x: except, s, p })
         .map_err(|_| ErrorKind::Internal)
 }
 

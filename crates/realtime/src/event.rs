@@ -75,8 +75,43 @@ impl FromMessageParts<LocalAdapter> for Ack {
 /// How long an answer waits for room in the socket's queue.
 const ACK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Answers an event through its ack (a no-op when the client sent none).
-pub(crate) async fn reply(ack: Ack, result: Result<Value, EventError>) {
+/// Runs a handler's work; with traces on, as a span named after the event,
+/// with the tenant and, when refused, the code.
+pub(crate) async fn traced(
+    event: &'static str,
+    session: &Session,
+    work: impl std::future::Future<Output = Result<Value, EventError>>,
+) -> Result<Value, EventError> {
+    use tracing::Instrument;
+    if !switchboard_telemetry::trace::enabled() {
+        return work.await;
+    }
+    let span = tracing::info_span!(
+        "event",
+        "otel.name" = event,
+        "otel.kind" = "server",
+        event,
+        tenant_id = %session.tenant,
+        code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    switchboard_telemetry::trace::stamp_ids(&span);
+    let result = work.instrument(span.clone()).await;
+    if let Err(e) = &result {
+        span.record("code", e.code);
+    }
+    result
+}
+
+/// Answers an event through its ack (a no-op when the client sent none),
+/// and counts it by name, and its refusal by code.
+pub(crate) async fn reply(ack: Ack, event: &'static str, result: Result<Value, EventError>) {
+    let metrics = switchboard_telemetry::metrics();
+    metrics.event_in(event);
+    if let Err(e) = &result {
+        metrics.refused("event", e.code);
+    }
     if ack.id.is_none() {
         return;
     }
@@ -122,17 +157,19 @@ pub(crate) async fn admit(rt: &Realtime, s: &SocketRef, session: &Session) -> Re
     let per_socket = rt.inner.config.socket_events_per_second.min(info.limits.events_per_second);
     let outcome = lock(&session.bucket).take(Instant::now(), per_socket);
     if let Err(refused) = outcome {
+        switchboard_telemetry::metrics().limited("socket_events");
         if refused.abusive {
             tracing::warn!(sid = %s.id, tenant_id = %session.tenant, "socket kept sending while rate limited; disconnecting");
             let _ = s.clone().disconnect();
         }
         return Err(EventError::rate_limited(refused.retry_after));
     }
-    rt.inner
-        .budgets
-        .take(&rt.inner.limiter, session.tenant, info.limits.events_per_second)
-        .await
-        .map_err(EventError::rate_limited)?;
+    rt.inner.budgets.take(&rt.inner.limiter, session.tenant, info.limits.events_per_second).await.map_err(
+        |wait| {
+            switchboard_telemetry::metrics().limited("tenant_events");
+            EventError::rate_limited(wait)
+        },
+    )?;
     Ok(info.limits)
 }
 

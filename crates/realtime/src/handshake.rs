@@ -9,7 +9,7 @@
 //! fresh token of the same tenant and user.
 
 use crate::codes::{EventError, Refusal};
-use crate::event::{Ack, Ev, payload, reply};
+use crate::event::{Ack, Ev, payload, reply, traced};
 use crate::{Realtime, Session, messages, presence, subscribe};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -35,8 +35,37 @@ pub async fn guard(
     State(rt): State<Realtime>,
     TryData(auth): TryData<Value>,
 ) -> Result<(), Refusal> {
-    let outcome = admit(&s, &rt, auth).await;
+    let started = std::time::Instant::now();
+    let outcome = if switchboard_telemetry::trace::enabled() {
+        use tracing::Instrument;
+        let span = tracing::info_span!(
+            "handshake",
+            "otel.kind" = "server",
+            transport = ?s.transport_type(),
+            tenant_id = tracing::field::Empty,
+            code = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        let traceparent = auth.as_ref().ok().and_then(|a| a.get("traceparent")).and_then(Value::as_str);
+        let tracestate = auth.as_ref().ok().and_then(|a| a.get("tracestate")).and_then(Value::as_str);
+        switchboard_telemetry::trace::set_parent(&span, traceparent, tracestate);
+        switchboard_telemetry::trace::stamp_ids(&span);
+        let outcome = admit(&s, &rt, auth).instrument(span.clone()).await;
+        if let Err(r) = &outcome {
+            span.record("code", r.code);
+        }
+        outcome
+    } else {
+        admit(&s, &rt, auth).await
+    };
     rt.inner.handshakes.record(outcome.as_ref().err().map(|r| r.code));
+    let class = match &outcome {
+        Ok(()) => "accepted",
+        Err(r) if matches!(r.kind, ErrorKind::Unavailable | ErrorKind::Internal) => "failed",
+        Err(_) => "refused",
+    };
+    switchboard_telemetry::metrics().handshake(class, started.elapsed());
     outcome
 }
 
@@ -94,6 +123,9 @@ async fn admit(
             "this token names no tenant; connect with a tenant user's token",
         ));
     };
+    if switchboard_telemetry::trace::enabled() {
+        tracing::Span::current().record("tenant_id", tracing::field::display(tenant_id));
+    }
     let info = match inner.directory.tenant(tenant_id).await {
         Ok(Some(info)) => info,
         Ok(None) => return Err(Refusal::new(ErrorKind::Forbidden, "tenant_unknown", "no such tenant")),
@@ -155,7 +187,7 @@ struct RefreshReq {
 /// the socket open past the old token's expiry; its role applies from now on.
 /// Answers `{ ok, expires_at }` (seconds since the epoch).
 async fn refresh(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: Ack) {
-    let result = async {
+    let result = traced("auth:refresh", &session, async {
         crate::event::admit(&rt, &s, &session).await?;
         let req: RefreshReq = payload(data)?;
         let (principal, expires_at) = rt
@@ -185,9 +217,9 @@ async fn refresh(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: 
                 "a refreshed token must be for the same tenant and user; reconnect to switch",
             )),
         }
-    }
+    })
     .await;
-    reply(ack, result).await;
+    reply(ack, "auth:refresh", result).await;
 }
 
 /// After a role change: the topics the socket may no longer see are left (as

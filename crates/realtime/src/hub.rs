@@ -31,6 +31,7 @@ use switchboard_cluster::{Delivery, Offset, Quota, ReadPage, TopicEvent};
 use switchboard_domain::{ErrorKind, TenantId, UserId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Events a resync reads per topic at most; beyond, the gap is reported.
 const RESYNC_LIMIT: u32 = 10_000;
@@ -388,10 +389,34 @@ fn emit_to_socket(socket: &SocketRef, event: &TopicEvent) -> Emitted {
 /// detaches the sockets whose queue was too full to take it
 /// ([`lagging`](crate::lagging)). `before` is the room's last delivered
 /// event before this one.
-async fn emit_to_room(inner: &Arc<Inner>, io: &SocketIo, room: &str, event: &TopicEvent, before: &Offset) {
+async fn emit_to_room(
+    inner: &Arc<Inner>,
+    io: &SocketIo,
+    room: &str,
+    members: usize,
+    event: &TopicEvent,
+    before: &Offset,
+) {
     let Some(stored) = envelope::parse(&event.payload) else {
         tracing::error!(room, "unreadable event in history");
         return;
+    };
+    // With traces on, the delivery is a span of its own, a child of the
+    // publish that put the event on the bus (on whichever node that was).
+    let span = if switchboard_telemetry::trace::enabled() && stored.p.is_some() {
+        let span = tracing::info_span!(
+            "deliver",
+            "otel.kind" = "consumer",
+            event = %stored.e,
+            subscribers = members,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        switchboard_telemetry::trace::set_parent(&span, stored.p.as_deref(), None);
+        switchboard_telemetry::trace::stamp_ids(&span);
+        span
+    } else {
+        tracing::Span::none()
     };
     let env = Envelope { topic: &stored.t, offset: event.offset.to_string(), data: stored.d, from: stored.f };
     let sender = stored
@@ -399,15 +424,29 @@ async fn emit_to_room(inner: &Arc<Inner>, io: &SocketIo, room: &str, event: &Top
         .as_deref()
         .and_then(|x| socketioxide::socket::Sid::from_str(x).ok())
         .and_then(|sid| io.get_socket(sid));
-    let result = match sender {
-        Some(sender) => sender.to(room.to_owned()).emit(&*stored.e, &env).await,
-        None => io.to(room.to_owned()).emit(&*stored.e, &env).await,
-    };
+    let others = members.saturating_sub(usize::from(sender.is_some()));
+    let result = async {
+        match sender {
+            Some(sender) => sender.to(room.to_owned()).emit(&*stored.e, &env).await,
+            None => io.to(room.to_owned()).emit(&*stored.e, &env).await,
+        }
+    }
+    .instrument(span)
+    .await;
+    let metrics = switchboard_telemetry::metrics();
+    if stored.s > 0 {
+        let took = switchboard_telemetry::unix_micros().saturating_sub(stored.s);
+        metrics.publish_to_write.observe(took as f64 / 1e6);
+    }
     match result {
-        Ok(()) => {}
+        Ok(()) => {
+            metrics.events_out.inc_by(others as u64);
+        }
         Err(socketioxide::BroadcastError::Socket(errors)) => {
             let full =
                 errors.iter().filter(|e| matches!(e, socketioxide::SocketError::InternalChannelFull)).count();
+            metrics.events_out.inc_by(others.saturating_sub(errors.len()) as u64);
+            metrics.dropped.inc_by(full as u64);
             if full > 0 {
                 for s in io.to(room.to_owned()).sockets() {
                     if s.take_missed() > 0 {
@@ -418,6 +457,11 @@ async fn emit_to_room(inner: &Arc<Inner>, io: &SocketIo, room: &str, event: &Top
         }
         Err(e) => tracing::warn!(error = %e, room, "delivery failed"),
     }
+}
+
+/// Local subscribers of a topic.
+fn members(topic: &LocalTopic) -> usize {
+    topic.members.load(Ordering::Relaxed)
 }
 
 /// Detaches every socket of `room`: events after `before` are lost to them.
@@ -490,7 +534,7 @@ pub(crate) async fn dispatch(inner: Weak<Inner>, io: SocketIo, mut deliveries: m
                 let Some(current) = cursor.as_ref() else { continue };
                 match event.offset.is_after(current) {
                     Some(false) => continue, // already delivered (or replayed) up to the cursor
-                    Some(true) => emit_to_room(&inner, &io, &room, &event, current).await,
+                    Some(true) => emit_to_room(&inner, &io, &room, members(&topic), &event, current).await,
                     None => {
                         // A new epoch: the topic's history was lost. Events
                         // after the cursor may have gone with it, unless the
@@ -501,7 +545,7 @@ pub(crate) async fn dispatch(inner: Weak<Inner>, io: SocketIo, mut deliveries: m
                             tracing::warn!(room = %room, "topic history lost; its subscribers are told");
                             detach_room(&inner, &io, &room, current);
                         } else {
-                            emit_to_room(&inner, &io, &room, &event, current).await;
+                            emit_to_room(&inner, &io, &room, members(&topic), &event, current).await;
                         }
                     }
                 }
@@ -535,7 +579,7 @@ async fn resync(inner: &Arc<Inner>, io: &SocketIo) {
                     Ok(page) if page.recovered && read + page.events.len() as u32 <= RESYNC_LIMIT => {
                         read += page.events.len() as u32;
                         for event in page.events {
-                            emit_to_room(inner, io, &room, &event, &current).await;
+                            emit_to_room(inner, io, &room, members(&topic), &event, &current).await;
                             current = event.offset;
                         }
                         *cursor = Some(current.clone());

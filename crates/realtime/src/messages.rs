@@ -10,7 +10,7 @@
 //! REST).
 
 use crate::codes::EventError;
-use crate::event::{Ack, Ev, admit, payload, reply};
+use crate::event::{Ack, Ev, admit, payload, reply, traced};
 use crate::{From, Realtime};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -148,7 +148,7 @@ struct SendReq {
 }
 
 pub(crate) async fn send(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: Ack) {
-    let result = async {
+    let result = traced("message:send", &session, async {
         let limits = admit(&rt, &s, &session).await?;
         let req: SendReq = payload(data)?;
         let chars = req.content.chars().count();
@@ -200,7 +200,7 @@ pub(crate) async fn send(Ev { s, rt, session }: Ev, TryData(data): TryData<Value
                 Err(EventError::new(kind, e.public_message()))
             }
         }
-    }
+    })
     .await;
-    reply(ack, result).await;
+    reply(ack, "message:send", result).await;
 }

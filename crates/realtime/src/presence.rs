@@ -8,7 +8,7 @@
 //! refused with `quota_exceeded`.
 
 use crate::codes::EventError;
-use crate::event::{Ack, Ev, TopicReq, admit, joined_room, payload, reply, sized, topic};
+use crate::event::{Ack, Ev, TopicReq, admit, joined_room, payload, reply, sized, topic, traced};
 use crate::session::Ops;
 use crate::{From, Inner, Realtime, Session};
 use serde::Deserialize;
@@ -47,7 +47,7 @@ async fn announce(inner: &Inner, room: &str, event: &str, entry: &str) {
 }
 
 pub(crate) async fn track(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: Ack) {
-    let result = async {
+    let result = traced("presence:track", &session, async {
         let limits = admit(&rt, &s, &session).await?;
         let req: TrackReq = payload(data)?;
         let topic = topic(&req.topic)?;
@@ -92,13 +92,13 @@ pub(crate) async fn track(Ev { s, rt, session }: Ev, TryData(data): TryData<Valu
         }
         announce(&rt.inner, &room, "presence:join", &entry).await;
         Ok(json!({ "ok": true, "topic": topic.to_string() }))
-    }
+    })
     .await;
-    reply(ack, result).await;
+    reply(ack, "presence:track", result).await;
 }
 
 pub(crate) async fn list_event(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: Ack) {
-    let result = async {
+    let result = traced("presence:list", &session, async {
         admit(&rt, &s, &session).await?;
         let req: TopicReq = payload(data)?;
         let topic = topic(&req.topic)?;
@@ -106,9 +106,9 @@ pub(crate) async fn list_event(Ev { s, rt, session }: Ev, TryData(data): TryData
         let entries =
             list(&rt.inner, &room).await.map_err(|k| EventError::new(k, "presence is unavailable"))?;
         Ok(json!({ "ok": true, "topic": topic.to_string(), "entries": entries }))
-    }
+    })
     .await;
-    reply(ack, result).await;
+    reply(ack, "presence:list", result).await;
 }
 
 /// The live entries on `room`, from every node.

@@ -1,7 +1,7 @@
 //! `subscribe`, `unsubscribe` and `publish`.
 
 use crate::codes::EventError;
-use crate::event::{Ack, Ev, TopicReq, admit, joined_room, payload, reply, sized, topic};
+use crate::event::{Ack, Ev, TopicReq, admit, joined_room, payload, reply, sized, topic, traced};
 use crate::hub::Payer;
 use crate::session::Ops;
 use crate::{From, Realtime, Session};
@@ -30,8 +30,8 @@ struct PublishReq {
 }
 
 pub(crate) async fn subscribe(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: Ack) {
-    let result = subscribe_inner(&rt, &s, &session, data).await;
-    reply(ack, result).await;
+    let result = traced("subscribe", &session, subscribe_inner(&rt, &s, &session, data)).await;
+    reply(ack, "subscribe", result).await;
 }
 
 fn gone() -> EventError {
@@ -82,13 +82,14 @@ async fn subscribe_inner(
     ops.topics().rooms.push(room.into_boxed_str());
     let mut ack = json!({ "ok": true, "topic": topic.to_string(), "offset": joined.offset.to_string() });
     if let Some(recovered) = joined.recovered {
+        switchboard_telemetry::metrics().recovery(recovered);
         ack["recovered"] = json!(recovered);
     }
     Ok(ack)
 }
 
 pub(crate) async fn unsubscribe(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: Ack) {
-    let result = async {
+    let result = traced("unsubscribe", &session, async {
         admit(&rt, &s, &session).await?;
         let req: TopicReq = payload(data)?;
         let topic = topic(&req.topic)?;
@@ -98,9 +99,9 @@ pub(crate) async fn unsubscribe(Ev { s, rt, session }: Ev, TryData(data): TryDat
             return Err(EventError::not_subscribed(&topic.to_string()));
         }
         Ok(json!({ "ok": true, "topic": topic.to_string() }))
-    }
+    })
     .await;
-    reply(ack, result).await;
+    reply(ack, "unsubscribe", result).await;
 }
 
 /// Takes `room` off the socket: out of its topics, its Socket.IO room, the
@@ -146,7 +147,7 @@ fn valid_event_name(event: &str) -> bool {
 }
 
 pub(crate) async fn publish(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: Ack) {
-    let result = async {
+    let result = traced("publish", &session, async {
         let limits = admit(&rt, &s, &session).await?;
         let req: PublishReq = payload(data)?;
         let topic = topic(&req.topic)?;
@@ -164,9 +165,9 @@ pub(crate) async fn publish(Ev { s, rt, session }: Ev, TryData(data): TryData<Va
             .await
             .map_err(|kind| EventError::new(kind, "the event could not be published; try again"))?;
         Ok(json!({ "ok": true, "topic": topic.to_string(), "offset": offset.to_string() }))
-    }
+    })
     .await;
-    reply(ack, result).await;
+    reply(ack, "publish", result).await;
 }
 
 #[cfg(test)]

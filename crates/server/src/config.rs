@@ -11,6 +11,8 @@ use std::net::IpAddr;
 pub struct Config {
     pub host: IpAddr,
     pub port: u16,
+    /// `METRICS_ADDR`: where `/metrics` is served, apart from the public port.
+    pub metrics_addr: std::net::SocketAddr,
     pub database_url: SecretString,
     pub redis_url: Option<SecretString>,
     /// `REDIS_CA_CERT`: PEM certificates a `rediss://` server must chain to.
@@ -40,6 +42,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("metrics_addr", &self.metrics_addr)
             .field("redis", &self.redis_url.is_some())
             .field("jwt_secret", &self.jwt_secret.is_some())
             .field("jwt_jwks_url", &self.jwt_jwks_url)
@@ -103,6 +106,15 @@ impl Config {
             Some(p) => p.parse::<u16>().unwrap_or_else(|_| {
                 problems.push(format!("PORT: `{p}` is not a port number (0-65535)"));
                 0
+            }),
+        };
+        let metrics_addr = match env.get("METRICS_ADDR") {
+            None => std::net::SocketAddr::from(([127, 0, 0, 1], 9464)),
+            Some(a) => a.parse().unwrap_or_else(|_| {
+                problems.push(format!(
+                    "METRICS_ADDR: `{a}` is not an address and port (e.g. 127.0.0.1:9464 or 0.0.0.0:9464)"
+                ));
+                std::net::SocketAddr::from(([127, 0, 0, 1], 0))
             }),
         };
 
@@ -253,6 +265,7 @@ impl Config {
         Ok(Config {
             host,
             port,
+            metrics_addr,
             database_url: database_url.into(),
             redis_url: redis_url.map(Into::into),
             redis_ca_cert,

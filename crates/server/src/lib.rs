@@ -34,9 +34,10 @@ pub enum StartError {
     Serve(std::io::Error),
 }
 
-/// A built server, bound to its port, not yet serving.
+/// A built server, bound to its port and its metrics address, not yet serving.
 pub struct Application {
     listener: TcpListener,
+    metrics: TcpListener,
     state: AppState,
     router: axum::Router,
 }
@@ -107,11 +108,18 @@ impl Application {
         });
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-        Ok(Self { listener, state, router })
+        let addr = config.metrics_addr;
+        let metrics = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+        Ok(Self { listener, metrics, state, router })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Where `/metrics` is served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     /// Serves until `shutdown` completes, then drains: readiness turns 503, open
@@ -120,11 +128,22 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
-        let Self { listener, state, router } = self;
+        let metrics_addr = self.metrics_addr();
+        let Self { listener, metrics, state, router } = self;
         match listener.local_addr() {
-            Ok(addr) => tracing::info!(addr = %addr, node_id = %state.node_id, "serving"),
+            Ok(addr) => {
+                tracing::info!(addr = %addr, metrics_addr = %metrics_addr, node_id = %state.node_id, "serving")
+            }
             Err(e) => tracing::warn!(error = %e, node_id = %state.node_id, "serving on an unknown address"),
         }
+        // /metrics on its own listener, served until the process ends (a
+        // draining node is still scraped).
+        let metrics_router = switchboard_api::metrics::router(&state);
+        let metrics_task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(metrics, metrics_router).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
         let drain_state = state.clone();
         // Small frames (socket events, acks) go out at once: no Nagle delay.
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -144,6 +163,7 @@ impl Application {
             })
             .await
             .map_err(StartError::Serve)?;
+        metrics_task.abort();
         state.db.close().await;
         if let Some(redis) = &state.redis {
             redis.close().await;

@@ -46,7 +46,7 @@ fn main() -> ExitCode {
     if let Command::Token { tenant, user, role, ttl } = cli.command {
         return token(tenant, user, role, ttl);
     }
-    switchboard::telemetry::init();
+    let traces = switchboard::telemetry::init();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -61,6 +61,10 @@ fn main() -> ExitCode {
             Command::Token { .. } => Ok(()),
         }
     });
+    drop(runtime);
+    if let Some(traces) = traces {
+        traces.shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

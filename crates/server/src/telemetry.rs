@@ -1,20 +1,38 @@
-//! Logging: structured JSON lines through `tracing`, filtered by `RUST_LOG`
-//! (default `info`). Fields of the enclosing spans (the request id, the tenant)
-//! are flattened onto every line.
+//! Logging and traces. Logs are structured JSON lines through `tracing`,
+//! filtered by `RUST_LOG` (default `info`), with the fields of the current
+//! span (the request id, the tenant and, with traces on, `trace_id` and
+//! `span_id`). Traces go over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
+//! ([`switchboard_telemetry::trace`]); `RUST_LOG` filters them too.
 
+use switchboard_telemetry::trace::Provider;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
-/// Installs the global subscriber once; later calls (tests) are no-ops.
-pub fn init() {
+/// Installs the global subscriber once; later calls (tests) are no-ops. The
+/// returned provider, when traces are on, flushes them at exit.
+pub fn init() -> Option<Provider> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt::layer()
         .json()
-        .with_env_filter(filter)
         .with_current_span(true)
         .with_span_list(false)
         .with_span_events(FmtSpan::NONE)
         .with_target(true)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let instance =
+        std::env::var("NODE_ID").ok().filter(|n| !n.is_empty()).unwrap_or_else(|| "switchboard".into());
+    let (traces, provider, problem) = match switchboard_telemetry::trace::pipeline(&instance) {
+        Ok(Some((layer, provider))) => (Some(layer), Some(provider), None),
+        Ok(None) => (None, None, None),
+        Err(e) => (None, None, Some(e)),
+    };
+    let _ = tracing_subscriber::registry().with(filter).with(logs).with(traces).try_init();
+    if let Some(problem) = problem {
+        tracing::error!(problem = %problem, "traces are off");
+    } else if provider.is_some() {
+        tracing::info!("traces are exported over OTLP");
+    }
+    provider
 }

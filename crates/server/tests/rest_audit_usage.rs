@@ -1,4 +1,4 @@
-//! `GET /audit-logs`, `GET /usage` and `GET /metrics`.
+//! `GET /audit-logs`, `GET /usage` and the cache's metrics.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -87,7 +87,7 @@ async fn metrics_expose_cache_hits_and_misses() {
     for _ in 0..5 {
         app.http.get(app.url("/api/v1/projects")).bearer_auth(&token).send().await.unwrap();
     }
-    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = app.metrics().await;
     let value = |prefix: &str| -> u64 {
         text.lines()
             .find(|l| l.starts_with(prefix))

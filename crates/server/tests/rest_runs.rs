@@ -305,7 +305,7 @@ async fn deltas_stream_in_order_once_per_key_and_bad_input_changes_nothing() {
         texts.push(ev["data"]["text"].as_str().unwrap().to_owned());
     }
     assert_eq!(texts.concat(), (0..10).map(|i| format!("t{i} ")).collect::<String>());
-    let metrics = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = app.metrics().await;
     let published = metrics.lines().find(|l| l.starts_with("switchboard_events_published_total{"));
     let published: u64 = published.and_then(|l| l.rsplit(' ').next()).unwrap().parse().unwrap();
     assert_eq!(published, 2 + 5 + 5, "the run's creation (run and project), two batches, not the replay");

@@ -131,6 +131,7 @@ fn serve_until_exit(env: &[(&str, &str)]) -> (bool, String) {
         .env("JWT_SECRET", JWT_SECRET)
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
+        .env("METRICS_ADDR", "127.0.0.1:0")
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

@@ -7,10 +7,12 @@
 //! (`scripts/test` exports them); a missing one fails the test with a clear message
 //! rather than skipping it.
 
+pub mod otlp;
 pub mod postgres;
 pub mod proxy;
 pub mod redis;
 pub mod sio;
+pub use otlp::{OtlpReceiver, ReceivedSpan};
 pub use postgres::PostgresServer;
 pub use proxy::TcpProxy;
 pub use redis::{RedisCluster, RedisServer};
@@ -45,6 +47,7 @@ pub fn config(overrides: &[(&str, &str)]) -> Result<Config, switchboard::config:
         }
         match name {
             "PORT" => Some("0".to_owned()),
+            "METRICS_ADDR" => Some("127.0.0.1:0".to_owned()),
             "HOST" => Some("127.0.0.1".to_owned()),
             "JWT_SECRET" => Some(JWT_SECRET.to_owned()),
             "PLATFORM_KEY" => Some(PLATFORM_KEY.to_owned()),
@@ -57,6 +60,8 @@ pub fn config(overrides: &[(&str, &str)]) -> Result<Config, switchboard::config:
 /// A running application; stopped (gracefully) on [`TestApp::stop`] or drop.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where the app serves `/metrics`.
+    pub metrics_addr: SocketAddr,
     pub http: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -71,6 +76,7 @@ impl TestApp {
         let config = config(overrides).unwrap_or_else(|e| panic!("{e}"));
         let app = switchboard::Application::build(&config).await.unwrap_or_else(|e| panic!("{e}"));
         let addr = app.local_addr();
+        let metrics_addr = app.metrics_addr();
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(async move {
             let _ = app
@@ -79,11 +85,16 @@ impl TestApp {
                 })
                 .await;
         });
-        Self { addr, http: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
+        Self { addr, metrics_addr, http: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The app's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        metrics_text(&self.http, self.metrics_addr).await
     }
 
     /// Stops the app and waits for it to finish.
@@ -161,8 +172,11 @@ impl TestApp {
 /// (by pid) when dropped.
 pub struct Node {
     pub addr: SocketAddr,
+    /// Where the node serves `/metrics`.
+    pub metrics_addr: SocketAddr,
     pub http: reqwest::Client,
     child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Node {
@@ -175,6 +189,20 @@ impl Node {
     /// [`Self::spawn`] with `env` on top of the test settings (e.g. another
     /// `REDIS_URL`, `TOPIC_HISTORY_SIZE`).
     pub fn spawn_with(bin: &str, node_id: &str, extra: &[(&str, &str)]) -> Self {
+        Self::start(bin, node_id, extra, false)
+    }
+
+    /// [`Self::spawn_with`], keeping the node's log lines for [`Self::log`].
+    pub fn spawn_keeping_log(bin: &str, node_id: &str, extra: &[(&str, &str)]) -> Self {
+        Self::start(bin, node_id, extra, true)
+    }
+
+    /// The log lines kept so far (with [`Self::spawn_keeping_log`]).
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn start(bin: &str, node_id: &str, extra: &[(&str, &str)], keep_log: bool) -> Self {
         use std::io::{BufRead, BufReader};
         let mut command = std::process::Command::new(bin);
         command
@@ -187,6 +215,7 @@ impl Node {
             .env("PLATFORM_KEY", PLATFORM_KEY)
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
+            .env("METRICS_ADDR", "127.0.0.1:0")
             .env("NODE_ID", node_id)
             .env("RUST_LOG", std::env::var("SB_NODE_LOG").unwrap_or_else(|_| "info".to_owned()))
             .stderr(std::process::Stdio::piped());
@@ -196,17 +225,20 @@ impl Node {
         let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         let stderr = child.stderr.take().unwrap_or_else(|| panic!("no stderr"));
         let mut lines = BufReader::new(stderr).lines();
-        let addr = loop {
+        let (addr, metrics_addr) = loop {
             let line = lines
                 .next()
                 .unwrap_or_else(|| panic!("node {node_id} exited before serving"))
                 .unwrap_or_else(|e| panic!("{e}"));
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
             if v["fields"]["message"] == "serving" {
-                break v["fields"]["addr"]
-                    .as_str()
-                    .and_then(|a| a.parse().ok())
-                    .unwrap_or_else(|| panic!("{line}"));
+                let field = |name: &str| -> SocketAddr {
+                    v["fields"][name]
+                        .as_str()
+                        .and_then(|a| a.parse().ok())
+                        .unwrap_or_else(|| panic!("{line}"))
+                };
+                break (field("addr"), field("metrics_addr"));
             }
         };
         // Keep draining the log so the node never blocks on a full pipe; with
@@ -214,6 +246,8 @@ impl Node {
         let keep = std::env::var("SB_NODE_LOG_DIR").ok().and_then(|dir| {
             std::fs::File::create(std::path::Path::new(&dir).join(format!("{node_id}.log"))).ok()
         });
+        let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let kept = log.clone();
         std::thread::spawn(move || {
             use std::io::Write;
             let mut keep = keep;
@@ -221,9 +255,12 @@ impl Node {
                 if let Some(f) = keep.as_mut() {
                     let _ = writeln!(f, "{line}");
                 }
+                if keep_log {
+                    kept.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
+                }
             }
         });
-        Self { addr, http: reqwest::Client::new(), child }
+        Self { addr, metrics_addr, http: reqwest::Client::new(), child, log }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -263,15 +300,14 @@ impl Node {
         body["key"].as_str().unwrap_or_else(|| panic!("no key in {body}")).to_owned()
     }
 
+    /// The node's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        metrics_text(&self.http, self.metrics_addr).await
+    }
+
     /// The sum of a metric's samples in `/metrics` (0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self.http.get(self.url("/metrics")).send().await.unwrap_or_else(|e| panic!("{e}"));
-        let text = text.text().await.unwrap_or_default();
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .filter(|l| l.split(['{', ' ']).next() == Some(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        metric_sum(&self.metrics().await, name, &[])
     }
 
     /// Kills the node at once (SIGKILL), as a crash would.
@@ -286,6 +322,23 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+async fn metrics_text(http: &reqwest::Client, addr: SocketAddr) -> String {
+    let res = http.get(format!("http://{addr}/metrics")).send().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(res.status(), 200, "GET /metrics");
+    res.text().await.unwrap_or_default()
+}
+
+/// The sum of the samples of metric `name` in Prometheus text whose labels
+/// include every one of `labels` (0 when there are none).
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 async fn create_tenant_at(http: &reqwest::Client, url: &str, name: &str) -> TenantId {

@@ -68,6 +68,12 @@ impl SioClient {
     /// [`Self::connect`] with a small kernel receive buffer (`rcvbuf` bytes), so
     /// that a client that stops reading soon stops the server's writes too.
     pub async fn connect_with(base: &str, token: &str, rcvbuf: Option<u32>) -> Result<Self, ConnectError> {
+        Self::connect_auth(base, json!({ "token": token }), rcvbuf).await
+    }
+
+    /// Connects with `auth` as the handshake's whole `auth` object (a token and,
+    /// say, a `traceparent`).
+    pub async fn connect_auth(base: &str, auth: Value, rcvbuf: Option<u32>) -> Result<Self, ConnectError> {
         let url = format!("{}/socket.io/?EIO=4&transport=websocket", base.replacen("http", "ws", 1));
         let addr: std::net::SocketAddr = base
             .trim_start_matches("http://")
@@ -89,7 +95,6 @@ impl SioClient {
         if !matches!(&open, Some(Ok(Message::Text(t))) if t.starts_with('0')) {
             return Err(ConnectError::Transport(format!("no open packet: {open:?}")));
         }
-        let auth = json!({ "token": token });
         sink.send(Message::Text(format!("40{auth}").into()))
             .await
             .map_err(|e| ConnectError::Transport(e.to_string()))?;
