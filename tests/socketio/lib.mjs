@@ -47,6 +47,7 @@ export class Node {
       env: {
         ...process.env,
         PORT: "0",
+        METRICS_ADDR: "127.0.0.1:0",
         HOST: "127.0.0.1",
         NODE_ID: name,
         JWT_SECRET,
