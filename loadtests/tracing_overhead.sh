@@ -5,7 +5,9 @@
 # traces off (no endpoint), sampled at 1% and at 100%
 # (parentbased_traceidratio), exporting to an OTLP/HTTP receiver on loopback
 # that takes every export and counts it. RUNS rounds, each off, 1%, 100%.
-# Prints deliveries, publish→deliver p50/p99 per run, and what the receiver got.
+# Prints deliveries, publish→deliver p50/p99 and the CPU time both nodes spent
+# during the run (what limits fan-out throughput on a busy node), per run, and
+# what the receiver got.
 #
 #   loadtests/tracing_overhead.sh [RATE] [SECONDS] [SUBSCRIBERS] [RUNS]
 set -euo pipefail
@@ -46,6 +48,17 @@ PY
 pids+=($!)
 receiver=$!
 
+# CPU seconds (user + system) the nodes have used so far.
+node_cpu() {
+  local p total=0 ticks
+  ticks=$(getconf CLK_TCK)
+  for p in "${pids[@]}"; do
+    [ "$p" = "$receiver" ] && continue
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  awk -v t="$total" -v h="$ticks" 'BEGIN { printf "%.2f", t / h }'
+}
+
 stop_nodes() {
   for p in "${pids[@]}"; do [ "$p" = "$receiver" ] || kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do [ "$p" = "$receiver" ] || wait "$p" 2>/dev/null || true; done
@@ -63,8 +76,11 @@ for run in $(seq 1 "$RUNS"); do
         OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG="$mode"
     fi
     tenant=$(call POST "$A/api/v1/tenants" "$PLATFORM_KEY" "{\"name\":\"tracing\",\"limits\":$limits}" | json_at '["id"]')
+    before=$(node_cpu)
     printf 'run %s, traces %-5s ' "$run" "$mode:"
-    $BENCH latency "$A" "$B" "$tenant" "$RATE" "$SECONDS_" "$SUBSCRIBERS"
+    out=$($BENCH latency "$A" "$B" "$tenant" "$RATE" "$SECONDS_" "$SUBSCRIBERS")
+    after=$(node_cpu)
+    echo "$out, nodes' CPU $(awk -v a="$after" -v b="$before" 'BEGIN { printf "%.2f", a - b }') s"
     stop_nodes
   done
 done

@@ -2,13 +2,15 @@
 //! filtered by `RUST_LOG` (default `info`), with the fields of the current
 //! span (the request id, the tenant and, with traces on, `trace_id` and
 //! `span_id`). Traces go over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set
-//! ([`switchboard_telemetry::trace`]); `RUST_LOG` filters them too.
+//! ([`switchboard_telemetry::trace`]): the server's own spans, whatever
+//! `RUST_LOG` keeps of the logs.
 
 use switchboard_telemetry::trace::Provider;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::FmtSpan;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 /// Installs the global subscriber once; later calls (tests) are no-ops. The
 /// returned provider, when traces are on, flushes them at exit.
@@ -20,15 +22,20 @@ pub fn init() -> Option<Provider> {
         .with_span_list(false)
         .with_span_events(FmtSpan::NONE)
         .with_target(true)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
     let instance =
         std::env::var("NODE_ID").ok().filter(|n| !n.is_empty()).unwrap_or_else(|| "switchboard".into());
     let (traces, provider, problem) = match switchboard_telemetry::trace::pipeline(&instance) {
-        Ok(Some((layer, provider))) => (Some(layer), Some(provider), None),
+        Ok(Some((layer, provider))) => {
+            // Spans of the server's crates (and the events inside them).
+            let spans = Targets::new().with_target("switchboard", tracing::Level::INFO);
+            (Some(layer.with_filter(spans)), Some(provider), None)
+        }
         Ok(None) => (None, None, None),
         Err(e) => (None, None, Some(e)),
     };
-    let _ = tracing_subscriber::registry().with(filter).with(logs).with(traces).try_init();
+    let _ = tracing_subscriber::registry().with(logs).with(traces).try_init();
     if let Some(problem) = problem {
         tracing::error!(problem = %problem, "traces are off");
     } else if provider.is_some() {

@@ -30,12 +30,17 @@ pub fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
-/// Whether spans are exported and one is current: the work at hand belongs to
-/// a trace (a request, an event), so a child span for it is worth making.
-/// Background work (heartbeats, sweeps) makes no traces of its own.
+/// Whether spans are exported and a sampled one is current: the work at hand
+/// belongs to a trace that will be kept (a request, an event), so a child span
+/// for it is worth making. Background work (heartbeats, sweeps) makes no
+/// traces of its own, and the children of a trace the sampler dropped cost
+/// nothing.
 #[inline]
 pub fn in_trace() -> bool {
-    enabled() && !Span::current().is_none()
+    enabled() && {
+        let current = Span::current();
+        !current.is_none() && current.context().span().span_context().is_sampled()
+    }
 }
 
 /// Renames `span` (its name was set when it started: an HTTP span learns its
@@ -76,7 +81,18 @@ where
         SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource.build()).build();
     let tracer = provider.tracer("switchboard");
     ENABLED.store(true, Ordering::Relaxed);
-    Ok(Some((tracing_opentelemetry::layer().with_tracer(tracer), Provider(provider))))
+    // No source location, thread, target or busy/idle time on every span: they
+    // cost an allocation or a clock read per span, sampled or not. Nothing here
+    // reads OpenTelemetry's own current context (parents come from `tracing`'s
+    // spans), so entering a span need not set it.
+    let layer = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_context_activation(false);
+    Ok(Some((layer, Provider(provider))))
 }
 
 fn resource_names_service() -> bool {
@@ -135,14 +151,15 @@ pub fn current_traceparent() -> Option<String> {
 }
 
 /// Puts the span's trace and span ids on it as `trace_id` and `span_id` (fields
-/// it declares empty), so its log lines can be found from the trace.
+/// it declares empty), so its log lines can be found from the trace; only when
+/// the trace is sampled (an id of a dropped trace leads nowhere).
 pub fn stamp_ids(span: &Span) {
     if !enabled() {
         return;
     }
     let cx = span.context();
     let sc = cx.span().span_context().clone();
-    if sc.is_valid() {
+    if sc.is_valid() && sc.is_sampled() {
         span.record("trace_id", tracing::field::display(sc.trace_id()));
         span.record("span_id", tracing::field::display(sc.span_id()));
     }
