@@ -127,6 +127,18 @@ async fn rest_writes_socket_publishes_across_nodes_and_refused_handshakes_are_tr
         (script.parent_span_id.as_str(), attr(&script, "db.system.name")),
         (publish.span_id.as_str(), "redis")
     );
+    for s in [&publish, &script, &delivered] {
+        eprintln!(
+            "span {:<13} node {:<7} trace {} span {} parent {:<16} kind {} {:?}",
+            s.name,
+            node_of(s),
+            s.trace_id,
+            s.span_id,
+            s.parent_span_id,
+            s.kind,
+            s.attributes
+        );
+    }
 
     // Refused handshakes: a forged token, and a suspended tenant's valid one.
     let (trace, parent) = ids();
