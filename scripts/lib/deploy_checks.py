@@ -255,8 +255,9 @@ def exposed_metrics():
     src = read("crates/telemetry/src/metrics.rs")
     for name in re.findall(r'register_with_unit\(\s*"(\w+)"', src):
         names |= {f"switchboard_{name}_seconds_{s}" for s in ("bucket", "sum", "count")}
-    for name in re.findall(r'r\.register\(\s*"(\w+)"', src):
-        names.add(f"switchboard_{name}_total")
+    gauges = set(re.findall(r"pub (\w+): Gauge\b", src))
+    for name, field in re.findall(r'r\.register\(\s*"(\w+)",.*?self\.(\w+)\.clone\(\)', src, re.S):
+        names.add(f"switchboard_{name}" if field in gauges else f"switchboard_{name}_total")
     src = read("crates/api/src/metrics.rs")
     for name in re.findall(r'counter\(\s*&mut e,\s*"(\w+)"', src):
         names.add(f"switchboard_{name}_total")

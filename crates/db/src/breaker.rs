@@ -5,7 +5,7 @@
 //! transaction fails at once with `unavailable` (a 503 with `Retry-After`).
 //! Then one request at a time probes; the first that gets through closes the
 //! breaker, one that fails opens it again. Readiness pings always go through,
-//! and close or open it too.
+//! and close or open it too. Its state and its refusals are in the metrics.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -59,6 +59,7 @@ impl Breaker {
         let mut state = self.state();
         let was_closed = matches!(*state, State::Closed);
         *state = if unavailable { State::Open { until: Instant::now() + OPEN_FOR } } else { State::Closed };
+        switchboard_telemetry::metrics().db_breaker_open.set(i64::from(unavailable));
         match (was_closed, unavailable) {
             (true, true) => tracing::warn!("database unavailable: failing requests fast until it answers"),
             (false, false) => tracing::info!("database answers again"),

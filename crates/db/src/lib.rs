@@ -112,6 +112,7 @@ impl Database {
     /// breaker what it found.
     async fn guarded<T>(&self, begin: impl Future<Output = Result<T, DbError>>) -> Result<T, DbError> {
         if !self.breaker.admit() {
+            switchboard_telemetry::metrics().db_refused_fast.inc();
             return Err(DbError::Down);
         }
         let result = begin.await;

@@ -454,6 +454,9 @@ async fn postgres_stopped_and_started_again_refuses_writes_with_retry_after_and_
     for node in [&a, &b] {
         assert_eq!(ready(node).await, StatusCode::SERVICE_UNAVAILABLE, "readiness while Postgres is down");
     }
+    // Operators see the breaker open, and what it refused.
+    assert_eq!(a.metric("switchboard_db_breaker_open").await, 1.0);
+    assert!(a.metric("switchboard_db_refused_fast_total").await >= 1.0);
     // Sockets stay connected, and channel traffic flows between the nodes.
     for i in 0..5 {
         let ack = talker
@@ -474,6 +477,9 @@ async fn postgres_stopped_and_started_again_refuses_writes_with_retry_after_and_
         ok
     })
     .await;
+    for node in [&a, &b] {
+        assert_eq!(node.metric("switchboard_db_breaker_open").await, 0.0, "the breaker closed again");
+    }
     let ack = talker
         .emit_with_ack("publish", json!({ "topic": TOPIC, "event": "tick", "data": { "seq": 99 } }))
         .await;

@@ -12,6 +12,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 use std::borrow::Cow;
@@ -140,6 +141,9 @@ pub struct Metrics {
     pub rate_limited: Family<LimitLabels, Counter>,
     pub recoveries: Family<OutcomeLabels, Counter>,
     pub dropped: Counter,
+    /// 1 while the Postgres circuit breaker is open (or probing).
+    pub db_breaker_open: Gauge,
+    pub db_refused_fast: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -154,6 +158,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     rate_limited: Family::default(),
     recoveries: Family::default(),
     dropped: Counter::default(),
+    db_breaker_open: Gauge::default(),
+    db_refused_fast: Counter::default(),
 });
 
 /// The process's metrics.
@@ -274,6 +280,16 @@ impl Metrics {
             "deliveries_dropped",
             "Topic events a socket's full queue could not take (the socket is then told system:lagging)",
             self.dropped.clone(),
+        );
+        r.register(
+            "db_breaker_open",
+            "1 while the Postgres circuit breaker is open: transactions are refused at once (503) until a probe gets through",
+            self.db_breaker_open.clone(),
+        );
+        r.register(
+            "db_refused_fast",
+            "Transactions the Postgres circuit breaker refused without waiting for the pool",
+            self.db_refused_fast.clone(),
         );
         r.register_collector(collector);
         r
