@@ -61,7 +61,9 @@ fn main() -> ExitCode {
             Command::Token { .. } => Ok(()),
         }
     });
-    drop(runtime);
+    // Whatever is still running (a blocking lookup, a task a failed start left
+    // behind) gets a moment, never a hang: a node that cannot start exits.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     if let Some(traces) = traces {
         traces.shutdown();
     }
