@@ -24,36 +24,33 @@ fn request_id_of<B>(request: &Request<B>) -> &str {
 /// caller's `traceparent` when it sends one, and carries its trace and span
 /// ids so that its log lines can be found from the trace.
 pub(crate) fn make_span(request: &Request<Body>) -> Span {
-    if !switchboard_telemetry::trace::enabled() {
-        return tracing::info_span!(
-            "request",
-            request_id = %request_id_of(request),
-            method = %request.method(),
-            path = %request.uri().path(),
-            client_ip = tracing::field::Empty,
-            tenant_id = tracing::field::Empty,
-            run_id = tracing::field::Empty,
-        );
-    }
+    use tracing::field::Empty;
     let span = tracing::info_span!(
         "request",
-        "otel.name" = %request.method(),
-        "otel.kind" = "server",
-        "http.request.method" = %request.method(),
-        "http.route" = tracing::field::Empty,
-        "http.response.status_code" = tracing::field::Empty,
         request_id = %request_id_of(request),
         method = %request.method(),
         path = %request.uri().path(),
-        client_ip = tracing::field::Empty,
-        tenant_id = tracing::field::Empty,
-        run_id = tracing::field::Empty,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
+        client_ip = Empty,
+        tenant_id = Empty,
+        run_id = Empty,
+        // Traces only (an empty field never reaches a log line).
+        "otel.name" = Empty,
+        "otel.kind" = Empty,
+        "http.request.method" = Empty,
+        "http.route" = Empty,
+        "http.response.status_code" = Empty,
+        trace_id = Empty,
+        span_id = Empty,
     );
-    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
-    switchboard_telemetry::trace::set_parent(&span, header("traceparent"), header("tracestate"));
-    switchboard_telemetry::trace::stamp_ids(&span);
+    if switchboard_telemetry::trace::enabled() {
+        let method = request.method().as_str();
+        span.record("otel.name", method);
+        span.record("otel.kind", "server");
+        span.record("http.request.method", method);
+        let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok());
+        switchboard_telemetry::trace::set_parent(&span, header("traceparent"), header("tracestate"));
+        switchboard_telemetry::trace::stamp_ids(&span);
+    }
     span
 }
 
