@@ -94,6 +94,22 @@ async fn rest_writes_socket_publishes_across_nodes_and_refused_handshakes_are_tr
             && l.contains(&format!("\"span_id\":\"{}\"", request.span_id))
     });
     assert!(logged, "no log line with the trace: {:#?}", a.log());
+    // A traceparent that does not parse is ignored: the request is served
+    // and starts a trace of its own.
+    let res = a
+        .http
+        .get(a.url("/api/v1/projects"))
+        .bearer_auth(&token)
+        .header("traceparent", "00-not-a-trace-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let own = rx
+        .wait_for(WAIT, "for the request with a bad traceparent", |s| s.name == "GET /api/v1/projects")
+        .await;
+    assert_eq!(own.parent_span_id, "", "a root span");
+    assert_eq!(own.trace_id.len(), 32);
     // An agent's call with an API key is traced too.
     let res = a.http.get(a.url("/api/v1/runs")).bearer_auth(&api_key).send().await.unwrap();
     assert!(res.status().is_success(), "{}", res.status());
@@ -149,6 +165,10 @@ async fn rest_writes_socket_publishes_across_nodes_and_refused_handshakes_are_tr
         rx.wait_for(WAIT, "for the forged handshake", |s| s.trace_id == trace && s.name == "handshake").await;
     assert_eq!((hs.parent_span_id.as_str(), hs.kind), (parent.as_str(), 2));
     assert_eq!((attr(&hs, "code"), attr(&hs, "tenant_id")), ("token_invalid", ""));
+    // A traceparent that is not a string is ignored too.
+    let auth = json!({ "token": "forged.token.value", "traceparent": 42 });
+    let refused = SioClient::connect_auth(&a.url(""), auth, None).await.err().expect("refused");
+    assert_eq!(refused.codes().1, "token_invalid");
     let suspended = a.create_tenant("traces-suspended").await;
     let (status, body) = a
         .send_json(
