@@ -1,0 +1,37 @@
+// POST { prompt } starts an agent run for the signed-in user with the tenant's
+// API key (which never leaves this server). `Idempotency-Key` makes a retried
+// click start one run, not two.
+import { NextResponse } from "next/server";
+import { startRun } from "@/lib/server/agent";
+import { configOr, currentUser, errorResponse } from "@/lib/server/session";
+import { SwitchboardError } from "@/lib/server/switchboard";
+
+export const dynamic = "force-dynamic";
+
+export async function POST(request: Request) {
+  const config = configOr();
+  if (config instanceof Response) return config;
+  const user = await currentUser(config);
+  if (!user) return errorResponse(401, "signed_out", "Sign in first");
+  let prompt: unknown;
+  try {
+    ({ prompt } = await request.json());
+  } catch {
+    return errorResponse(400, "invalid_payload", "The body must be JSON: { \"prompt\": \"…\" }");
+  }
+  if (typeof prompt !== "string" || !prompt.trim() || prompt.length > 500) {
+    return errorResponse(422, "invalid_payload", "prompt: 1 to 500 characters");
+  }
+  const key = request.headers.get("idempotency-key");
+  if (!key || !/^[A-Za-z0-9_-]{8,100}$/.test(key)) {
+    return errorResponse(400, "invalid_payload", "Idempotency-Key: 8 to 100 letters, digits, _ or -");
+  }
+  const deltaEveryMs = Number(process.env.DEMO_AGENT_DELTA_MS ?? 120);
+  try {
+    const { run, deltas } = await startRun(config, user, prompt.trim(), `${user.id}:${key}`, { deltaEveryMs });
+    return NextResponse.json({ run_id: run.id, deltas }, { status: 201 });
+  } catch (err) {
+    if (err instanceof SwitchboardError) return errorResponse(err.status, err.code, err.message);
+    throw err;
+  }
+}
