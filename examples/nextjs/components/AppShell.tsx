@@ -91,7 +91,14 @@ function Header({ ctx }: { ctx: Ctx }) {
         <div className={`banner ${notice.action === "stop" ? "error" : "warn"}`} role="alert" data-testid="notice" data-code={notice.code}>
           <strong>{notice.title}.</strong> {notice.text}
           {notice.action === "stop" && notice.code !== "tenant_suspended" && (
-            <button className="link" onClick={() => location.reload()}>
+            <button
+              className="link"
+              onClick={async () => {
+                ctx.rt.close();
+                await signOut();
+                location.reload();
+              }}
+            >
               Sign in again
             </button>
           )}

@@ -20,7 +20,7 @@ type Message = {
   created_at: string;
   truncated?: boolean;
 };
-type Pending = { key: string; content: string; state: "sending" | "queued" | "failed"; error?: string };
+type Pending = { key: string; content: string; state: "sending" | "queued" | "failed"; error?: string; tries?: number };
 type Page = { data: Message[]; next_cursor: string | null };
 
 const PAGE = 20;
@@ -46,10 +46,28 @@ export function Chat() {
   const lastTyping = useRef(0);
   const [resyncs, setResyncs] = useState(0);
 
-  const updatePending = useCallback((f: (p: Pending[]) => Pending[]) => {
-    pendingRef.current = f(pendingRef.current);
-    setPending(pendingRef.current);
-  }, []);
+  // Unsent messages outlive a reload (sessionStorage): sent again with their
+  // keys, they are stored once whatever happened to the first attempt.
+  const pendingKey = `pending:${conversation}`;
+  const updatePending = useCallback(
+    (f: (p: Pending[]) => Pending[]) => {
+      pendingRef.current = f(pendingRef.current);
+      sessionStorage.setItem(pendingKey, JSON.stringify(pendingRef.current));
+      setPending(pendingRef.current);
+    },
+    [pendingKey],
+  );
+  useEffect(() => {
+    try {
+      const saved: Pending[] = JSON.parse(sessionStorage.getItem(pendingKey) ?? "[]");
+      if (saved.length) {
+        updatePending(() => saved.map((p) => (p.state === "failed" ? p : { ...p, state: "queued" })));
+        if (rt.socket.connected) for (const p of saved) if (p.state !== "failed") void trySendRef.current(p.key);
+      }
+    } catch {
+      /* nothing saved */
+    }
+  }, [pendingKey, updatePending]);
 
   const merge = useCallback(
     (list: Message[], reset = false) => {
@@ -108,11 +126,16 @@ export function Chat() {
       if (ack.ok) return merge([ack.message]);
       const e = explain(ack.error.code, ack.error.message);
       rt.tell(e);
-      if (e.action === "tell" || e.action === "stop") {
-        updatePending((ps) => ps.map((x) => (x.key === key ? { ...x, state: "failed", error: e.text } : x)));
+      const tries = (p.tries ?? 0) + 1;
+      // Rate limits are waited out as long as they last; other failures are
+      // retried a few times with backoff, then left to the user.
+      const giveUp = e.action === "tell" || e.action === "stop" || (e.action !== "back_off" && tries >= 5);
+      if (giveUp) {
+        updatePending((ps) => ps.map((x) => (x.key === key ? { ...x, state: "failed", error: e.text, tries } : x)));
       } else {
-        updatePending((ps) => ps.map((x) => (x.key === key ? { ...x, state: "queued" } : x)));
-        setTimeout(() => rt.socket.connected && void trySendRef.current(key), ack.error.retry_after_ms ?? 1000);
+        updatePending((ps) => ps.map((x) => (x.key === key ? { ...x, state: "queued", tries } : x)));
+        const wait = ack.error.retry_after_ms ?? Math.min(30_000, 1000 * 2 ** (tries - 1));
+        setTimeout(() => rt.socket.connected && void trySendRef.current(key), wait);
       }
     },
     [rt, conversation, me.name, merge, updatePending],
@@ -140,9 +163,11 @@ export function Chat() {
         case "typing": {
           const d = e.data as { name?: string; at?: number };
           const user = e.from?.user_id;
-          // Replayed after a reconnect, an old typing event means nothing any more.
-          if (!user || user === me.id || !d?.at || Date.now() - d.at > TYPING_MS) break;
-          setTyping((t) => new Map(t).set(user, { name: String(d.name ?? "Someone"), until: d.at! + TYPING_MS }));
+          // Replayed after a reconnect, an old typing event means nothing any
+          // more (30 s of slack for clocks that disagree); shown for a few
+          // seconds from when it arrived.
+          if (!user || user === me.id || !d?.at || Date.now() - d.at > 30_000) break;
+          setTyping((t) => new Map(t).set(user, { name: String(d.name ?? "Someone"), until: Date.now() + TYPING_MS }));
           break;
         }
         case "presence:join":
@@ -286,6 +311,11 @@ export function Chat() {
           )}
           {older === null && history === "ready" && <p className="muted" data-testid="start">Start of the conversation</p>}
           {history === "loading" && <p className="muted">Loading history…</p>}
+          {history === "error" && (
+            <button className="link" data-testid="retry-history" onClick={() => void loadLatest(false)}>
+              The history did not load. Try again
+            </button>
+          )}
           {sorted.map((m) => (
             <div
               key={m.id}
@@ -307,9 +337,16 @@ export function Chat() {
                 {p.state === "failed" ? ` not sent: ${p.error}` : p.state === "queued" ? " waiting for the connection…" : " sending…"}
               </span>
               {p.state === "failed" && (
-                <button className="link" onClick={() => void trySend(p.key)}>
-                  Retry
-                </button>
+                <>
+                  {(p.tries ?? 0) >= 5 && (
+                    <button className="link" onClick={() => void trySend(p.key)}>
+                      Retry
+                    </button>
+                  )}
+                  <button className="link" onClick={() => updatePending((ps) => ps.filter((x) => x.key !== p.key))}>
+                    Remove
+                  </button>
+                </>
               )}
             </div>
           ))}

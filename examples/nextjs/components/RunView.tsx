@@ -25,19 +25,28 @@ const saved = (id: string): Stream | null => {
   }
 };
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 export function RunView() {
   const params = useSearchParams();
   const runId = params.get("run");
-  return runId ? <WatchRun key={runId} runId={runId} /> : <StartRun />;
+  if (!runId) return <StartRun />;
+  if (!UUID.test(runId)) return <p className="banner error">There is no such run.</p>;
+  return <WatchRun key={runId} runId={runId} start={params.get("start") === "1"} />;
 }
 
 function StartRun() {
   const router = useRouter();
-  const [prompt, setPrompt] = useState("How do I resume a stream after a reload?");
+  const [prompt, setPromptText] = useState("How do I resume a stream after a reload?");
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
-  // One key per intent: a double click or a retry starts one run.
+  // One key per intent: a double click or a retry creates one run; another
+  // prompt is another intent.
   const key = useRef(crypto.randomUUID());
+  const setPrompt = (p: string) => {
+    key.current = crypto.randomUUID();
+    setPromptText(p);
+  };
   return (
     <main className="runs">
       <form
@@ -59,7 +68,7 @@ function StartRun() {
             setBusy(false);
             return setError(explain(body?.error?.code, body?.error?.message).text + (body?.error?.message ? ` (${body.error.message})` : ""));
           }
-          router.push(`/runs?run=${body.run_id}`);
+          router.push(`/runs?run=${body.run_id}&start=1`);
         }}
       >
         <h2>Ask the demo agent</h2>
@@ -73,16 +82,22 @@ function StartRun() {
   );
 }
 
-function WatchRun({ runId }: { runId: string }) {
+function WatchRun({ runId, start }: { runId: string; start: boolean }) {
   const { rt, tokens } = useSwitchboard();
+  const router = useRouter();
+  const startRef = useRef(start);
+  const seq = useRef(0);
   const [detail, setDetail] = useState<Detail | null>(null);
   const [stream, setStream] = useState<Stream>(() => saved(runId) ?? { text: {}, deltas: 0 });
   const [gap, setGap] = useState(false);
   const streamRef = useRef(stream);
 
   const refresh = useCallback(async () => {
+    const mine = ++seq.current;
     try {
-      setDetail(await api<Detail>(tokens, "GET", `/api/v1/runs/${runId}`));
+      const d = await api<Detail>(tokens, "GET", `/api/v1/runs/${runId}`);
+      // An older read answering late must not undo a newer one.
+      if (mine === seq.current) setDetail(d);
     } catch (err) {
       rt.tell(explain((err as ApiError).code, (err as Error).message));
     }
@@ -112,9 +127,19 @@ function WatchRun({ runId }: { runId: string }) {
       onJoined: ({ recovered }) => {
         if (recovered === false) setGap(true);
         void refresh();
+        // Listening now: set the agent to work (once; the address forgets it).
+        if (startRef.current) {
+          startRef.current = false;
+          fetch(`/api/runs/${runId}/start`, { method: "POST", headers: { "content-type": "application/json" }, body: "{}" })
+            .then(async (res) => {
+              if (!res.ok) rt.tell(explain((await res.json().catch(() => null))?.error?.code));
+            })
+            .catch(() => rt.tell(explain("unavailable")));
+          router.replace(`/runs?run=${runId}`);
+        }
       },
     });
-  }, [rt, runId, refresh]);
+  }, [rt, runId, refresh, router]);
 
   if (!detail) return <p className="muted">Loading run…</p>;
   const answer = detail.steps.find((s) => s.kind === "message");

@@ -111,6 +111,7 @@ before(async () => {
     env: {
       ...process.env,
       NEXT_TELEMETRY_DISABLED: "1",
+      DEV_SIGNIN: "1",
       SWITCHBOARD_URL: SB,
       SWITCHBOARD_PUBLIC_URL: SB,
       SWITCHBOARD_JWT_SECRET: JWT_SECRET,
@@ -299,9 +300,15 @@ test("a run streams into a third context and survives a reload mid-stream", asyn
   await page.locator('[data-testid="tool-call"]', { hasText: "search_notes" }).waitFor();
   const stream = page.getByTestId("stream");
   await eventually(async () => Number(await stream.getAttribute("data-deltas")) >= 12, "a dozen tokens streamed");
-  assert.equal(await page.getByTestId("answer").getAttribute("data-stored"), "no", "reloaded before the answer was stored");
-  const beforeReload = Number(await stream.getAttribute("data-deltas"));
   await screenshot(page, "carol-run-streaming");
+  // Offline for a second and a half while the agent streams on (about ten
+  // tokens), then a reload: what was missed can only come from the replay.
+  await carol.context.setOffline(true);
+  const beforeReload = Number(await stream.getAttribute("data-deltas"));
+  await sleep(1500);
+  assert.equal(Number(await stream.getAttribute("data-deltas")), beforeReload, "nothing arrived while offline");
+  assert.equal(await page.getByTestId("answer").getAttribute("data-stored"), "no", "reloaded before the answer was stored");
+  await carol.context.setOffline(false);
   await page.reload();
   await connected(page);
   await page.locator('[data-testid="run-status"]', { hasText: "succeeded" }).waitFor({ timeout: 30000 });
@@ -333,11 +340,14 @@ test("an expired token is refreshed and the socket outlives the first one", asyn
     await route.fulfill({ response: res, json: body });
   });
   const page = await context.newPage();
+  page.errors = [];
+  page.on("pageerror", (e) => page.errors.push(e));
   await page.goto(APP);
   await page.getByLabel("Your name").fill("Dana");
   await page.getByRole("button", { name: "Sign in" }).click();
   await connected(page);
   assert.equal(await page.getByTestId("connection").getAttribute("data-refreshes"), "1");
+  assert.deepEqual(page.errors ?? [], []);
   await context.close();
 
   // Alice's first token has expired by now; her socket renewed it in place.
@@ -353,21 +363,24 @@ test("an expired token is refreshed and the socket outlives the first one", asyn
 test("over the tenant's event rate, sends back off and every message arrives once", async () => {
   const { alice, bob } = people;
   await rest("PATCH", `/api/v1/tenants/${tenant}`, PLATFORM_KEY, { limits: { events_per_second: 2 } });
-  await sleep(1500); // limits reach every node within a second
-  const burst = Array.from({ length: 6 }, (_, i) => `burst ${i + 1}`);
-  for (const m of burst) {
-    await alice.page.getByPlaceholder(/message/i).fill(m);
-    await alice.page.keyboard.press("Enter");
+  try {
+    await sleep(1500); // limits reach every node within a second
+    const burst = Array.from({ length: 6 }, (_, i) => `burst ${i + 1}`);
+    for (const m of burst) {
+      await alice.page.getByPlaceholder(/message/i).fill(m);
+      await alice.page.keyboard.press("Enter");
+    }
+    await alice.page.locator('[data-testid="notice"][data-code="rate_limited"]').waitFor();
+    await screenshot(alice.page, "alice-rate-limited");
+    for (const m of burst) await bob.page.locator('[data-testid="message"]', { hasText: m }).first().waitFor({ timeout: 20000 });
+    await eventually(async () => (await alice.page.locator('[data-testid="pending"]').count()) === 0, "all sent");
+    for (const p of [alice, bob]) {
+      const t = await texts(p.page);
+      for (const m of burst) assert.equal(count(t, m), 1, `${p.name} sees "${m}" once`);
+    }
+  } finally {
+    await rest("PATCH", `/api/v1/tenants/${tenant}`, PLATFORM_KEY, { limits: { events_per_second: 1000 } });
   }
-  await alice.page.locator('[data-testid="notice"][data-code="rate_limited"]').waitFor();
-  await screenshot(alice.page, "alice-rate-limited");
-  for (const m of burst) await bob.page.locator('[data-testid="message"]', { hasText: m }).first().waitFor({ timeout: 20000 });
-  await eventually(async () => (await alice.page.locator('[data-testid="pending"]').count()) === 0, "all sent");
-  for (const p of [alice, bob]) {
-    const t = await texts(p.page);
-    for (const m of burst) assert.equal(count(t, m), 1, `${p.name} sees "${m}" once`);
-  }
-  await rest("PATCH", `/api/v1/tenants/${tenant}`, PLATFORM_KEY, { limits: { events_per_second: 1000 } });
 });
 
 test("a suspended tenant is told so, and the page comes back when it is reactivated", async () => {

@@ -6,7 +6,7 @@
 // a person can read (errors.ts).
 import { io, type Socket } from "socket.io-client";
 import { explain, type Explained } from "./errors";
-import type { Tokens } from "./session";
+import { SignedOut, type Tokens } from "./session";
 
 export type TopicEvent<T = any> = {
   topic: string;
@@ -41,6 +41,9 @@ type Sub = {
 
 export class NotConnected extends Error {}
 
+/** How often a page of a suspended tenant tries again. */
+const SUSPENDED_RETRY_MS = 10_000;
+
 export class Realtime {
   readonly socket: Socket;
   status: Status = "connecting";
@@ -61,7 +64,10 @@ export class Realtime {
       auth: (cb) => {
         tokens.token().then(
           (token) => cb({ token }),
-          () => cb({}),
+          // Signed out: no token (the server says token_missing). The app's
+          // server briefly unreachable: the token held, which the server takes
+          // or refuses as expired (then refreshed with backoff).
+          (err) => cb(err instanceof SignedOut ? {} : { token: tokens.session.token }),
         );
       },
       // Sends the balancer's affinity cookie with long-polling requests.
@@ -86,7 +92,11 @@ export class Realtime {
       // The server closed the session itself (the tenant was suspended, an
       // admin disconnected the user): socket.io-client will not come back on its own.
       if (reason === "io server disconnect") {
-        if (this.suspended) return this.set("stopped");
+        if (this.suspended) {
+          // Try now and then: the page comes back by itself when the tenant is reactivated.
+          this.later(() => this.socket.connect(), SUSPENDED_RETRY_MS);
+          return this.set("stopped");
+        }
         this.later(() => this.socket.connect(), 1000);
       }
       this.set("reconnecting");
@@ -102,8 +112,12 @@ export class Realtime {
         case "refresh":
           this.set("reconnecting", e);
           this.tokens.refresh().then(
-            () => this.socket.connect(),
-            () => this.set("stopped", explain("signed_out")),
+            // Once at once; again (a clock far off, say) only with backoff.
+            () => (this.refusals > 1 ? this.later(() => this.socket.connect(), backoff) : this.socket.connect()),
+            (err) =>
+              err instanceof SignedOut
+                ? this.set("stopped", explain("signed_out"))
+                : this.later(() => this.socket.connect(), backoff),
           );
           break;
         case "retry":
@@ -113,9 +127,8 @@ export class Realtime {
           break;
         default:
           if (e.code === "tenant_suspended") {
-            // Try now and then: the page comes back by itself when the tenant is reactivated.
             this.suspended = true;
-            this.later(() => this.socket.connect(), 10_000);
+            this.later(() => this.socket.connect(), SUSPENDED_RETRY_MS);
           }
           this.set("stopped", e);
       }
@@ -195,10 +208,13 @@ export class Realtime {
 
   private async join(sub: Sub) {
     let ack: Ack<{ offset: string; recovered?: boolean }>;
+    const again = () => this.later(() => this.socket.connected && void this.join(sub), 1000);
     try {
       ack = await this.emit("subscribe", { topic: sub.topic, ...(sub.last ? { since: sub.last } : {}) });
     } catch {
-      return; // disconnected meanwhile: the next connect joins again
+      // Disconnected meanwhile (the next connect joins again), or no answer in time: ask again.
+      if (this.socket.connected) again();
+      return;
     }
     if (this.subs.get(sub.topic) !== sub) return;
     if (!ack.ok) {
@@ -218,7 +234,7 @@ export class Realtime {
         const list = await this.emit<{ entries: PresenceEntry[] }>("presence:list", { topic: sub.topic });
         if (list.ok) presence = list.entries;
       } catch {
-        return;
+        /* presence is shown again on the next join; the topic itself is joined */
       }
     }
     sub.onJoined?.({ recovered: ack.recovered, first, presence });
@@ -228,10 +244,13 @@ export class Realtime {
   // so the socket outlives it; if that fails the server closes the socket at
   // expiry and the reconnect fetches a fresh token.
   private scheduleRefresh() {
-    clearTimeout(this.refreshTimer);
     const ttl = this.tokens.session.expires_at - Date.now() / 1000;
     // A minute before expiry, or at three quarters of a short-lived token's life.
-    const inMs = Math.max(1, Math.max(ttl * 0.75, ttl - 60)) * 1000;
+    this.refreshIn(Math.max(1, Math.max(ttl * 0.75, ttl - 60)) * 1000);
+  }
+
+  private refreshIn(ms: number) {
+    clearTimeout(this.refreshTimer);
     this.refreshTimer = setTimeout(async () => {
       try {
         const s = await this.tokens.refresh();
@@ -239,11 +258,15 @@ export class Realtime {
         if (ack.ok) {
           this.scheduleRefresh();
           this.set(this.status);
+          return;
         }
       } catch {
-        /* the reconnect after expiry takes over */
+        /* tried again below */
       }
-    }, inMs);
+      // Refused or unanswered: again in a few seconds while the token lasts
+      // (after it, the reconnect fetches a fresh one anyway).
+      if (this.tokens.session.expires_at - Date.now() / 1000 > 5) this.refreshIn(3000);
+    }, ms);
   }
 
   private onOffline = () => {

@@ -3,7 +3,7 @@
 // routes with its own API key: it moves the run, records steps and tool calls,
 // and streams tokens as `run:delta` events while it writes.
 import type { ServerConfig } from "./config";
-import { callSwitchboard, sleep } from "./switchboard";
+import { SwitchboardError, callSwitchboard, sleep } from "./switchboard";
 
 type Run = { id: string; status: string };
 
@@ -19,32 +19,55 @@ export function answerFor(prompt: string): string {
   );
 }
 
-/** Starts a run for `user` in the configured project; the agent works on after this returns. */
-export async function startRun(
+/** Creates a run for `user` in the configured project (queued: nothing works on it yet). */
+export async function createRun(
   config: ServerConfig,
   user: { id: string; name: string },
   prompt: string,
   key: string,
-  opts: { deltaEveryMs: number },
-): Promise<{ run: Run; deltas: number }> {
-  const run = await callSwitchboard<Run>(
+): Promise<Run> {
+  return callSwitchboard<Run>(
     config,
     "POST",
     "/api/v1/runs",
     { project_id: config.projectId, agent: "demo-agent", input: { prompt, requested_by: user.id } },
     `start:${key}`,
   );
+}
+
+// Runs this process has started working on (a second start is a no-op).
+const started = new Set<string>();
+
+/**
+ * Sets the agent to work on `runId` once its page is listening, so the page
+ * sees every token. Only a queued run that `user` asked for starts; the answer
+ * is how many tokens the agent will stream.
+ */
+export async function startRun(
+  config: ServerConfig,
+  user: { id: string },
+  runId: string,
+  opts: { deltaEveryMs: number },
+): Promise<{ deltas: number; started: boolean }> {
+  const run = await callSwitchboard<Run & { input: { prompt?: string; requested_by?: string } }>(
+    config,
+    "GET",
+    `/api/v1/runs/${runId}`,
+  );
+  if (run.input?.requested_by !== user.id) throw new SwitchboardError(404, "not_found", "No such run of yours");
+  const prompt = String(run.input.prompt ?? "");
   const words = answerFor(prompt).split(/(?<= )/);
-  // A replayed start (the same key again) finds the agent already at work.
-  if (run.status === "queued") {
-    work(config, run.id, prompt, words, opts).catch(async (err) => {
-      console.error(`demo agent: run ${run.id} failed: ${err.message}`);
-      await callSwitchboard(config, "PATCH", `/api/v1/runs/${run.id}`, { status: "failed", error: String(err.message) }).catch(
-        () => {},
-      );
-    });
-  }
-  return { run, deltas: words.length };
+  if (run.status !== "queued" || started.has(runId)) return { deltas: words.length, started: false };
+  started.add(runId);
+  work(config, runId, prompt, words, opts).catch(async (err) => {
+    // Another worker moved it first (409): not this one's to fail.
+    if (err instanceof SwitchboardError && err.status === 409) return;
+    console.error(`demo agent: run ${runId} failed: ${err.message}`);
+    await callSwitchboard(config, "PATCH", `/api/v1/runs/${runId}`, { status: "failed", error: String(err.message) }).catch(
+      () => {},
+    );
+  });
+  return { deltas: words.length, started: true };
 }
 
 async function work(

@@ -2,7 +2,7 @@
 // gets to connect to Switchboard with.
 import { cookies } from "next/headers";
 import { NextResponse } from "next/server";
-import { ConfigError, serverConfig, type ServerConfig } from "./config";
+import { ConfigError, devSecrets, serverConfig, type ServerConfig } from "./config";
 import { mintUserToken, openSession } from "./token";
 
 export const SESSION_COOKIE = "sb_session";
@@ -39,12 +39,33 @@ export function errorResponse(status: number, code: string, message: string) {
   return NextResponse.json({ error: { code, message } }, { status, headers: { "cache-control": "no-store" } });
 }
 
-/** The configuration, or the response that says what is missing. */
+/** The configuration (with the development sign-in's secrets), or the response that says what is missing. */
 export function configOr(): ServerConfig | Response {
   try {
-    return serverConfig();
+    const config = serverConfig();
+    devSecrets(config);
+    return config;
   } catch (err) {
-    if (err instanceof ConfigError) return errorResponse(500, "not_configured", err.message);
+    if (err instanceof ConfigError) return errorResponse(501, "not_configured", err.message);
     throw err;
   }
+}
+
+/** Only JSON from this app's own pages: a form on another site cannot post here. */
+export function fromOwnPage(request: Request): Response | null {
+  const type = request.headers.get("content-type") ?? "";
+  if (!type.toLowerCase().startsWith("application/json")) {
+    return errorResponse(415, "invalid_payload", "The body must be JSON (content-type: application/json)");
+  }
+  const site = request.headers.get("sec-fetch-site");
+  if (site && site !== "same-origin" && site !== "none") {
+    return errorResponse(403, "forbidden", "Requests come from this app's own pages only");
+  }
+  return null;
+}
+
+/** Whether the browser reached this app over HTTPS (directly or through a proxy). */
+export function overHttps(request: Request): boolean {
+  const proto = request.headers.get("x-forwarded-proto")?.split(",")[0]?.trim();
+  return (proto ?? new URL(request.url).protocol.replace(":", "")) === "https";
 }

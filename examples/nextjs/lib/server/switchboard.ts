@@ -43,7 +43,12 @@ export async function callSwitchboard<T>(
       throw new SwitchboardError(503, "unavailable", `Switchboard did not answer: ${(err as Error).message}`);
     }
     const text = await res.text();
-    const json = text ? JSON.parse(text) : null;
+    let json: any = null;
+    try {
+      json = text ? JSON.parse(text) : null;
+    } catch {
+      // Not JSON: a balancer's error page, say. The status decides what follows.
+    }
     if (res.ok) return json as T;
     const retryable = res.status === 429 || res.status === 503;
     if (retryable && attempt < 4 && (idempotencyKey || method === "GET")) {

@@ -4,7 +4,7 @@
 // its own identity provider (JWT_JWKS_URL on Switchboard), the browser gets its
 // token from there and nothing here signs anything.
 import { createHmac, timingSafeEqual } from "node:crypto";
-import type { ServerConfig } from "./config";
+import { devSecrets, type ServerConfig } from "./config";
 
 const b64 = (v: string | Buffer) => Buffer.from(v).toString("base64url");
 
@@ -31,25 +31,31 @@ export function mintUserToken(
   if (config.jwtAudience) claims.aud = config.jwtAudience;
   const head = b64(JSON.stringify({ alg: "HS256", typ: "JWT" }));
   const body = b64(JSON.stringify(claims));
-  return { token: `${head}.${body}.${hs256(config.jwtSecret, `${head}.${body}`)}`, expiresAt };
+  const { jwtSecret } = devSecrets(config);
+  return { token: `${head}.${body}.${hs256(jwtSecret, `${head}.${body}`)}`, expiresAt };
 }
 
-/** The session cookie's value: who signed in, signed so the browser cannot change it. */
+/** How long a sign-in lasts before the name has to be given again. */
+export const SESSION_SECONDS = 7 * 24 * 3600;
+
+/** The session cookie's value: who signed in and until when, signed so the browser cannot change it. */
 export function sealSession(config: ServerConfig, user: { id: string; name: string }): string {
-  const body = b64(JSON.stringify({ id: user.id, name: user.name }));
-  return `${body}.${hs256(config.sessionSecret, body)}`;
+  const exp = Math.floor(Date.now() / 1000) + SESSION_SECONDS;
+  const body = b64(JSON.stringify({ id: user.id, name: user.name, exp }));
+  return `${body}.${hs256(devSecrets(config).sessionSecret, body)}`;
 }
 
 export function openSession(config: ServerConfig, value: string | undefined): { id: string; name: string } | null {
   if (!value) return null;
   const [body, sig] = value.split(".");
   if (!body || !sig) return null;
-  const want = Buffer.from(hs256(config.sessionSecret, body));
+  const want = Buffer.from(hs256(devSecrets(config).sessionSecret, body));
   const got = Buffer.from(sig);
   if (want.length !== got.length || !timingSafeEqual(want, got)) return null;
   try {
-    const user = JSON.parse(Buffer.from(body, "base64url").toString("utf8"));
-    return typeof user?.id === "string" && typeof user?.name === "string" ? user : null;
+    const s = JSON.parse(Buffer.from(body, "base64url").toString("utf8"));
+    const fresh = typeof s?.exp === "number" && s.exp > Date.now() / 1000;
+    return fresh && typeof s.id === "string" && typeof s.name === "string" ? { id: s.id, name: s.name } : null;
   } catch {
     return null;
   }

@@ -1,9 +1,10 @@
-// POST { prompt } starts an agent run for the signed-in user with the tenant's
-// API key (which never leaves this server). `Idempotency-Key` makes a retried
-// click start one run, not two.
+// POST { prompt } creates an agent run for the signed-in user with the
+// tenant's API key (which never leaves this server); `Idempotency-Key` makes a
+// retried click create one run, not two. The page then subscribes to the run
+// and starts the agent (`POST /api/runs/{id}/start`), so it sees every token.
 import { NextResponse } from "next/server";
-import { startRun } from "@/lib/server/agent";
-import { configOr, currentUser, errorResponse } from "@/lib/server/session";
+import { createRun } from "@/lib/server/agent";
+import { configOr, currentUser, errorResponse, fromOwnPage } from "@/lib/server/session";
 import { SwitchboardError } from "@/lib/server/switchboard";
 
 export const dynamic = "force-dynamic";
@@ -11,6 +12,8 @@ export const dynamic = "force-dynamic";
 export async function POST(request: Request) {
   const config = configOr();
   if (config instanceof Response) return config;
+  const refused = fromOwnPage(request);
+  if (refused) return refused;
   const user = await currentUser(config);
   if (!user) return errorResponse(401, "signed_out", "Sign in first");
   let prompt: unknown;
@@ -26,10 +29,9 @@ export async function POST(request: Request) {
   if (!key || !/^[A-Za-z0-9_-]{8,100}$/.test(key)) {
     return errorResponse(400, "invalid_payload", "Idempotency-Key: 8 to 100 letters, digits, _ or -");
   }
-  const deltaEveryMs = Number(process.env.DEMO_AGENT_DELTA_MS ?? 120);
   try {
-    const { run, deltas } = await startRun(config, user, prompt.trim(), `${user.id}:${key}`, { deltaEveryMs });
-    return NextResponse.json({ run_id: run.id, deltas }, { status: 201 });
+    const run = await createRun(config, user, prompt.trim(), `${user.id}:${key}`);
+    return NextResponse.json({ run_id: run.id }, { status: 201 });
   } catch (err) {
     if (err instanceof SwitchboardError) return errorResponse(err.status, err.code, err.message);
     throw err;

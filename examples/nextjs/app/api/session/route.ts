@@ -1,11 +1,12 @@
-// Development sign-in. POST { name } signs in (a session cookie) and answers a
+// Development sign-in (on under `next dev`; DEV_SIGNIN=1 elsewhere). POST
+// { name } signs in (a session cookie that lasts a week) and answers a
 // Switchboard token; GET answers a fresh token for the signed-in user (the
 // browser calls it before a token expires and after Switchboard refuses an
 // expired one); DELETE signs out.
 import { randomUUID } from "node:crypto";
 import { NextResponse } from "next/server";
-import { SESSION_COOKIE, configOr, currentUser, errorResponse, sessionInfo } from "@/lib/server/session";
-import { sealSession } from "@/lib/server/token";
+import { SESSION_COOKIE, configOr, currentUser, errorResponse, fromOwnPage, overHttps, sessionInfo } from "@/lib/server/session";
+import { SESSION_SECONDS, sealSession } from "@/lib/server/token";
 
 export const dynamic = "force-dynamic";
 
@@ -20,6 +21,8 @@ export async function GET() {
 export async function POST(request: Request) {
   const config = configOr();
   if (config instanceof Response) return config;
+  const refused = fromOwnPage(request);
+  if (refused) return refused;
   let name: unknown;
   try {
     ({ name } = await request.json());
@@ -35,8 +38,8 @@ export async function POST(request: Request) {
     httpOnly: true,
     sameSite: "lax",
     path: "/",
-    secure: new URL(request.url).protocol === "https:",
-    maxAge: 7 * 24 * 3600,
+    secure: overHttps(request),
+    maxAge: SESSION_SECONDS,
   });
   return res;
 }
