@@ -132,23 +132,32 @@ fn serve_until_exit(env: &[(&str, &str)]) -> (bool, String) {
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
         .env("METRICS_ADDR", "127.0.0.1:0")
-        .env("RUST_LOG", "error")
+        .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     for (k, v) in env {
         command.env(k, v);
     }
     let mut child = command.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Read as it comes: a child whose stderr pipe filled up would block on
+    // its next log line and never get to exit.
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    // Long enough for a loaded machine; what it said is in the panic.
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut text).unwrap();
-            return (status.success(), text);
+            return (status.success(), reader.join().unwrap());
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("serve did not stop on a certificate it cannot verify");
+            let _ = child.wait();
+            let text = reader.join().unwrap();
+            panic!("serve did not stop within 60 s on a certificate it cannot verify; it said:\n{text}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
