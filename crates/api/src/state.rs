@@ -26,6 +26,10 @@ pub struct AppState {
     pub directory: Directory,
     pub limiter: RateLimiter,
     pub realtime: Realtime,
+    /// Documents, memories and search; `None` only in states built without it.
+    pub knowledge: Option<switchboard_knowledge::Knowledge>,
+    /// Wakes this node's ingestion worker when a job was queued here.
+    pub knowledge_wake: switchboard_knowledge::worker::Wake,
     draining: Arc<AtomicBool>,
     shutdown: Arc<Notify>,
 }
@@ -55,6 +59,8 @@ impl AppState {
             directory,
             limiter,
             realtime,
+            knowledge: None,
+            knowledge_wake: Default::default(),
             draining: Arc::new(AtomicBool::new(false)),
             shutdown: Arc::new(Notify::new()),
         }
@@ -66,6 +72,51 @@ impl AppState {
         self.auth_failures = failures;
         self.trusted_proxies = proxies;
         self
+    }
+
+    /// Serves knowledge through `knowledge`, waking `wake`'s worker on new jobs.
+    pub fn with_knowledge(
+        mut self,
+        knowledge: switchboard_knowledge::Knowledge,
+        wake: switchboard_knowledge::worker::Wake,
+    ) -> Self {
+        self.knowledge = Some(knowledge);
+        self.knowledge_wake = wake;
+        self
+    }
+
+    pub fn knowledge(&self) -> Result<&switchboard_knowledge::Knowledge, crate::error::ApiError> {
+        self.knowledge.as_ref().ok_or_else(|| {
+            crate::error::ApiError::new(
+                switchboard_domain::ErrorKind::Unavailable,
+                "knowledge is not available on this node",
+            )
+        })
+    }
+
+    pub fn wake_knowledge(&self) {
+        self.knowledge_wake.wake();
+    }
+
+    /// Tells `project:<id>` how a document stands (`document:updated`).
+    pub async fn announce_document(
+        &self,
+        tenant: switchboard_domain::TenantId,
+        doc: &switchboard_db::repo::knowledge::Document,
+    ) {
+        let update = switchboard_knowledge::worker::update_of(tenant, doc);
+        self.publish_update(update).await;
+    }
+
+    /// Publishes a worker's `document:updated`.
+    pub async fn publish_update(&self, update: switchboard_knowledge::worker::Update) {
+        let topic = switchboard_domain::Topic::Project(switchboard_domain::ProjectId::from(update.project));
+        let Ok(data) = serde_json::value::to_raw_value(&update.data) else { return };
+        if let Err(kind) =
+            self.realtime.publish(update.tenant, &topic, "document:updated", &data, None, None).await
+        {
+            tracing::warn!(?kind, project_id = %update.project, "document update not announced");
+        }
     }
 
     /// Enables the platform routes for callers presenting `key`.

@@ -35,6 +35,10 @@ pub struct Config {
     /// `TOPIC_HISTORY_SIZE`, `TOPIC_HISTORY_TTL_SECONDS`, `SOCKET_EVENTS_PER_SECOND`,
     /// `DRAIN_SECONDS`: the Socket.IO layer's node-wide settings.
     pub realtime: switchboard_realtime::RealtimeConfig,
+    /// `EMBEDDING_MODEL_DIR`, `EMBEDDING_URL`/`_MODEL`/`_API_KEY`,
+    /// `RERANK_URL`/`_MODEL`/`_API_KEY`: where knowledge gets its vectors and
+    /// its reranking.
+    pub knowledge: switchboard_knowledge::Settings,
 }
 
 impl fmt::Debug for Config {
@@ -259,6 +263,63 @@ impl Config {
         }
         realtime.replay_limit = realtime.replay_limit.min(realtime.history.max_len);
 
+        let mut knowledge = switchboard_knowledge::Settings {
+            model_dir: env
+                .get("EMBEDDING_MODEL_DIR")
+                .map(Into::into)
+                .unwrap_or_else(|| "models/all-MiniLM-L6-v2".into()),
+            ..Default::default()
+        };
+        let mut endpoint = |prefix: &str, what: &str| -> Option<switchboard_knowledge::embed::Endpoint> {
+            let url = env.get(&format!("{prefix}_URL"))?;
+            let model = env.get(&format!("{prefix}_MODEL"));
+            let parsed =
+                url::Url::parse(&url).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+            if parsed.is_none() {
+                problems.push(format!("{prefix}_URL: not an http(s) URL ({what})"));
+            }
+            if model.is_none() {
+                problems.push(format!(
+                    "{prefix}_MODEL: required with {prefix}_URL (the model the endpoint runs)"
+                ));
+            }
+            Some(switchboard_knowledge::embed::Endpoint {
+                url,
+                model: model.unwrap_or_default(),
+                api_key: env.get(&format!("{prefix}_API_KEY")),
+            })
+        };
+        knowledge.embedding = endpoint("EMBEDDING", "an OpenAI-compatible embeddings endpoint");
+        knowledge.rerank = endpoint("RERANK", "a Cohere/Jina-compatible rerank endpoint");
+        let mut patience = switchboard_knowledge::embed::Patience::default();
+        let mut millis = |name: &str, max: u64, why: &str| -> Option<std::time::Duration> {
+            let raw = env.get(name)?;
+            match raw.parse::<u64>() {
+                Ok(n) if (1..=max).contains(&n) => Some(std::time::Duration::from_millis(n)),
+                _ => {
+                    problems.push(format!(
+                        "{name}: `{raw}` is not a whole number of milliseconds from 1 to {max} ({why})"
+                    ));
+                    None
+                }
+            }
+        };
+        if let Some(d) = millis(
+            "OUTSIDE_TIMEOUT_MS",
+            600_000,
+            "how long one call to an embedding or rerank endpoint may take",
+        ) {
+            patience.timeout = d;
+        }
+        if let Some(d) = millis(
+            "OUTSIDE_BREAKER_COOL_DOWN_MS",
+            3_600_000,
+            "how long an open circuit breaker refuses calls",
+        ) {
+            patience.breaker_cool_down = d;
+        }
+        knowledge.patience = Some(patience);
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -280,6 +341,7 @@ impl Config {
             auth_failures_per_second,
             node_id,
             realtime,
+            knowledge,
         })
     }
 }

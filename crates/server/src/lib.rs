@@ -99,10 +99,32 @@ impl Application {
             limiter: limiter.clone(),
         };
         let (realtime, socket_io) = switchboard_realtime::Realtime::new(deps, config.realtime).await;
+        let knowledge = switchboard_knowledge::Knowledge::new(db.clone(), config.knowledge.clone());
+        let wake = switchboard_knowledge::worker::Wake::default();
         let state =
             AppState::new(db, redis, verifier, hasher, directory, limiter, realtime, config.node_id.clone())
                 .with_platform_key(config.platform_key.clone())
-                .with_clients(auth_failures, config.trusted_proxies.clone());
+                .with_clients(auth_failures, config.trusted_proxies.clone())
+                .with_knowledge(knowledge.clone(), wake.clone());
+        // Every node works the embedding queue; its updates go out as
+        // `document:updated` on the documents' projects.
+        let (updates, mut updated) = tokio::sync::mpsc::channel(1024);
+        let announcer = state.clone();
+        tokio::spawn(async move {
+            while let Some(update) = updated.recv().await {
+                announcer.publish_update(update).await;
+            }
+        });
+        tokio::spawn(switchboard_knowledge::worker::run(
+            knowledge,
+            switchboard_knowledge::worker::WorkerSettings {
+                // A job waiting on a provider that is down tries again once its breaker may let it.
+                wait: config.knowledge.patience.unwrap_or_default().breaker_cool_down,
+                ..switchboard_knowledge::worker::WorkerSettings::new(instance.clone())
+            },
+            updates,
+            wake,
+        ));
         let router = switchboard_api::router(state.clone(), &config.cors_allowed_origins, |r| {
             r.layer(socket_io).layer(axum::middleware::map_request(own_handshake_request))
         });
@@ -231,6 +253,25 @@ pub async fn migrate(seed_demo: bool) -> Result<(), StartError> {
         db.close().await;
         tracing::info!(tenant_id = %switchboard_db::repo::seed::DEMO_TENANT, "demo tenant seeded");
     }
+    Ok(())
+}
+
+/// `switchboard reembed`: queues every ready document and embedded memory whose
+/// vectors came from another model than this configuration's, on every tenant;
+/// the nodes' workers embed them again in the background. Run it once after
+/// changing the embedding model (EMBEDDING_URL/EMBEDDING_MODEL), when every
+/// node has the new setting: nodes never do it by themselves, so a canary with
+/// another model cannot start a tug of war.
+pub async fn reembed() -> Result<(), StartError> {
+    let config = Config::from_env()?;
+    let db = Database::connect(config.database_url.expose_secret()).await?;
+    let knowledge = switchboard_knowledge::Knowledge::new(db.clone(), config.knowledge.clone());
+    let model = knowledge.embedder().model_name();
+    let mut tx = db.begin_platform().await?;
+    let queued = switchboard_db::repo::knowledge::enqueue_reembedding(&mut tx, &model).await?;
+    tx.commit().await?;
+    db.close().await;
+    tracing::info!(model = %model, queued, "queued re-embedding");
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! `switchboard serve | migrate | token`: parses the command line and calls the library.
+//! `switchboard serve | migrate | reembed | token`: parses the command line and calls the library.
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -23,6 +23,9 @@ enum Command {
         #[arg(long)]
         seed_demo: bool,
     },
+    /// Queue every document and memory embedded with another model than the
+    /// configured one for embedding again (run after changing the model).
+    Reembed,
     /// Print a development user token signed with JWT_SECRET (platform
     /// operations use PLATFORM_KEY, never a token).
     Token {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => switchboard::serve().await,
             Command::Migrate { seed_demo } => switchboard::migrate(seed_demo).await,
+            Command::Reembed => switchboard::reembed().await,
             Command::Token { .. } => Ok(()),
         }
     });

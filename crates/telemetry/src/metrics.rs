@@ -126,6 +126,25 @@ pub struct LimitLabels {
     pub limit: &'static str,
 }
 
+/// An outside service behind a circuit breaker: `embedding`, `rerank`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakerLabels {
+    pub breaker: &'static str,
+}
+
+/// A knowledge search by mode, and whether it was degraded (no vectors).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SearchLabels {
+    pub mode: &'static str,
+    pub degraded: &'static str,
+}
+
+/// An embedding job by how it ended: `done`, `retry`, `waiting`, `dead`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    pub outcome: &'static str,
+}
+
 /// Everything recorded as it happens. Cheap to record from any task: counters
 /// and histograms are atomics, families a read lock and a hash lookup.
 #[derive(Debug)]
@@ -144,6 +163,12 @@ pub struct Metrics {
     /// 1 while the Postgres circuit breaker is open (or probing).
     pub db_breaker_open: Gauge,
     pub db_refused_fast: Counter,
+    /// 0 closed, 1 open, 2 half-open (one probe let through).
+    pub breaker_state: Family<BreakerLabels, Gauge>,
+    pub breaker_refused: Family<BreakerLabels, Counter>,
+    pub search_duration: Histograms<SearchLabels>,
+    pub embedding_jobs: Family<JobLabels, Counter>,
+    pub chunks_embedded: Counter,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -160,6 +185,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     dropped: Counter::default(),
     db_breaker_open: Gauge::default(),
     db_refused_fast: Counter::default(),
+    breaker_state: Family::default(),
+    breaker_refused: Family::default(),
+    search_duration: Family::new_with_constructor(latency),
+    embedding_jobs: Family::default(),
+    chunks_embedded: Counter::default(),
 });
 
 /// The process's metrics.
@@ -291,6 +321,23 @@ impl Metrics {
             "Transactions the Postgres circuit breaker refused without waiting for the pool",
             self.db_refused_fast.clone(),
         );
+        r.register(
+            "breaker_state",
+            "Circuit breakers around outside services (embedding, rerank): 0 closed, 1 open (calls refused at once), 2 half-open (one probe through)",
+            self.breaker_state.clone(),
+        );
+        r.register(
+            "breaker_refused",
+            "Calls a circuit breaker refused without trying the service",
+            self.breaker_refused.clone(),
+        );
+        r.register(
+            "search_duration_seconds",
+            "Knowledge searches by mode (hybrid, vector, keyword) and whether they were degraded to full text",
+            self.search_duration.clone(),
+        );
+        r.register("embedding_jobs", "Embedding jobs worked, by how they ended", self.embedding_jobs.clone());
+        r.register("chunks_embedded", "Document chunks embedded and stored", self.chunks_embedded.clone());
         r.register_collector(collector);
         r
     }

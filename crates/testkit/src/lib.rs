@@ -51,7 +51,7 @@ pub fn config(overrides: &[(&str, &str)]) -> Result<Config, switchboard::config:
             "HOST" => Some("127.0.0.1".to_owned()),
             "JWT_SECRET" => Some(JWT_SECRET.to_owned()),
             "PLATFORM_KEY" => Some(PLATFORM_KEY.to_owned()),
-            "DATABASE_URL" | "REDIS_URL" => std::env::var(name).ok(),
+            "DATABASE_URL" | "REDIS_URL" | "EMBEDDING_MODEL_DIR" => std::env::var(name).ok(),
             _ => None,
         }
     }))
@@ -217,6 +217,7 @@ impl Node {
             .env("PORT", "0")
             .env("METRICS_ADDR", "127.0.0.1:0")
             .env("NODE_ID", node_id)
+            .env("EMBEDDING_MODEL_DIR", std::env::var("EMBEDDING_MODEL_DIR").unwrap_or_default())
             .env("RUST_LOG", std::env::var("SB_NODE_LOG").unwrap_or_else(|_| "info".to_owned()))
             .stderr(std::process::Stdio::piped());
         for (k, v) in extra {

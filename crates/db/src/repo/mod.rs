@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod conversations;
 pub mod invalidations;
+pub mod knowledge;
 pub mod messages;
 pub mod projects;
 pub mod runs;

@@ -1,0 +1,223 @@
+//! An outside embedding provider (an OpenAI-compatible server on loopback,
+//! made slow, then failing, then healthy) behind its circuit breaker: searches
+//! answer from full text and say `degraded` while it is down, ingestion waits
+//! without failing, and everything catches up when it is back. In a process of
+//! its own: nodes with another model must not share its queue.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+use switchboard_domain::{Role, UserId};
+use switchboard_testkit::{TestApp, metric_sum, user_token};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+const GUIDE: &str = "# Guide
+
+## Reconnecting
+
+When the network drops, socket.io-client reconnects by itself. Subscribe again with `since` set to the last offset you saw.
+
+## Rate limits
+
+Each tenant has an events-per-second budget. Past it, events are refused with rate_limited and a retry_after_ms hint.
+";
+
+struct Tenant {
+    member: String,
+    key: String,
+    project: String,
+}
+
+async fn tenant(app: &TestApp, name: &str) -> Tenant {
+    let id = app.create_tenant(name).await;
+    let admin = user_token(id, UserId::new(), Role::Admin);
+    let (_, key) = app
+        .send_json(
+            Method::POST,
+            "/api/v1/api-keys",
+            &admin,
+            &json!({ "name": "agent", "scopes": ["read", "write"] }),
+        )
+        .await;
+    let (_, project) =
+        app.send_json(Method::POST, "/api/v1/projects", &admin, &json!({ "name": "kb" })).await;
+    Tenant {
+        member: user_token(id, UserId::new(), Role::Member),
+        key: key["key"].as_str().unwrap().to_owned(),
+        project: project["id"].as_str().unwrap().to_owned(),
+    }
+}
+
+async fn post_doc(app: &TestApp, token: &str, project: &str, body: &Value) -> (u16, Value) {
+    let (status, v) =
+        app.send_json(Method::POST, &format!("/api/v1/projects/{project}/documents"), token, body).await;
+    (status.as_u16(), v)
+}
+
+async fn wait_ready(app: &TestApp, token: &str, doc: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let d = app.get_json(&format!("/api/v1/documents/{doc}"), token).await;
+        match d["status"].as_str() {
+            Some("ready") => return d,
+            Some("failed") => panic!("ingestion failed: {d}"),
+            _ if started.elapsed() > WAIT => panic!("not ready within {WAIT:?}: {d}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+async fn search(app: &TestApp, token: &str, body: Value) -> (u16, Value) {
+    let (status, v) = app.send_json(Method::POST, "/api/v1/search", token, &body).await;
+    (status.as_u16(), v)
+}
+
+fn contents(found: &Value) -> Vec<String> {
+    found["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["chunk"]["content"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// An OpenAI-compatible embeddings server on loopback whose behaviour the test
+/// switches: 0 healthy (vectors from word hashes), 1 slow (past the timeout),
+/// 2 failing (500).
+async fn fake_embeddings(mode: Arc<AtomicU8>) -> String {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/embeddings",
+        post(move |axum::Json(body): axum::Json<Value>| {
+            let mode = mode.clone();
+            async move {
+                match mode.load(Ordering::SeqCst) {
+                    1 => {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        (axum::http::StatusCode::OK, axum::Json(json!({ "data": [] })))
+                    }
+                    2 => (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        axum::Json(json!({ "error": "down" })),
+                    ),
+                    _ => {
+                        let inputs: Vec<String> = match &body["input"] {
+                            Value::String(s) => vec![s.clone()],
+                            Value::Array(a) => {
+                                a.iter().map(|v| v.as_str().unwrap_or_default().to_owned()).collect()
+                            }
+                            _ => Vec::new(),
+                        };
+                        let data: Vec<Value> = inputs
+                            .iter()
+                            .enumerate()
+                            .map(|(i, text)| {
+                                let mut v = vec![0.0f32; 64];
+                                for word in text
+                                    .to_lowercase()
+                                    .split(|c: char| !c.is_alphanumeric())
+                                    .filter(|w| !w.is_empty())
+                                {
+                                    let h = word
+                                        .bytes()
+                                        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+                                    v[(h % 64) as usize] += 1.0;
+                                }
+                                json!({ "index": i, "embedding": v })
+                            })
+                            .collect();
+                        (axum::http::StatusCode::OK, axum::Json(json!({ "data": data, "model": "fake-64" })))
+                    }
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn an_outside_provider_that_fails_opens_the_breaker_search_degrades_and_ingestion_waits() {
+    let mode = Arc::new(AtomicU8::new(1));
+    let url = fake_embeddings(mode.clone()).await;
+    let app = TestApp::spawn_with(&[
+        ("EMBEDDING_URL", &url),
+        ("EMBEDDING_MODEL", "fake-64"),
+        ("EMBEDDING_API_KEY", "sk-test-key-never-logged"),
+        ("OUTSIDE_TIMEOUT_MS", "300"),
+        ("OUTSIDE_BREAKER_COOL_DOWN_MS", "1500"),
+    ])
+    .await;
+    let t = tenant(&app, "kb-breaker").await;
+    let started = Instant::now();
+    let mut timeline = Vec::new();
+    let mut note = |what: String| timeline.push(format!("{:>6} ms  {what}", started.elapsed().as_millis()));
+
+    // Slow: each call times out; a search still answers, from full text, degraded.
+    let (status, doc) = post_doc(
+        &app,
+        &t.key,
+        &t.project,
+        &json!({ "title": "g", "content": GUIDE, "content_type": "text/markdown" }),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = doc["id"].as_str().unwrap().to_owned();
+    let (status, found) = search(&app, &t.member, json!({ "query": "reconnect" })).await;
+    assert_eq!((status, found["degraded"].as_bool()), (200, Some(true)), "{found}");
+    note(format!(
+        "provider slow: search degraded={}, {} results",
+        found["degraded"],
+        found["data"].as_array().unwrap().len()
+    ));
+
+    // Failing: the breaker opens; searches degrade without waiting on the provider.
+    mode.store(2, Ordering::SeqCst);
+    let opened = loop {
+        let metrics = app.metrics().await;
+        if metric_sum(&metrics, "switchboard_breaker_state", &[("breaker", "embedding")]) == 1.0 {
+            break metrics;
+        }
+        assert!(started.elapsed() < WAIT, "the breaker never opened");
+        let _ = search(&app, &t.member, json!({ "query": "reconnect" })).await;
+    };
+    note("breaker open".to_owned());
+    let t0 = Instant::now();
+    let (_, found) = search(&app, &t.member, json!({ "query": "reconnect", "mode": "vector" })).await;
+    assert_eq!(found["degraded"], true, "{found}");
+    assert!(!found["data"].as_array().unwrap().is_empty(), "full-text answers while vectors cannot: {found}");
+    note(format!("search while open: degraded, answered in {} ms", t0.elapsed().as_millis()));
+    let d = app.get_json(&format!("/api/v1/documents/{id}"), &t.member).await;
+    assert_ne!(d["status"], "ready");
+    assert_ne!(d["status"], "failed", "a provider that is down makes ingestion wait, not fail: {d}");
+    note(format!("document {}: {}", d["status"], d["error"]));
+    assert!(!opened.contains("sk-test-key-never-logged"), "the API key is in the metrics");
+
+    // Healthy again: the breaker half-opens, closes on the probe, the job finishes.
+    mode.store(0, Ordering::SeqCst);
+    note("provider healthy".to_owned());
+    let ready = wait_ready(&app, &t.member, &id).await;
+    note(format!("document ready with {} chunks of {}", ready["chunk_count"], ready["model"]));
+    assert_eq!(ready["model"], "fake-64");
+    let (_, found) =
+        search(&app, &t.member, json!({ "query": "tenant budget refused rate_limited", "mode": "vector" }))
+            .await;
+    assert_eq!(found["degraded"], false, "{found}");
+    assert!(contents(&found)[0].contains("rate_limited"), "{found}");
+    assert_eq!(
+        metric_sum(&app.metrics().await, "switchboard_breaker_state", &[("breaker", "embedding")]),
+        0.0
+    );
+    note("breaker closed; search by vectors again".to_owned());
+    let waited =
+        metric_sum(&app.metrics().await, "switchboard_embedding_jobs_total", &[("outcome", "waiting")]);
+    assert!(waited >= 1.0, "the job waited at least once");
+    eprintln!("breaker timeline:\n{}", timeline.join("\n"));
+}

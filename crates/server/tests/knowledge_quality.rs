@@ -1,0 +1,137 @@
+//! Retrieval quality on a set written for this purpose (`tests/knowledge/`):
+//! eight documents of documentation-like text, 48 queries with the section
+//! that answers each (29 paraphrases that share few words with it, 8 terms
+//! of art written as in the text). For keyword, vector and hybrid search it
+//! reports recall@5 and MRR@10 and holds each to a floor a little under what
+//! it measures today, so a change that makes retrieval worse fails here.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+use switchboard_domain::{Role, UserId};
+use switchboard_testkit::{TestApp, user_token};
+
+const DOCS: &str = include_str!("../../../tests/knowledge/docs.md");
+const QUERIES: &str = include_str!("../../../tests/knowledge/queries.json");
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Score {
+    recall_at_5: f64,
+    mrr: f64,
+    paraphrase_recall_at_5: f64,
+}
+
+#[tokio::test]
+async fn retrieval_quality_of_each_mode_holds() {
+    let app = TestApp::spawn().await;
+    let tenant = app.create_tenant("kb-quality").await;
+    let admin = user_token(tenant, UserId::new(), Role::Admin);
+    let (_, project) =
+        app.send_json(Method::POST, "/api/v1/projects", &admin, &json!({ "name": "docs" })).await;
+    let project = project["id"].as_str().unwrap().to_owned();
+
+    // One document per `<!-- doc: Title -->` block.
+    let mut ids = Vec::new();
+    for block in DOCS.split("<!-- doc: ").filter(|b| !b.trim().is_empty()) {
+        let (title, body) = block.split_once(" -->").unwrap();
+        let (status, doc) = app
+            .send_json(
+                Method::POST,
+                &format!("/api/v1/projects/{project}/documents"),
+                &admin,
+                &json!({ "title": title, "content": body.trim(), "content_type": "text/markdown" }),
+            )
+            .await;
+        assert_eq!(status, 201, "{doc}");
+        ids.push(doc["id"].as_str().unwrap().to_owned());
+    }
+    let started = Instant::now();
+    let mut chunks = 0;
+    for id in &ids {
+        loop {
+            let d = app.get_json(&format!("/api/v1/documents/{id}"), &admin).await;
+            if d["status"] == "ready" {
+                chunks += d["chunk_count"].as_i64().unwrap();
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "not ready: {d}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let ingest = started.elapsed();
+
+    let queries: Value = serde_json::from_str(QUERIES).unwrap();
+    let queries = queries["queries"].as_array().unwrap();
+    assert!(queries.len() >= 40);
+    let paraphrases = queries.iter().filter(|q| q["paraphrase"] == true).count() as f64;
+    let mut scores = Vec::new();
+    for mode in ["keyword", "vector", "hybrid"] {
+        let mut s = Score::default();
+        for q in queries {
+            let (status, found) = app
+                .send_json(
+                    Method::POST,
+                    "/api/v1/search",
+                    &admin,
+                    &json!({ "query": q["q"], "mode": mode, "limit": 10 }),
+                )
+                .await;
+            assert_eq!(status, 200, "{found}");
+            assert_eq!(found["degraded"], false);
+            let relevant: Vec<&str> =
+                q["relevant"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+            let rank = found["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .position(|h| relevant.contains(&h["chunk"]["heading"].as_str().unwrap()));
+            if std::env::var("SHOW_RANKS").is_ok() {
+                let top: Vec<&str> = found["data"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .take(3)
+                    .map(|h| h["chunk"]["heading"].as_str().unwrap())
+                    .collect();
+                eprintln!("{mode} {:?} rank {rank:?} top {top:?}", q["q"]);
+            }
+            if let Some(r) = rank {
+                s.mrr += 1.0 / (r as f64 + 1.0);
+                if r < 5 {
+                    s.recall_at_5 += 1.0;
+                    if q["paraphrase"] == true {
+                        s.paraphrase_recall_at_5 += 1.0;
+                    }
+                }
+            }
+        }
+        let n = queries.len() as f64;
+        s = Score {
+            recall_at_5: s.recall_at_5 / n,
+            mrr: s.mrr / n,
+            paraphrase_recall_at_5: s.paraphrase_recall_at_5 / paraphrases,
+        };
+        eprintln!(
+            "{mode:>8}: recall@5 {:.3}  MRR@10 {:.3}  paraphrases recall@5 {:.3}",
+            s.recall_at_5, s.mrr, s.paraphrase_recall_at_5
+        );
+        scores.push(s);
+    }
+    eprintln!(
+        "{} documents, {chunks} chunks, ingested in {} ms; {} queries ({paraphrases} paraphrases)",
+        ids.len(),
+        ingest.as_millis(),
+        queries.len()
+    );
+    let [keyword, vector, hybrid] = [scores[0], scores[1], scores[2]];
+    // When written: keyword 0.875–0.893 recall@5 and 0.73 MRR (its ties fall
+    // by chunk id, which differs from run to run), vector 1.000 and 0.912,
+    // hybrid 0.982–1.000 and 0.870.
+    assert!(keyword.recall_at_5 >= 0.85 && keyword.mrr >= 0.70, "{scores:?}");
+    assert!(vector.recall_at_5 >= 0.95 && vector.mrr >= 0.88, "{scores:?}");
+    assert!(hybrid.recall_at_5 >= 0.95 && hybrid.mrr >= 0.84, "{scores:?}");
+    assert!(hybrid.recall_at_5 >= keyword.recall_at_5 && hybrid.mrr > keyword.mrr, "{scores:?}");
+    assert!(hybrid.paraphrase_recall_at_5 >= 0.95, "fusion must not lose the paraphrases: {scores:?}");
+}
