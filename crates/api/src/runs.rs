@@ -396,6 +396,11 @@ pub struct AppendStep {
     /// (rounded to 6 decimal places) or a decimal string (at most 6 places).
     #[schema(value_type = Option<String>, pattern = "^[0-9]{1,8}(\\.[0-9]{1,6})?$")]
     cost_usd: Option<Cost>,
+    /// Knowledge chunks (ids from `POST /search`) the step draws on, at most 50;
+    /// each must be a chunk of the tenant. Stored as `data.citations`.
+    #[validate(length(max = 50))]
+    #[schema(max_items = 50)]
+    citations: Option<Vec<Uuid>>,
 }
 
 #[utoipa::path(post, path = "/api/v1/runs/{id}/steps", tag = "runs", params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key, same step: appended once", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$")), request_body = AppendStep, responses((status = 201, body = StepView), (status = 200, body = StepView, description = "Replayed for a repeated Idempotency-Key"), crate::openapi::CommonErrors))]
@@ -408,8 +413,23 @@ pub(crate) async fn append_step(
 ) -> Result<Response, ApiError> {
     let id = run_id(&id)?;
     let key = idempotency_key(&headers)?;
-    let data = body.data.unwrap_or_else(|| json!({}));
+    let mut data = body.data.unwrap_or_else(|| json!({}));
     check_json("data", &data, Shape::Object, JsonCap::Document)?;
+    let mut tx = state.db.begin(&member.ctx).await?;
+    if let Some(citations) = &body.citations {
+        let mut unique = citations.clone();
+        unique.sort();
+        unique.dedup();
+        // Another tenant's chunk is as unknown as one that never existed.
+        let known = switchboard_db::repo::knowledge::chunks_known(&mut tx, &unique).await?;
+        if known != unique.len() {
+            return Err(ApiError::new(ErrorKind::Validation, "invalid fields")
+                .with_details(json!({ "citations": ["every citation must be a chunk of this tenant"] })));
+        }
+        if let Some(object) = data.as_object_mut() {
+            object.insert("citations".to_owned(), json!(unique));
+        }
+    }
     let new = NewStep {
         kind: body.kind.as_deref().unwrap_or("message"),
         content: &body.content,
@@ -417,7 +437,6 @@ pub(crate) async fn append_step(
         usage: reported(body.tokens_in, body.tokens_out, body.cost_usd.as_ref())?,
         idempotency_key: key.as_ref(),
     };
-    let mut tx = state.db.begin(&member.ctx).await?;
     let recorded = runs::append_step(&mut tx, id, &new).await?;
     tx.commit().await?;
     if let Recorded::New(step, run) = &recorded {

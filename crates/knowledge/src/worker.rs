@@ -62,7 +62,7 @@ impl WorkerSettings {
     pub fn new(node: impl Into<String>) -> Self {
         Self {
             node: node.into(),
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(30),
             poll: Duration::from_secs(1),
             wait: Duration::from_secs(5),
         }
@@ -144,10 +144,30 @@ impl Worker {
         if held { Ok(()) } else { Err(JobError::Lost) }
     }
 
+    /// Renews the lease every third of it for as long as the job is worked;
+    /// ends (with `Lost`) only when the job is no longer this node's.
+    async fn keep_lease(&self, job: &Job) -> Result<(), JobError> {
+        loop {
+            tokio::time::sleep(self.settings.lease / 3).await;
+            match self.renew(job).await {
+                Err(JobError::Lost) => return Err(JobError::Lost),
+                // Postgres hiccuped: the lease has two more thirds to go.
+                Err(e) => tracing::warn!(job_id = %job.id, error = %e, "could not renew a lease"),
+                Ok(()) => {}
+            }
+        }
+    }
+
     async fn work(&self, job: &Job) {
-        let result = match job.target {
-            Target::Document(id) => self.document(job, id).await,
-            Target::Memory(id) => self.memory(job, id).await,
+        let process = async {
+            match job.target {
+                Target::Document(id) => self.document(job, id).await,
+                Target::Memory(id) => self.memory(job, id).await,
+            }
+        };
+        let result = tokio::select! {
+            result = process => result,
+            lost = self.keep_lease(job) => lost,
         };
         let metrics = switchboard_telemetry::metrics();
         let count = |outcome: &'static str| {
@@ -259,7 +279,6 @@ impl Worker {
             let first = (i * 16) as i32;
             let numbered: Vec<(i32, Vec<f32>)> =
                 vectors.into_iter().enumerate().map(|(j, v)| (first + j as i32, v)).collect();
-            self.renew(job).await?;
             let mut tx = db.begin(&ctx).await?;
             repo::embed_chunks(&mut tx, id, &numbered, &self.model).await?;
             // Progress for the watchers, a few times per document.

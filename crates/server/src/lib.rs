@@ -40,6 +40,8 @@ pub struct Application {
     metrics: TcpListener,
     state: AppState,
     router: axum::Router,
+    /// This node's ingestion worker and the name it claims jobs under.
+    worker: (tokio::task::JoinHandle<()>, String),
 }
 
 impl Application {
@@ -115,7 +117,7 @@ impl Application {
                 announcer.publish_update(update).await;
             }
         });
-        tokio::spawn(switchboard_knowledge::worker::run(
+        let worker = tokio::spawn(switchboard_knowledge::worker::run(
             knowledge,
             switchboard_knowledge::worker::WorkerSettings {
                 // A job waiting on a provider that is down tries again once its breaker may let it.
@@ -132,7 +134,7 @@ impl Application {
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         let addr = config.metrics_addr;
         let metrics = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-        Ok(Self { listener, metrics, state, router })
+        Ok(Self { listener, metrics, state, router, worker: (worker, instance) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -151,7 +153,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let metrics_addr = self.metrics_addr();
-        let Self { listener, metrics, state, router } = self;
+        let Self { listener, metrics, state, router, worker } = self;
         match listener.local_addr() {
             Ok(addr) => {
                 tracing::info!(addr = %addr, metrics_addr = %metrics_addr, node_id = %state.node_id, "serving")
@@ -186,6 +188,20 @@ impl Application {
             .await
             .map_err(StartError::Serve)?;
         metrics_task.abort();
+        // Jobs this node was working go back to the queue now rather than when
+        // their leases run out: another node takes them at once.
+        worker.0.abort();
+        let released = async {
+            let mut tx = state.db.begin_platform().await?;
+            let n = switchboard_db::repo::knowledge::release_jobs(&mut tx, &worker.1).await?;
+            tx.commit().await?;
+            Ok::<_, switchboard_db::DbError>(n)
+        };
+        match released.await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "embedding jobs handed back to the queue"),
+            Err(e) => tracing::warn!(error = %e, "embedding jobs left to their leases"),
+        }
         state.db.close().await;
         if let Some(redis) = &state.redis {
             redis.close().await;

@@ -10,108 +10,11 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use switchboard_db::repo::knowledge as repo;
 use switchboard_db::{Database, TenantContext};
-use switchboard_domain::{Role, TenantId, UserId};
+use switchboard_domain::{Role, UserId};
 use switchboard_testkit::{SioClient, TestApp, env, user_token};
 
-const WAIT: Duration = Duration::from_secs(30);
-
-const GUIDE: &str = "# Switchboard guide
-
-## Reconnecting
-
-When the network drops, socket.io-client reconnects by itself. Subscribe again with `since` set to the last offset you saw, and the server replays what you missed, in order.
-
-## Rate limits
-
-Each tenant has an events-per-second budget. Past it, events are refused with rate_limited and a retry_after_ms hint; the client waits that long.
-
-## Billing
-
-Invoices are issued on the first day of each month and paid by card.
-";
-
-struct Tenant {
-    id: TenantId,
-    admin: String,
-    member: String,
-    member_id: UserId,
-    key: String,
-    project: String,
-}
-
-async fn tenant(app: &TestApp, name: &str) -> Tenant {
-    let id = app.create_tenant(name).await;
-    let admin = user_token(id, UserId::new(), Role::Admin);
-    let member_id = UserId::new();
-    let member = user_token(id, member_id, Role::Member);
-    let (status, key) = app
-        .send_json(
-            Method::POST,
-            "/api/v1/api-keys",
-            &admin,
-            &json!({ "name": "agent", "scopes": ["read", "write"] }),
-        )
-        .await;
-    assert_eq!(status, 201, "{key}");
-    let (status, project) =
-        app.send_json(Method::POST, "/api/v1/projects", &admin, &json!({ "name": "kb" })).await;
-    assert_eq!(status, 201, "{project}");
-    Tenant {
-        id,
-        admin,
-        member,
-        member_id,
-        key: key["key"].as_str().unwrap().to_owned(),
-        project: project["id"].as_str().unwrap().to_owned(),
-    }
-}
-
-async fn post_doc(
-    app: &TestApp,
-    token: &str,
-    project: &str,
-    body: &Value,
-    idem: Option<&str>,
-) -> (u16, Value, bool) {
-    let mut req = app
-        .http
-        .post(app.url(&format!("/api/v1/projects/{project}/documents")))
-        .bearer_auth(token)
-        .json(body);
-    if let Some(k) = idem {
-        req = req.header("Idempotency-Key", k);
-    }
-    let res = req.send().await.unwrap();
-    let (status, replayed) = (res.status().as_u16(), res.headers().contains_key("idempotent-replayed"));
-    (status, res.json().await.unwrap_or(Value::Null), replayed)
-}
-
-async fn wait_ready(app: &TestApp, token: &str, doc: &str) -> Value {
-    let started = Instant::now();
-    loop {
-        let d = app.get_json(&format!("/api/v1/documents/{doc}"), token).await;
-        match d["status"].as_str() {
-            Some("ready") => return d,
-            Some("failed") => panic!("ingestion failed: {d}"),
-            _ if started.elapsed() > WAIT => panic!("not ready within {WAIT:?}: {d}"),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-async fn search(app: &TestApp, token: &str, body: Value) -> (u16, Value) {
-    let (status, v) = app.send_json(Method::POST, "/api/v1/search", token, &body).await;
-    (status.as_u16(), v)
-}
-
-fn contents(found: &Value) -> Vec<String> {
-    found["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["chunk"]["content"].as_str().unwrap().to_owned())
-        .collect()
-}
+mod knowledge_common;
+use knowledge_common::*;
 
 #[tokio::test]
 async fn a_document_is_chunked_embedded_announced_and_found_by_each_mode() {
@@ -200,6 +103,8 @@ async fn a_document_is_chunked_embedded_announced_and_found_by_each_mode() {
     let (_, found) = search(&app, &t.member, json!({ "query": "invoices card", "mode": "keyword" })).await;
     assert!(found["data"].as_array().unwrap().is_empty(), "{found}");
     assert_eq!(app.status_of(Method::GET, &format!("/api/v1/documents/{id}"), &t.member).await, 404);
+    // Hands back any job its worker holds, for the other tests.
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -268,6 +173,8 @@ async fn a_multipart_upload_takes_its_type_from_the_file_and_bad_input_changes_n
     assert_eq!(search(&app, &t.member, json!({ "query": "" })).await.0, 422);
     assert_eq!(search(&app, &t.member, json!({ "query": "x", "limit": 500 })).await.0, 422);
     assert_eq!(count().await, before, "nothing was stored");
+    // Hands back any job its worker holds, for the other tests.
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -360,6 +267,8 @@ async fn another_tenant_never_reads_or_writes_documents_chunks_memories_or_jobs(
     assert_eq!(updated.rows_affected(), 0);
     tx.commit().await.unwrap();
     assert_eq!(app.get_json(&format!("/api/v1/documents/{doc_id}"), &a.member).await["title"], "secret plan");
+    // Hands back any job its worker holds, for the other tests.
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -401,22 +310,25 @@ async fn memories_belong_to_their_user_and_are_found_by_meaning() {
 
     // Found by meaning once embedded (the worker runs in the background).
     let started = Instant::now();
-    let found = loop {
-        let (status, found) = app
-            .send_json(
-                Method::POST,
-                "/api/v1/memories/search",
-                &t.member,
-                &json!({ "query": "what food should they avoid?" }),
-            )
-            .await;
-        assert_eq!(status, 200, "{found}");
-        if found["data"][0]["matched_by"].as_array().is_some_and(|m| m.contains(&json!("vector"))) {
-            break found;
+    loop {
+        let listed = app.get_json("/api/v1/memories", &t.member).await;
+        if listed["data"].as_array().unwrap().iter().all(|m| m["model"] == "all-MiniLM-L6-v2") {
+            break;
         }
-        assert!(started.elapsed() < WAIT, "never embedded: {found}");
+        assert!(started.elapsed() < WAIT, "never embedded: {listed}");
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    }
+    let (status, found) = app
+        .send_json(
+            Method::POST,
+            "/api/v1/memories/search",
+            &t.member,
+            &json!({ "query": "what food should they avoid?" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["degraded"], false);
+    assert_eq!(found["data"][0]["matched_by"], json!(["vector"]), "{found}");
     let ids: Vec<&str> =
         found["data"].as_array().unwrap().iter().map(|h| h["memory"]["id"].as_str().unwrap()).collect();
     assert_eq!(ids.first(), mine["id"].as_str().as_ref(), "{found}");
@@ -431,6 +343,8 @@ async fn memories_belong_to_their_user_and_are_found_by_meaning() {
     assert_eq!(app.status_of(Method::DELETE, &path, &other_token).await, 404);
     assert_eq!(app.status_of(Method::DELETE, &path, &t.member).await, 204);
     assert_eq!(app.get_json("/api/v1/memories", &t.member).await["data"].as_array().unwrap().len(), 1);
+    // Hands back any job its worker holds, for the other tests.
+    app.stop().await;
 }
 
 #[tokio::test]
@@ -486,4 +400,62 @@ async fn a_job_whose_node_died_is_taken_again_once_its_lease_runs_out() {
         [("done", 0)],
         "{jobs:?}"
     );
+    // Hands back any job its worker holds, for the other tests.
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_searches_remembers_and_cites_only_its_tenants_chunks() {
+    let app = TestApp::spawn().await;
+    let t = tenant(&app, "kb-agent").await;
+    let other = tenant(&app, "kb-agent-other").await;
+    let body = json!({ "title": "Guide", "content": GUIDE, "content_type": "text/markdown" });
+    let (_, mine, _) = post_doc(&app, &t.key, &t.project, &body, None).await;
+    let (_, theirs, _) = post_doc(&app, &other.key, &other.project, &body, None).await;
+    wait_ready(&app, &t.member, mine["id"].as_str().unwrap()).await;
+    wait_ready(&app, &other.member, theirs["id"].as_str().unwrap()).await;
+
+    // The worker's key searches (read scope) and remembers for the user it serves.
+    let (_, found) =
+        search(&app, &t.key, json!({ "query": "how do I get missed events back after a disconnect" })).await;
+    let chunk = found["data"][0]["chunk"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(found["data"][0]["document_id"], mine["id"]);
+    let (status, _) = app
+        .send_json(
+            Method::POST,
+            "/api/v1/memories",
+            &t.key,
+            &json!({ "content": "asked about reconnecting", "user_id": t.member_id.to_string(), "tags": ["support"] }),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    // Its run cites the chunk; a chunk of another tenant (the same text!) or
+    // one that does not exist is refused and nothing is stored.
+    let (_, run) =
+        app.send_json(Method::POST, "/api/v1/runs", &t.key, &json!({ "project_id": t.project })).await;
+    let steps = format!("/api/v1/runs/{}/steps", run["id"].as_str().unwrap());
+    let (_, other_found) = search(&app, &other.key, json!({ "query": "reconnect since offset" })).await;
+    let foreign = other_found["data"][0]["chunk"]["id"].as_str().unwrap().to_owned();
+    for bad in [foreign, uuid::Uuid::new_v4().to_string()] {
+        let (status, err) = app
+            .send_json(Method::POST, &steps, &t.key, &json!({ "content": "x", "citations": [chunk, bad] }))
+            .await;
+        assert_eq!(status, 422, "{err}");
+    }
+    let (status, step) = app
+        .send_json(
+            Method::POST,
+            &steps,
+            &t.key,
+            &json!({ "content": "Resubscribe with since.", "citations": [chunk, chunk] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{step}");
+    assert_eq!(step["seq"], 1, "the refused ones stored nothing");
+    assert_eq!(step["data"]["citations"], json!([chunk]));
+    let detail = app.get_json(&format!("/api/v1/runs/{}", run["id"].as_str().unwrap()), &t.member).await;
+    assert_eq!(detail["steps"][0]["data"]["citations"], json!([chunk]));
+    // Hands back any job its worker holds, for the other tests.
+    app.stop().await;
 }

@@ -6,85 +6,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use reqwest::Method;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
-use switchboard_domain::{Role, UserId};
-use switchboard_testkit::{TestApp, metric_sum, user_token};
+use switchboard_testkit::{TestApp, metric_sum};
 
-const WAIT: Duration = Duration::from_secs(30);
-
-const GUIDE: &str = "# Guide
-
-## Reconnecting
-
-When the network drops, socket.io-client reconnects by itself. Subscribe again with `since` set to the last offset you saw.
-
-## Rate limits
-
-Each tenant has an events-per-second budget. Past it, events are refused with rate_limited and a retry_after_ms hint.
-";
-
-struct Tenant {
-    member: String,
-    key: String,
-    project: String,
-}
-
-async fn tenant(app: &TestApp, name: &str) -> Tenant {
-    let id = app.create_tenant(name).await;
-    let admin = user_token(id, UserId::new(), Role::Admin);
-    let (_, key) = app
-        .send_json(
-            Method::POST,
-            "/api/v1/api-keys",
-            &admin,
-            &json!({ "name": "agent", "scopes": ["read", "write"] }),
-        )
-        .await;
-    let (_, project) =
-        app.send_json(Method::POST, "/api/v1/projects", &admin, &json!({ "name": "kb" })).await;
-    Tenant {
-        member: user_token(id, UserId::new(), Role::Member),
-        key: key["key"].as_str().unwrap().to_owned(),
-        project: project["id"].as_str().unwrap().to_owned(),
-    }
-}
-
-async fn post_doc(app: &TestApp, token: &str, project: &str, body: &Value) -> (u16, Value) {
-    let (status, v) =
-        app.send_json(Method::POST, &format!("/api/v1/projects/{project}/documents"), token, body).await;
-    (status.as_u16(), v)
-}
-
-async fn wait_ready(app: &TestApp, token: &str, doc: &str) -> Value {
-    let started = Instant::now();
-    loop {
-        let d = app.get_json(&format!("/api/v1/documents/{doc}"), token).await;
-        match d["status"].as_str() {
-            Some("ready") => return d,
-            Some("failed") => panic!("ingestion failed: {d}"),
-            _ if started.elapsed() > WAIT => panic!("not ready within {WAIT:?}: {d}"),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-async fn search(app: &TestApp, token: &str, body: Value) -> (u16, Value) {
-    let (status, v) = app.send_json(Method::POST, "/api/v1/search", token, &body).await;
-    (status.as_u16(), v)
-}
-
-fn contents(found: &Value) -> Vec<String> {
-    found["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| h["chunk"]["content"].as_str().unwrap().to_owned())
-        .collect()
-}
+mod knowledge_common;
+use knowledge_common::*;
 
 /// An OpenAI-compatible embeddings server on loopback whose behaviour the test
 /// switches: 0 healthy (vectors from word hashes), 1 slow (past the timeout),
@@ -161,11 +90,12 @@ async fn an_outside_provider_that_fails_opens_the_breaker_search_degrades_and_in
     let mut note = |what: String| timeline.push(format!("{:>6} ms  {what}", started.elapsed().as_millis()));
 
     // Slow: each call times out; a search still answers, from full text, degraded.
-    let (status, doc) = post_doc(
+    let (status, doc, _) = post_doc(
         &app,
         &t.key,
         &t.project,
         &json!({ "title": "g", "content": GUIDE, "content_type": "text/markdown" }),
+        None,
     )
     .await;
     assert_eq!(status, 201);
@@ -220,4 +150,6 @@ async fn an_outside_provider_that_fails_opens_the_breaker_search_degrades_and_in
         metric_sum(&app.metrics().await, "switchboard_embedding_jobs_total", &[("outcome", "waiting")]);
     assert!(waited >= 1.0, "the job waited at least once");
     eprintln!("breaker timeline:\n{}", timeline.join("\n"));
+    // Hands back any job its worker holds, for the other tests.
+    app.stop().await;
 }

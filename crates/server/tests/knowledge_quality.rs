@@ -134,4 +134,6 @@ async fn retrieval_quality_of_each_mode_holds() {
     assert!(hybrid.recall_at_5 >= 0.95 && hybrid.mrr >= 0.84, "{scores:?}");
     assert!(hybrid.recall_at_5 >= keyword.recall_at_5 && hybrid.mrr > keyword.mrr, "{scores:?}");
     assert!(hybrid.paraphrase_recall_at_5 >= 0.95, "fusion must not lose the paraphrases: {scores:?}");
+    // Hands back any job its worker holds, for the other tests.
+    app.stop().await;
 }

@@ -490,6 +490,19 @@ pub async fn renew_lease(
     Ok(done.rows_affected() == 1)
 }
 
+/// Puts back every job `node` holds (it is stopping); how many.
+pub async fn release_jobs(tx: &mut PlatformTx, node: &str) -> Result<u64, DbError> {
+    Ok(sqlx::query(
+        "UPDATE embedding_jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, run_after = now(),
+                updated_at = now()
+          WHERE locked_by = $1 AND status = 'running'",
+    )
+    .bind(node)
+    .execute(tx.conn())
+    .await?
+    .rows_affected())
+}
+
 /// How a claimed job ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -581,6 +594,15 @@ pub async fn enqueue_reembedding(tx: &mut PlatformTx, model: &str) -> Result<u64
     .execute(tx.conn())
     .await?;
     Ok(docs.rows_affected() + memories.rows_affected())
+}
+
+/// How many of `ids` are chunks the transaction's tenant can see.
+pub async fn chunks_known(tx: &mut TenantTx, ids: &[Uuid]) -> Result<usize, DbError> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM chunks WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_one(tx.conn())
+        .await?;
+    Ok(n as usize)
 }
 
 /// Which chunks a search may return.
