@@ -68,6 +68,10 @@ fn is_tls_failure(e: &fred::error::Error) -> bool {
     *e.kind() == fred::error::ErrorKind::Tls || text.contains("certificate") || text.contains("tls")
 }
 
+/// How long a start over TLS waits for its connections: long enough for a
+/// handshake to fail on its certificate rather than time out first.
+const TLS_START_WAIT: Duration = Duration::from_secs(15);
+
 /// How long a readiness ping may take before Redis counts as unreachable.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -114,6 +118,7 @@ impl Redis {
             }
             config.tls = Some(tls_with_roots(ca)?);
         }
+        let tls = config.tls.is_some();
         let mut builder = Builder::from_config(config);
         builder
             .with_connection_config(|c| {
@@ -134,6 +139,9 @@ impl Redis {
         // its broadcast channels at this capacity.
         builder.with_performance_config(|p| p.broadcast_channel_capacity = SUBSCRIBER_CHANNEL);
         let subscriber = builder.build_subscriber_client()?;
+        // Connection errors are listened for before anything connects: a
+        // handshake that fails at once must not slip past before anyone waits.
+        let mut errors = subscriber.error_rx();
         for client in &clients {
             client.connect();
         }
@@ -144,7 +152,30 @@ impl Redis {
             }
             subscriber.wait_for_connect().await
         };
-        match tokio::time::timeout(wait, both).await {
+        // Every failed attempt (the first, and each reconnect after it) is
+        // reported here; a certificate that does not verify stops the start.
+        let tls_failure = async {
+            loop {
+                match errors.recv().await {
+                    Ok((e, _)) if is_tls_failure(&e) => return e,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await
+                    }
+                }
+            }
+        };
+        // Over TLS the handshake gets time to fail even on a loaded machine (a
+        // Redis that is down answers at once with a refused connection).
+        let wait = if tls { wait.max(TLS_START_WAIT) } else { wait };
+        let outcome = tokio::time::timeout(wait, async {
+            tokio::select! {
+                connected = both => connected,
+                failure = tls_failure => Err(failure),
+            }
+        })
+        .await;
+        match outcome {
             Ok(Ok(_)) => {}
             Ok(Err(e)) if is_tls_failure(&e) => {
                 for client in &clients {

@@ -211,18 +211,27 @@ fn sentences(text: &str) -> Vec<String> {
     out
 }
 
-/// Cuts a piece too long for any chunk at word boundaries.
+/// The most bytes one chunk holds, whatever its tokens: text that costs no
+/// tokens (runs of blank lines, say) must not make a chunk huge.
+const MAX_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Cuts a piece too long for any chunk at word boundaries. Each word is
+/// counted once (word pieces add up across spaces), so this is linear.
 fn words_within(text: &str, budget: usize, count: &dyn Fn(&str) -> usize) -> Vec<String> {
     let mut out = Vec::new();
     let mut current = String::new();
+    let mut tokens = 0;
     for word in text.split_whitespace() {
-        let candidate = if current.is_empty() { word.to_owned() } else { format!("{current} {word}") };
-        if !current.is_empty() && count(&candidate) > budget {
+        let n = count(word);
+        if !current.is_empty() && (tokens + n > budget || current.len() + word.len() >= MAX_CHUNK_BYTES) {
             out.push(std::mem::take(&mut current));
-            current = word.to_owned();
-        } else {
-            current = candidate;
+            tokens = 0;
         }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(word);
+        tokens += n;
     }
     if !current.is_empty() {
         out.push(current);
@@ -234,6 +243,8 @@ fn words_within(text: &str, budget: usize, count: &dyn Fn(&str) -> usize) -> Vec
 #[derive(Debug, Clone)]
 struct Unit {
     text: String,
+    /// Its tokens, counted once.
+    tokens: usize,
     /// Joined to the previous unit with a blank line (a new block) or a space.
     new_block: bool,
     /// Prose may be carried into the next chunk as overlap; code is not.
@@ -242,17 +253,22 @@ struct Unit {
 
 fn units(section: &Section, budget: usize, count: &dyn Fn(&str) -> usize) -> Vec<Unit> {
     let mut out = Vec::new();
+    let unit = |text: String, new_block: bool, prose: bool| {
+        let tokens = count(&text);
+        Unit { text, tokens, new_block, prose }
+    };
     for block in &section.blocks {
         match block {
             Block::Prose(text) => {
                 let mut first = true;
                 for sentence in sentences(text) {
-                    for piece in if count(&sentence) > budget {
+                    let pieces = if count(&sentence) > budget || sentence.len() > MAX_CHUNK_BYTES {
                         words_within(&sentence, budget, count)
                     } else {
                         vec![sentence]
-                    } {
-                        out.push(Unit { text: piece, new_block: first, prose: true });
+                    };
+                    for piece in pieces {
+                        out.push(unit(piece, first, true));
                         first = false;
                     }
                 }
@@ -261,34 +277,54 @@ fn units(section: &Section, budget: usize, count: &dyn Fn(&str) -> usize) -> Vec
                 let wrap = |body: &str| {
                     if fence.is_empty() { body.to_owned() } else { format!("{fence}{lang}\n{body}\n{fence}") }
                 };
-                let whole = wrap(&lines.join("\n"));
-                if count(&whole) <= budget {
-                    out.push(Unit { text: whole, new_block: true, prose: false });
+                let fences =
+                    if fence.is_empty() { 0 } else { count(&format!("{fence}{lang}")) + count(fence) };
+                // Lines counted once each and summed (a newline adds no token).
+                let counted: Vec<(&str, usize)> = lines.iter().map(|l| (l.as_str(), count(l))).collect();
+                let (total, bytes): (usize, usize) =
+                    counted.iter().fold((fences, 0), |(t, b), (l, n)| (t + n, b + l.len() + 1));
+                if total <= budget && bytes <= MAX_CHUNK_BYTES {
+                    out.push(Unit {
+                        text: wrap(&lines.join("\n")),
+                        tokens: total,
+                        new_block: true,
+                        prose: false,
+                    });
                     continue;
                 }
                 // Too long: pieces of whole lines, each fenced again.
                 let mut body: Vec<&str> = Vec::new();
-                for line in lines {
-                    let mut candidate = body.clone();
-                    candidate.push(line);
-                    if !body.is_empty() && count(&wrap(&candidate.join("\n"))) > budget {
-                        out.push(Unit { text: wrap(&body.join("\n")), new_block: true, prose: false });
-                        body = vec![line];
-                    } else {
-                        body = candidate;
+                let (mut tokens, mut size) = (fences, 0);
+                let flush = |body: &mut Vec<&str>, tokens: usize, out: &mut Vec<Unit>| {
+                    if !body.is_empty() {
+                        out.push(Unit {
+                            text: wrap(&body.join("\n")),
+                            tokens,
+                            new_block: true,
+                            prose: false,
+                        });
+                        body.clear();
                     }
-                }
-                if !body.is_empty() {
-                    let text = wrap(&body.join("\n"));
-                    // One line longer than the budget on its own: cut at words.
-                    if count(&text) > budget {
-                        for piece in words_within(&text, budget, count) {
-                            out.push(Unit { text: piece, new_block: true, prose: false });
+                };
+                for (line, n) in counted {
+                    if n + fences > budget || line.len() > MAX_CHUNK_BYTES {
+                        // One line longer than the budget on its own: cut at words.
+                        flush(&mut body, tokens, &mut out);
+                        (tokens, size) = (fences, 0);
+                        for piece in words_within(line, budget.saturating_sub(fences).max(1), count) {
+                            out.push(unit(wrap(&piece), true, false));
                         }
-                    } else {
-                        out.push(Unit { text, new_block: true, prose: false });
+                        continue;
                     }
+                    if !body.is_empty() && (tokens + n > budget || size + line.len() + 1 > MAX_CHUNK_BYTES) {
+                        flush(&mut body, tokens, &mut out);
+                        (tokens, size) = (fences, 0);
+                    }
+                    body.push(line);
+                    tokens += n;
+                    size += line.len() + 1;
                 }
+                flush(&mut body, tokens, &mut out);
             }
         }
     }
@@ -304,6 +340,14 @@ fn join(units: &[Unit]) -> String {
         text.push_str(&u.text);
     }
     text
+}
+
+fn tokens_of(units: &[Unit]) -> usize {
+    units.iter().map(|u| u.tokens).sum()
+}
+
+fn bytes_of(units: &[Unit]) -> usize {
+    units.iter().map(|u| u.text.len() + 2).sum()
 }
 
 fn pack(section: &Section, sizes: Sizes, count: &dyn Fn(&str) -> usize, out: &mut Vec<Chunk>) {
@@ -324,22 +368,17 @@ fn pack(section: &Section, sizes: Sizes, count: &dyn Fn(&str) -> usize, out: &mu
         out.push(Chunk { tokens, ..chunk });
     };
     for unit in units(section, budget, count) {
-        let mut candidate = current.clone();
-        candidate.push(unit.clone());
-        if fresh > 0 && count(&join(&candidate)) > budget {
+        let over = tokens_of(&current) + unit.tokens > budget
+            || bytes_of(&current) + unit.text.len() > MAX_CHUNK_BYTES;
+        if fresh > 0 && over {
             emit(&current, out);
             // Carry the last sentences (prose only) into the next chunk.
             let mut carried: Vec<Unit> = Vec::new();
             for u in current.iter().rev() {
-                if !u.prose {
+                if !u.prose || tokens_of(&carried) + u.tokens > sizes.overlap {
                     break;
                 }
-                let mut c = vec![u.clone()];
-                c.extend(carried.iter().cloned());
-                if count(&join(&c)) > sizes.overlap {
-                    break;
-                }
-                carried = c;
+                carried.insert(0, u.clone());
             }
             if let Some(first) = carried.first_mut() {
                 first.new_block = true;
@@ -347,13 +386,13 @@ fn pack(section: &Section, sizes: Sizes, count: &dyn Fn(&str) -> usize, out: &mu
             // The carried text and the new unit must fit together.
             let mut next = carried;
             next.push(unit);
-            while next.len() > 1 && count(&join(&next)) > budget {
+            while next.len() > 1 && (tokens_of(&next) > budget || bytes_of(&next) > MAX_CHUNK_BYTES) {
                 next.remove(0);
             }
             current = next;
             fresh = 1;
         } else {
-            current = candidate;
+            current.push(unit);
             fresh += 1;
         }
     }
@@ -441,6 +480,17 @@ mod tests {
             chunk(r#"{"name":"switchboard","limits":{"rate":10}}"#, Kind::Json, Sizes::default(), &words);
         assert_eq!(json.len(), 1);
         assert!(json[0].content.contains("\"rate\": 10"), "{}", json[0].content);
+    }
+
+    #[test]
+    fn text_that_costs_no_tokens_cannot_make_a_chunk_huge_or_the_cut_slow() {
+        // 200k blank lines inside a fence and 100k sentences that are only dots.
+        let doc = format!("# T\n\n```\n{}w1 w2\n```\n\n{}", "\n".repeat(200_000), ". ".repeat(100_000));
+        let started = std::time::Instant::now();
+        let chunks = chunk(&doc, Kind::Markdown, Sizes::default(), &words);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(chunks.iter().all(|c| c.content.len() <= MAX_CHUNK_BYTES + 64), "a chunk too large");
+        assert!(chunks.iter().any(|c| c.content.contains("w1 w2")));
     }
 
     #[test]

@@ -94,8 +94,19 @@ async fn call<T: for<'de> Deserialize<'de>>(
             Ok(res) if res.status().as_u16() == 429 || res.status().is_server_error() => {
                 last = format!("answered {}", res.status());
             }
+            Ok(res) if matches!(res.status().as_u16(), 401 | 403 | 404) => {
+                // The endpoint or its key is wrong: nothing this input can fix,
+                // and no use trying again now. Wait (as for an outage) until
+                // the configuration is fixed, rather than failing every document.
+                let status = res.status();
+                breaker.failed(permit);
+                return Err(EmbedError::Unavailable(format!(
+                    "{} answered {status}: check its URL, model and API key",
+                    breaker.name()
+                )));
+            }
             Ok(res) => {
-                // A 4xx other than 429: this input, not the service. Not the breaker's business.
+                // Another 4xx: this input, not the service. Not the breaker's business.
                 let status = res.status();
                 breaker.succeeded(permit);
                 return Err(EmbedError::Failed(format!("{} answered {status}", breaker.name())));
@@ -153,6 +164,9 @@ pub struct Embedder {
     tokens: OnceCell<Tokens>,
     client: reqwest::Client,
     patience: Patience,
+    /// Model runs at once: one per core (searches and ingestion share them),
+    /// so a burst of searches queues instead of piling threads on the CPU.
+    cpu: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -181,6 +195,9 @@ impl Embedder {
             tokens: OnceCell::new(),
             client: reqwest::Client::new(),
             patience,
+            cpu: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            ),
         }
     }
 
@@ -247,6 +264,7 @@ impl Embedder {
         match &self.provider {
             Provider::Local => {
                 let model = self.local().await?;
+                let _turn = self.cpu.acquire().await.map_err(|e| EmbedError::Failed(e.to_string()))?;
                 let texts = texts.to_vec();
                 tokio::task::spawn_blocking(move || {
                     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();

@@ -43,6 +43,9 @@ pub fn update_of(tenant: TenantId, doc: &Document) -> Update {
             "progress": doc.progress,
             "chunk_count": doc.chunk_count,
             "error": doc.error,
+            // Events of one document may arrive out of order (the node that
+            // stored it and the one working it each announce): this orders them.
+            "updated_at": doc.updated_at,
         }),
     }
 }
@@ -137,9 +140,16 @@ impl Worker {
         }
     }
 
+    /// A transaction in the job's tenant in which this claim still holds the
+    /// job (its row locked until the end): `Lost` otherwise.
+    async fn holding(&self, job: &Job) -> Result<switchboard_db::TenantTx, JobError> {
+        let mut tx = self.knowledge.db.begin(&Self::ctx(job)).await?;
+        if repo::hold(&mut tx, job.id, &job.holder).await? { Ok(tx) } else { Err(JobError::Lost) }
+    }
+
     async fn renew(&self, job: &Job) -> Result<(), JobError> {
         let mut tx = self.knowledge.db.begin_platform().await?;
-        let held = repo::renew_lease(&mut tx, job.id, &self.settings.node, self.settings.lease).await?;
+        let held = repo::renew_lease(&mut tx, job.id, &job.holder, self.settings.lease).await?;
         tx.commit().await?;
         if held { Ok(()) } else { Err(JobError::Lost) }
     }
@@ -159,6 +169,14 @@ impl Worker {
     }
 
     async fn work(&self, job: &Job) {
+        // Claimed again after its node died or hung too often: given up.
+        if job.attempts >= MAX_ATTEMPTS {
+            let outcome = Outcome::Dead(format!("abandoned {} times by nodes that stopped", job.attempts));
+            if let Err(e) = self.settle(job, &outcome).await {
+                tracing::warn!(job_id = %job.id, error = %e, "could not bury an embedding job");
+            }
+            return;
+        }
         let process = async {
             match job.target {
                 Target::Document(id) => self.document(job, id).await,
@@ -188,7 +206,14 @@ impl Worker {
                 Outcome::Again { after: self.settings.wait, failed: false, error: Some(why) }
             }
             Err(e) => {
-                let error = e.to_string();
+                // What the document's watchers may read: never Postgres's own words.
+                let error = match &e {
+                    JobError::Db(db) => {
+                        tracing::warn!(job_id = %job.id, error = %db, "embedding job: database error");
+                        format!("storing the chunks failed: {}", db.public_message())
+                    }
+                    other => other.to_string(),
+                };
                 if job.attempts + 1 >= MAX_ATTEMPTS {
                     tracing::error!(job_id = %job.id, error = %error, "embedding job dead after its last attempt");
                     count("dead");
@@ -210,7 +235,7 @@ impl Worker {
     /// Puts back (or buries) a job that did not finish, and tells the document's watchers.
     async fn settle(&self, job: &Job, outcome: &Outcome) -> Result<(), DbError> {
         let mut tx = self.knowledge.db.begin(&Self::ctx(job)).await?;
-        if !repo::settle_job(&mut tx, job.id, &self.settings.node, outcome).await? {
+        if !repo::settle_job(&mut tx, job.id, &job.holder, outcome).await? {
             return Ok(());
         }
         let doc = match (job.target, outcome) {
@@ -230,9 +255,7 @@ impl Worker {
     }
 
     async fn document(&self, job: &Job, id: Uuid) -> Result<(), JobError> {
-        let ctx = Self::ctx(job);
-        let db = &self.knowledge.db;
-        let mut tx = db.begin(&ctx).await?;
+        let mut tx = self.holding(job).await?;
         let source = match repo::document_source(&mut tx, id).await {
             Ok(s) => s,
             // Deleted meanwhile: the cascade took the job too; nothing to do.
@@ -268,7 +291,7 @@ impl Worker {
                 token_count: c.tokens as i32,
             })
             .collect();
-        let mut tx = db.begin(&ctx).await?;
+        let mut tx = self.holding(job).await?;
         repo::replace_chunks(&mut tx, &source, &rows).await?;
         tx.commit().await?;
 
@@ -279,7 +302,7 @@ impl Worker {
             let first = (i * 16) as i32;
             let numbered: Vec<(i32, Vec<f32>)> =
                 vectors.into_iter().enumerate().map(|(j, v)| (first + j as i32, v)).collect();
-            let mut tx = db.begin(&ctx).await?;
+            let mut tx = self.holding(job).await?;
             repo::embed_chunks(&mut tx, id, &numbered, &self.model).await?;
             // Progress for the watchers, a few times per document.
             let announce = i + 1 < batches && (i + 1) % (batches / 4).max(1) == 0;
@@ -303,13 +326,13 @@ impl Worker {
             }
         }
 
-        let mut tx = db.begin(&ctx).await?;
+        let mut tx = self.holding(job).await?;
         let doc = match repo::mark_ready(&mut tx, id, chunks.len(), &self.model).await {
             Ok(doc) => doc,
             Err(DbError::NotFound) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        if !repo::settle_job(&mut tx, job.id, &self.settings.node, &Outcome::Done).await? {
+        if !repo::settle_job(&mut tx, job.id, &job.holder, &Outcome::Done).await? {
             return Err(JobError::Lost);
         }
         tx.commit().await?;
@@ -319,8 +342,7 @@ impl Worker {
     }
 
     async fn memory(&self, job: &Job, id: Uuid) -> Result<(), JobError> {
-        let ctx = Self::ctx(job);
-        let mut tx = self.knowledge.db.begin(&ctx).await?;
+        let mut tx = self.holding(job).await?;
         let text = match repo::memory_text(&mut tx, id).await {
             Ok(t) => t,
             Err(DbError::NotFound) => return Ok(()),
@@ -329,14 +351,14 @@ impl Worker {
         tx.commit().await?;
         let mut vectors = self.knowledge.embedder.embed(&[text]).await?;
         let vector = vectors.pop().ok_or_else(|| EmbedError::Failed("no vector".into()))?;
-        let mut tx = self.knowledge.db.begin(&ctx).await?;
+        let mut tx = self.holding(job).await?;
         match repo::set_memory_embedding(&mut tx, id, &vector, &self.model).await {
             Ok(()) => {}
             // Deleted meanwhile, with its job.
             Err(DbError::NotFound) => return Ok(()),
             Err(e) => return Err(e.into()),
         }
-        if !repo::settle_job(&mut tx, job.id, &self.settings.node, &Outcome::Done).await? {
+        if !repo::settle_job(&mut tx, job.id, &job.holder, &Outcome::Done).await? {
             return Err(JobError::Lost);
         }
         tx.commit().await?;

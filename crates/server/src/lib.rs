@@ -283,9 +283,25 @@ pub async fn reembed() -> Result<(), StartError> {
     let db = Database::connect(config.database_url.expose_secret()).await?;
     let knowledge = switchboard_knowledge::Knowledge::new(db.clone(), config.knowledge.clone());
     let model = knowledge.embedder().model_name();
-    let mut tx = db.begin_platform().await?;
-    let queued = switchboard_db::repo::knowledge::enqueue_reembedding(&mut tx, &model).await?;
-    tx.commit().await?;
+    // Tenant by tenant, inside each: the platform path reads no tenant's documents.
+    let (mut queued, mut after) = (0, None);
+    loop {
+        let mut tx = db.begin_platform().await?;
+        let page = switchboard_db::repo::tenants::list(&mut tx, after, 500).await?;
+        tx.commit().await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.id);
+        for tenant in &page {
+            let ctx = switchboard_db::TenantContext::new(
+                switchboard_domain::TenantId::from(tenant.id),
+                None,
+                switchboard_domain::Role::Service,
+            );
+            let mut tx = db.begin(&ctx).await?;
+            queued += switchboard_db::repo::knowledge::enqueue_reembedding(&mut tx, &model).await?;
+            tx.commit().await?;
+        }
+    }
     db.close().await;
     tracing::info!(model = %model, queued, "queued re-embedding");
     Ok(())

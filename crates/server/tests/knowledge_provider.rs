@@ -128,7 +128,12 @@ async fn an_outside_provider_that_fails_opens_the_breaker_search_degrades_and_in
     assert_ne!(d["status"], "ready");
     assert_ne!(d["status"], "failed", "a provider that is down makes ingestion wait, not fail: {d}");
     note(format!("document {}: {}", d["status"], d["error"]));
+    // The key is in neither what the node exposes nor what the tenant reads.
     assert!(!opened.contains("sk-test-key-never-logged"), "the API key is in the metrics");
+    assert!(
+        !d.to_string().contains("sk-test-key-never-logged"),
+        "the API key is in the document's error: {d}"
+    );
 
     // Healthy again: the breaker half-opens, closes on the probe, the job finishes.
     mode.store(0, Ordering::SeqCst);

@@ -421,8 +421,12 @@ pub struct Job {
     pub id: Uuid,
     pub tenant_id: TenantId,
     pub target: Target,
-    /// Earlier claims that ended in an error.
+    /// Earlier claims that ended in an error, or whose node died holding it.
     pub attempts: i32,
+    /// This claim: `<node>/<random>`. Every write of the job's work checks it
+    /// still holds the job ([`hold`]), so a node whose lease ran out cannot
+    /// overwrite what the node that took the job over did.
+    pub holder: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -432,11 +436,13 @@ struct JobRow {
     document_id: Option<Uuid>,
     memory_id: Option<Uuid>,
     attempts: i32,
+    locked_by: String,
 }
 
 /// Claims up to `n` due jobs of any tenant for `node`, for `lease`: queued
 /// ones whose time has come, and running ones whose node let the lease run
-/// out (it died, or hung). Other nodes skip what this one locked.
+/// out (it died, or hung: that counts as an attempt). Other nodes skip what
+/// this one locked.
 pub async fn claim_jobs(
     tx: &mut PlatformTx,
     node: &str,
@@ -444,13 +450,14 @@ pub async fn claim_jobs(
     lease: std::time::Duration,
 ) -> Result<Vec<Job>, DbError> {
     let rows: Vec<JobRow> = sqlx::query_as(
-        "UPDATE embedding_jobs j SET status = 'running', locked_by = $1,
+        "UPDATE embedding_jobs j SET status = 'running', locked_by = $1 || '/' || gen_random_uuid()::text,
+                attempts = attempts + (status = 'running')::int,
                 locked_until = now() + make_interval(secs => $3), updated_at = now()
           WHERE j.id IN (SELECT id FROM embedding_jobs
                           WHERE (status = 'queued' AND run_after <= now())
                              OR (status = 'running' AND locked_until < now())
                           ORDER BY run_after LIMIT $2 FOR UPDATE SKIP LOCKED)
-          RETURNING j.id, j.tenant_id, j.document_id, j.memory_id, j.attempts",
+          RETURNING j.id, j.tenant_id, j.document_id, j.memory_id, j.attempts, j.locked_by",
     )
     .bind(node)
     .bind(n)
@@ -465,13 +472,33 @@ pub async fn claim_jobs(
                 (None, Some(m)) => Target::Memory(m),
                 (None, None) => return None,
             };
-            Some(Job { id: r.id, tenant_id: TenantId::from(r.tenant_id), target, attempts: r.attempts })
+            Some(Job {
+                id: r.id,
+                tenant_id: TenantId::from(r.tenant_id),
+                target,
+                attempts: r.attempts,
+                holder: r.locked_by,
+            })
         })
         .collect())
 }
 
-/// Extends this node's lease on a job it is still working; false if the job
-/// is no longer its own (the lease ran out and another node took it).
+/// Whether `holder` still holds `job`, locking the job's row until the
+/// transaction ends: the first statement of every transaction that writes a
+/// job's work, in the job's tenant.
+pub async fn hold(tx: &mut TenantTx, job: Uuid, holder: &str) -> Result<bool, DbError> {
+    let held: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM embedding_jobs WHERE id = $1 AND locked_by = $2 AND status = 'running' FOR UPDATE",
+    )
+    .bind(job)
+    .bind(holder)
+    .fetch_optional(tx.conn())
+    .await?;
+    Ok(held.is_some())
+}
+
+/// Extends a lease on a job still being worked; false if `holder` no longer
+/// holds it (the lease ran out and another node took it).
 pub async fn renew_lease(
     tx: &mut PlatformTx,
     job: Uuid,
@@ -495,7 +522,7 @@ pub async fn release_jobs(tx: &mut PlatformTx, node: &str) -> Result<u64, DbErro
     Ok(sqlx::query(
         "UPDATE embedding_jobs SET status = 'queued', locked_by = NULL, locked_until = NULL, run_after = now(),
                 updated_at = now()
-          WHERE locked_by = $1 AND status = 'running'",
+          WHERE starts_with(locked_by, $1 || '/') AND status = 'running'",
     )
     .bind(node)
     .execute(tx.conn())
@@ -574,9 +601,11 @@ pub async fn jobs_of_document(tx: &mut TenantTx, document: Uuid) -> Result<Vec<J
     .await?)
 }
 
-/// Queues a job for every ready document and embedded memory, on every
-/// tenant, whose embeddings came from another model than `model`; how many.
-pub async fn enqueue_reembedding(tx: &mut PlatformTx, model: &str) -> Result<u64, DbError> {
+/// Queues a job for every ready document and embedded memory of the
+/// transaction's tenant whose vectors came from another model than `model`;
+/// how many.
+pub async fn enqueue_reembedding(tx: &mut TenantTx, model: &str) -> Result<u64, DbError> {
+    let tenant = tx.tenant_id().as_uuid();
     let docs = sqlx::query(
         "INSERT INTO embedding_jobs (tenant_id, document_id)
          SELECT tenant_id, id FROM documents WHERE status = 'ready' AND model IS DISTINCT FROM $1
@@ -587,10 +616,11 @@ pub async fn enqueue_reembedding(tx: &mut PlatformTx, model: &str) -> Result<u64
     .await?;
     let memories = sqlx::query(
         "INSERT INTO embedding_jobs (tenant_id, memory_id)
-         SELECT tenant_id, id FROM memories WHERE model IS NOT NULL AND model <> $1
+         SELECT $2, id FROM memories WHERE model IS NOT NULL AND model <> $1
          ON CONFLICT DO NOTHING",
     )
     .bind(model)
+    .bind(tenant)
     .execute(tx.conn())
     .await?;
     Ok(docs.rows_affected() + memories.rows_affected())
@@ -721,8 +751,11 @@ pub async fn matching_chunks(
 }
 
 /// `$1`'s stemmed words joined with OR (`plainto_tsquery` would AND them,
-/// which misses a passage that uses most but not all of the words).
-const OR_QUERY: &str = "coalesce(nullif(array_to_string(tsvector_to_array(to_tsvector('english', $1)), ' | '), '')::tsquery, ''::tsquery)";
+/// which misses a passage that uses most but not all of the words). Each word
+/// is quoted: a lexeme such as `example.com/a(b` is not tsquery syntax.
+const OR_QUERY: &str = r"coalesce(nullif(array_to_string(array(
+       SELECT '''' || replace(replace(l, '\', '\\'), '''', '''''') || ''''
+         FROM unnest(tsvector_to_array(to_tsvector('english', $1))) l), ' | '), '')::tsquery, ''::tsquery)";
 
 /// A memory a search found.
 #[derive(Debug, Clone, sqlx::FromRow, PartialEq)]
