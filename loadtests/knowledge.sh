@@ -30,4 +30,8 @@ admin=$("$BIN" token --tenant "$tenant" --role admin --ttl 2h)
 project=$(call POST "$A/api/v1/projects" "$admin" '{"name":"bench"}' | json_at '["id"]')
 
 python3 loadtests/knowledge/bench.py --base "$A" --token "$admin" --tenant "$tenant" --project "$project" \
-  --docs "$DOCS" --chunks "$CHUNKS" --queries "$QUERIES" --database-url "$DATABASE_URL" --node-pid "${pids[0]}"
+  --docs "$DOCS" --chunks "$CHUNKS" --queries "$QUERIES" --database-url "$DATABASE_URL" \
+  --admin-url "$DATABASE_ADMIN_URL" --node-pid "${pids[0]}"
+
+# The bench's tenant goes, with its documents and chunks.
+curl -sf -X DELETE "$A/api/v1/tenants/$tenant" -H "authorization: Bearer $PLATFORM_KEY" >/dev/null

@@ -733,29 +733,41 @@ pub async fn matching_chunks(
     filter: &ChunkFilter,
     limit: i64,
 ) -> Result<Vec<ChunkHit>, DbError> {
+    let Some(words) = or_query(tx, query).await? else { return Ok(Vec::new()) };
     Ok(sqlx::query_as(&format!(
-        "WITH q AS (SELECT {OR_QUERY} AS q, plainto_tsquery('english', $1) AS every)
-         SELECT {HIT_COLUMNS}, ts_rank_cd(c.tsv, q.q, 1)::float8 AS score
-           FROM q, chunks c JOIN documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id
-          WHERE c.tsv @@ q.q AND {FILTER}
-          ORDER BY c.tsv @@ q.every DESC, score DESC, c.id LIMIT $6"
+        "SELECT {HIT_COLUMNS}, ts_rank_cd(c.tsv, $1::tsquery, 1)::float8 AS score
+           FROM chunks c JOIN documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id
+          WHERE c.tsv @@ $1::tsquery AND {FILTER}
+          ORDER BY c.tsv @@ plainto_tsquery('english', $7) DESC, score DESC, c.id LIMIT $6"
     ))
-    .bind(query)
+    .bind(&words)
     .bind(filter.project.map(|p| p.as_uuid()))
     .bind(filter.documents.as_deref())
     .bind(filter.content_type.as_deref())
     .bind(filter.metadata.as_ref())
     .bind(limit)
+    .bind(query)
     .fetch_all(tx.conn())
     .await?)
 }
 
-/// `$1`'s stemmed words joined with OR (`plainto_tsquery` would AND them,
-/// which misses a passage that uses most but not all of the words). Each word
-/// is quoted: a lexeme such as `example.com/a(b` is not tsquery syntax.
-const OR_QUERY: &str = r"coalesce(nullif(array_to_string(array(
-       SELECT '''' || replace(replace(l, '\', '\\'), '''', '''''') || ''''
-         FROM unnest(tsvector_to_array(to_tsvector('english', $1))) l), ' | '), '')::tsquery, ''::tsquery)";
+/// `query`'s stemmed words joined with OR, as tsquery text (`plainto_tsquery`
+/// would AND them, which misses a passage that uses most but not all of the
+/// words); `None` when it has no word worth searching. Each word is quoted: a
+/// lexeme such as `example.com/a(b` is not tsquery syntax. Asked for apart
+/// from the search itself, so the search's plan sees the words (and uses the
+/// full-text index when they are rare) instead of an expression it cannot
+/// estimate.
+async fn or_query(tx: &mut TenantTx, query: &str) -> Result<Option<String>, DbError> {
+    Ok(sqlx::query_scalar(
+        r"SELECT nullif(array_to_string(array(
+                  SELECT '''' || replace(replace(l, '\', '\\'), '''', '''''') || ''''
+                    FROM unnest(tsvector_to_array(to_tsvector('english', $1))) l), ' | '), '')",
+    )
+    .bind(query)
+    .fetch_one(tx.conn())
+    .await?)
+}
 
 /// A memory a search found.
 #[derive(Debug, Clone, sqlx::FromRow, PartialEq)]
@@ -795,14 +807,14 @@ pub async fn matching_memories(
     user: Option<UserId>,
     limit: i64,
 ) -> Result<Vec<MemoryHit>, DbError> {
+    let Some(words) = or_query(tx, query).await? else { return Ok(Vec::new()) };
     Ok(sqlx::query_as(&format!(
-        "WITH q AS (SELECT {OR_QUERY} AS q)
-         SELECT {MEMORY_COLUMNS}, ts_rank_cd(tsv, q.q, 1)::float8 AS score
-           FROM q, memories
-          WHERE tsv @@ q.q AND ($2::uuid IS NULL OR user_id = $2) AND (expires_at IS NULL OR expires_at > now())
+        "SELECT {MEMORY_COLUMNS}, ts_rank_cd(tsv, $1::tsquery, 1)::float8 AS score
+           FROM memories
+          WHERE tsv @@ $1::tsquery AND ($2::uuid IS NULL OR user_id = $2) AND (expires_at IS NULL OR expires_at > now())
           ORDER BY score DESC, id LIMIT $3"
     ))
-    .bind(query)
+    .bind(&words)
     .bind(user.map(|u| u.as_uuid()))
     .bind(limit)
     .fetch_all(tx.conn())
