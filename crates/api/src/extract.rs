@@ -46,6 +46,11 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+/// 422 for one field, in the shape of `validator`'s errors: `{ field: [why] }`.
+pub fn invalid_field(field: &str, why: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorKind::Validation, "invalid fields").with_details(json!({ field: [why.into()] }))
+}
+
 /// `validator`'s errors as `{ field: [code, …] }`.
 pub fn validation_details(errors: &ValidationErrors) -> Value {
     let fields: serde_json::Map<String, Value> = errors

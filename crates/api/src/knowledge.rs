@@ -8,7 +8,7 @@ use crate::auth::{Member, Reader};
 use crate::error::ApiError;
 use crate::extract::{
     MAX_BODY_BYTES, Page, Paged, ValidJson, ValidQuery, check_json, created_response, idempotency_key,
-    path_id,
+    invalid_field as invalid, path_id,
 };
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -112,10 +112,6 @@ pub struct CreateDocument {
     /// An object, at most 16 KiB of JSON; searches can filter on it.
     #[schema(value_type = Option<Object>)]
     metadata: Option<Value>,
-}
-
-fn invalid(field: &str, message: &str) -> ApiError {
-    ApiError::new(ErrorKind::Validation, "invalid fields").with_details(json!({ field: [message] }))
 }
 
 /// The content type a file name implies.
@@ -394,10 +390,8 @@ pub(crate) async fn search(
         content_type: filters.content_type,
         metadata: filters.metadata,
     };
-    let found = knowledge
-        .search(&member.ctx, body.query.trim(), mode, &filter, body.limit.unwrap_or(10))
-        .await
-        .map_err(|switchboard_knowledge::search::SearchError::Db(e)| ApiError::from(e))?;
+    let found =
+        knowledge.search(&member.ctx, body.query.trim(), mode, &filter, body.limit.unwrap_or(10)).await?;
     let data = found
         .hits
         .into_iter()
@@ -600,10 +594,8 @@ pub(crate) async fn search_memories(
         _ => member.ctx.user_id,
     };
     let knowledge = state.knowledge()?;
-    let found = knowledge
-        .search_memories(&member.ctx, body.query.trim(), user, body.limit.unwrap_or(10))
-        .await
-        .map_err(|switchboard_knowledge::search::SearchError::Db(e)| ApiError::from(e))?;
+    let found =
+        knowledge.search_memories(&member.ctx, body.query.trim(), user, body.limit.unwrap_or(10)).await?;
     let data = found
         .hits
         .into_iter()

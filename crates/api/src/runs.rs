@@ -22,8 +22,8 @@ use crate::AppState;
 use crate::auth::Member;
 use crate::error::ApiError;
 use crate::extract::{
-    Page, Paged, ValidJson, ValidQuery, check_json, created_response, idempotency_key, path_id,
-    replayable_response,
+    Page, Paged, ValidJson, ValidQuery, check_json, created_response, idempotency_key,
+    invalid_field as invalid, path_id, replayable_response,
 };
 use crate::run_views::{RunSummary, RunView, StepEvent, StepView, ToolCallView};
 use axum::extract::{Path, State};
@@ -62,10 +62,6 @@ fn run_id(raw: &str) -> Result<RunId, ApiError> {
     let id: RunId = path_id(raw)?;
     tracing::Span::current().record("run_id", tracing::field::display(id));
     Ok(id)
-}
-
-fn invalid(field: &str, why: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorKind::Validation, "invalid fields").with_details(json!({ field: [why.into()] }))
 }
 
 /// A cost in US dollars, 0 ≤ cost < 10⁸: a JSON number (rounded to 6 decimal
@@ -423,8 +419,7 @@ pub(crate) async fn append_step(
         // Another tenant's chunk is as unknown as one that never existed.
         let known = switchboard_db::repo::knowledge::chunks_known(&mut tx, &unique).await?;
         if known != unique.len() {
-            return Err(ApiError::new(ErrorKind::Validation, "invalid fields")
-                .with_details(json!({ "citations": ["every citation must be a chunk of this tenant"] })));
+            return Err(invalid("citations", "every citation must be a chunk of this tenant"));
         }
         if let Some(object) = data.as_object_mut() {
             object.insert("citations".to_owned(), json!(unique));

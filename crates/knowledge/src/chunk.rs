@@ -18,12 +18,14 @@ pub struct Chunk {
 impl Chunk {
     /// The text the model embeds: the heading path, then the content.
     pub fn embedded_text(&self) -> String {
-        if self.heading.is_empty() {
-            self.content.clone()
-        } else {
-            format!("{}\n\n{}", self.heading, self.content)
-        }
+        embedded_text(&self.heading, &self.content)
     }
+}
+
+/// What a chunk reads as to the model (and to a reranker): its heading path,
+/// then its content.
+pub fn embedded_text(heading: &str, content: &str) -> String {
+    if heading.is_empty() { content.to_owned() } else { format!("{heading}\n\n{content}") }
 }
 
 /// Sizes, in model tokens.

@@ -6,6 +6,7 @@
 //! search answers from full text alone and says `degraded`.
 
 use crate::Knowledge;
+use crate::chunk::embedded_text;
 use crate::embed::EmbedError;
 use std::collections::HashMap;
 use switchboard_db::repo::knowledge::{self as repo, ChunkFilter, ChunkHit, MemoryHit};
@@ -77,12 +78,6 @@ pub fn fuse<T: Clone>(lists: &[(Retriever, Vec<T>)], id: impl Fn(&T) -> Uuid) ->
     hits.into_iter().map(|(_, h)| h).collect()
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum SearchError {
-    #[error(transparent)]
-    Db(#[from] DbError),
-}
-
 impl Knowledge {
     /// The query's vector, or `None` when it cannot be had now.
     async fn query_vector(&self, query: &str) -> Option<Vec<f32>> {
@@ -103,7 +98,7 @@ impl Knowledge {
         mode: Mode,
         filter: &ChunkFilter,
         limit: usize,
-    ) -> Result<Found<ChunkHit>, SearchError> {
+    ) -> Result<Found<ChunkHit>, DbError> {
         let started = std::time::Instant::now();
         let candidates = (limit * 4).clamp(20, 200) as i64;
         let vector = if mode == Mode::Keyword { None } else { self.query_vector(query).await };
@@ -122,15 +117,9 @@ impl Knowledge {
                 .push((Retriever::Keyword, repo::matching_chunks(&mut tx, query, filter, candidates).await?));
         }
         tx.commit().await?;
-        let mut hits = fuse(&lists, |c: &ChunkHit| c.id);
-        // One list alone keeps its retriever's own score (similarity, rank).
-        if lists.len() == 1 {
-            for h in &mut hits {
-                h.score = h.item.score;
-            }
-        }
-        let reranked = self.rerank(query, &mut hits, |c| c.embedded_text()).await;
-        hits.truncate(limit);
+        let (hits, reranked) = self
+            .rank(query, &lists, limit, |c| c.id, |c| c.score, |c| embedded_text(&c.heading, &c.content))
+            .await;
         let metrics = switchboard_telemetry::metrics();
         metrics
             .search_duration
@@ -149,7 +138,7 @@ impl Knowledge {
         query: &str,
         user: Option<UserId>,
         limit: usize,
-    ) -> Result<Found<MemoryHit>, SearchError> {
+    ) -> Result<Found<MemoryHit>, DbError> {
         let candidates = (limit * 4).clamp(20, 200) as i64;
         let vector = self.query_vector(query).await;
         let model = self.embedder.model_name();
@@ -163,15 +152,32 @@ impl Knowledge {
         }
         lists.push((Retriever::Keyword, repo::matching_memories(&mut tx, query, user, candidates).await?));
         tx.commit().await?;
-        let mut hits = fuse(&lists, |m: &MemoryHit| m.memory.id);
+        let (hits, reranked) =
+            self.rank(query, &lists, limit, |m| m.memory.id, |m| m.score, |m| m.memory.content.clone()).await;
+        Ok(Found { hits, degraded: vector.is_none(), reranked })
+    }
+
+    /// The retrievers' lists as one ranking: fused (one list alone keeps its
+    /// retriever's own score: similarity, rank), then reranked when a
+    /// reranker answers (whether it did), cut to `limit`.
+    async fn rank<T: Clone>(
+        &self,
+        query: &str,
+        lists: &[(Retriever, Vec<T>)],
+        limit: usize,
+        id: impl Fn(&T) -> Uuid,
+        own_score: impl Fn(&T) -> f64,
+        text: impl Fn(&T) -> String,
+    ) -> (Vec<Hit<T>>, bool) {
+        let mut hits = fuse(lists, id);
         if lists.len() == 1 {
             for h in &mut hits {
-                h.score = h.item.score;
+                h.score = own_score(&h.item);
             }
         }
-        let reranked = self.rerank(query, &mut hits, |m| m.memory.content.clone()).await;
+        let reranked = self.rerank(query, &mut hits, text).await;
         hits.truncate(limit);
-        Ok(Found { hits, degraded: vector.is_none(), reranked })
+        (hits, reranked)
     }
 
     /// Orders `hits` by the reranker when there is one and it answers;
@@ -206,21 +212,6 @@ impl Knowledge {
 
 /// The fused candidates a reranker sees.
 const RERANK_CANDIDATES: usize = 50;
-
-/// What an embedded chunk reads as (heading, then content), as the model saw it.
-trait EmbeddedText {
-    fn embedded_text(&self) -> String;
-}
-
-impl EmbeddedText for ChunkHit {
-    fn embedded_text(&self) -> String {
-        if self.heading.is_empty() {
-            self.content.clone()
-        } else {
-            format!("{}\n\n{}", self.heading, self.content)
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
