@@ -56,6 +56,12 @@ export function AppShell({ children }: { children: ReactNode }) {
 
 function Header({ ctx }: { ctx: Ctx }) {
   const { status, notice } = useConnection(ctx.rt);
+  // Sign out, then start again at the sign-in form.
+  const leave = async () => {
+    ctx.rt.close();
+    await signOut();
+    location.reload();
+  };
   const label = { connecting: "Connecting…", connected: "Connected", reconnecting: "Reconnecting…", stopped: "Disconnected" }[
     status
   ];
@@ -78,11 +84,7 @@ function Header({ ctx }: { ctx: Ctx }) {
         </span>
         <button
           className="link"
-          onClick={async () => {
-            ctx.rt.close();
-            await signOut();
-            location.reload();
-          }}
+          onClick={leave}
         >
           Sign out
         </button>
@@ -93,11 +95,7 @@ function Header({ ctx }: { ctx: Ctx }) {
           {notice.action === "stop" && notice.code !== "tenant_suspended" && (
             <button
               className="link"
-              onClick={async () => {
-                ctx.rt.close();
-                await signOut();
-                location.reload();
-              }}
+              onClick={leave}
             >
               Sign in again
             </button>

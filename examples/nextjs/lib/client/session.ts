@@ -1,16 +1,10 @@
 // The browser's side of sign-in: the Switchboard token from this app's
 // `/api/session`, refreshed before it expires and whenever Switchboard says it
 // has (`token_expired`).
+import type { SessionInfo } from "../server/session";
 
-export type Session = {
-  token: string;
-  expires_at: number;
-  user: { id: string; name: string };
-  switchboard_url: string;
-  tenant_id: string;
-  project_id: string;
-  conversation_id: string;
-};
+/** What `/api/session` answers (a type only: nothing of the server's code reaches the browser). */
+export type Session = SessionInfo;
 
 export class SignedOut extends Error {}
 

@@ -64,6 +64,22 @@ export function fromOwnPage(request: Request): Response | null {
   return null;
 }
 
+/**
+ * The caller of a POST from this app's own pages and who signed in, or the
+ * response that refuses it (not configured, not from this app, signed out).
+ */
+export async function signedInPost(
+  request: Request,
+): Promise<{ config: ServerConfig; user: { id: string; name: string } } | Response> {
+  const config = configOr();
+  if (config instanceof Response) return config;
+  const refused = fromOwnPage(request);
+  if (refused) return refused;
+  const user = await currentUser(config);
+  if (!user) return errorResponse(401, "signed_out", "Sign in first");
+  return { config, user };
+}
+
 /** Whether the browser reached this app over HTTPS (directly or through a proxy). */
 export function overHttps(request: Request): boolean {
   const proto = request.headers.get("x-forwarded-proto")?.split(",")[0]?.trim();

@@ -4,18 +4,15 @@
 // and starts the agent (`POST /api/runs/{id}/start`), so it sees every token.
 import { NextResponse } from "next/server";
 import { createRun } from "@/lib/server/agent";
-import { configOr, currentUser, errorResponse, fromOwnPage } from "@/lib/server/session";
+import { errorResponse, signedInPost } from "@/lib/server/session";
 import { SwitchboardError } from "@/lib/server/switchboard";
 
 export const dynamic = "force-dynamic";
 
 export async function POST(request: Request) {
-  const config = configOr();
-  if (config instanceof Response) return config;
-  const refused = fromOwnPage(request);
-  if (refused) return refused;
-  const user = await currentUser(config);
-  if (!user) return errorResponse(401, "signed_out", "Sign in first");
+  const caller = await signedInPost(request);
+  if (caller instanceof Response) return caller;
+  const { config, user } = caller;
   let prompt: unknown;
   try {
     ({ prompt } = await request.json());

@@ -2,7 +2,7 @@
 // (a second call, or one for a run already under way, starts nothing).
 import { NextResponse } from "next/server";
 import { startRun } from "@/lib/server/agent";
-import { configOr, currentUser, errorResponse, fromOwnPage } from "@/lib/server/session";
+import { errorResponse, signedInPost } from "@/lib/server/session";
 import { SwitchboardError } from "@/lib/server/switchboard";
 
 export const dynamic = "force-dynamic";
@@ -10,12 +10,9 @@ export const dynamic = "force-dynamic";
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export async function POST(request: Request, { params }: { params: Promise<{ id: string }> }) {
-  const config = configOr();
-  if (config instanceof Response) return config;
-  const refused = fromOwnPage(request);
-  if (refused) return refused;
-  const user = await currentUser(config);
-  if (!user) return errorResponse(401, "signed_out", "Sign in first");
+  const caller = await signedInPost(request);
+  if (caller instanceof Response) return caller;
+  const { config, user } = caller;
   const { id } = await params;
   if (!UUID.test(id)) return errorResponse(404, "not_found", "No such run");
   const deltaEveryMs = Number(process.env.DEMO_AGENT_DELTA_MS ?? 120);
