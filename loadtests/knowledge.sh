@@ -1,21 +1,22 @@
 #!/usr/bin/env bash
 # Knowledge speed on one release node (the built-in model on this machine's CPU):
-#   1. ingestion: DOCS copies of the retrieval set's eight documents
-#      (tests/knowledge/docs.md) posted at once; chunks embedded per second,
+#   1. ingestion: DOCS copies of the retrieval set's sixteen documents
+#      (tests/knowledge/docs.md, about 300 chunks) posted at once; chunks embedded per second,
 #      from the first post to the last document ready;
 #   2. search at CHUNKS chunks (100,000) in one tenant: that many chunks with
-#      clustered synthetic 384-dimension unit vectors written straight to
+#      clustered synthetic 384-dimension unit vectors and 60 words each of the
+#      set's vocabulary (a few words common, most rare) written straight to
 #      Postgres, then
 #      - p50/p99 of the nearest-vector query through the HNSW index (the SQL the
 #        server runs, under RLS in the tenant's context) and its recall@10
 #        against exact search, over QUERIES (200) query vectors;
-#      - p50/p99 of `POST /search` (vector and hybrid) end to end over REST,
-#        which adds embedding the query with the model.
+#      - p50/p99 of `POST /search` (vector, keyword and hybrid) end to end
+#        over REST; vector and hybrid add embedding the query with the model.
 #
 #   loadtests/knowledge.sh [DOCS] [CHUNKS] [QUERIES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DOCS=${1:-10}
+DOCS=${1:-3}
 CHUNKS=${2:-100000}
 QUERIES=${3:-200}
 source loadtests/lib.sh

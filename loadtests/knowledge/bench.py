@@ -71,25 +71,44 @@ print(f"ingestion: {len(ids)} documents, {chunks} chunks in {elapsed:.1f} s: {ch
       f"({cpu:.1f} CPU seconds on the node, {cpu / chunks * 1000:.1f} ms of CPU per chunk)")
 
 # 2. A large corpus: CHUNKS chunks with clustered unit vectors (200 centres,
-# each chunk a centre plus noise), under one document.
+# each chunk a centre plus noise), under one document. Their text is 60 words
+# of the retrieval set's vocabulary, drawn so that a few words are everywhere
+# and most are rare (a word's rank r comes up about as often as 1/r), as in
+# real prose: a query's common words then match tens of thousands of chunks,
+# which is what the full-text leg of a search pays for.
 big = call("POST", f"/api/v1/projects/{args.project}/documents",
            {"title": "corpus", "content": "synthetic corpus for the search bench"})
 while call("GET", f"/api/v1/documents/{big['id']}")["status"] != "ready":
     time.sleep(0.1)
+words = {}
+for w in re.findall(r"[a-z]{3,}", DOCS_MD.lower()):
+    words[w] = words.get(w, 0) + 1
+vocabulary = sorted(words, key=lambda w: -words[w])
 t0 = time.time()
 psql(f"""
 DELETE FROM chunks WHERE document_id = '{big['id']}';
 -- `0 * c` ties each centre's subquery to its row, so each gets its own random vector.
 CREATE TEMP TABLE centres AS
   SELECT c, ARRAY(SELECT random() * 2 - 1 + 0 * c FROM generate_series(1, 384)) AS v FROM generate_series(0, 199) c;
+CREATE TEMP TABLE vocabulary (i serial PRIMARY KEY, w text NOT NULL);
+INSERT INTO vocabulary (w) SELECT unnest(ARRAY[{",".join("'" + w + "'" for w in vocabulary)}]);
+-- Each chunk's 60 words, drawn at once and joined to the vocabulary (a word
+-- of rank r, 1-based, comes up about as often as 1/r).
+CREATE TEMP TABLE texts AS
+  SELECT n, string_agg(v.w, ' ') AS content
+    FROM (SELECT n, least(floor(power({len(vocabulary)}, random()))::int, {len(vocabulary)}) AS i
+            FROM generate_series(1, {args.chunks}) n, generate_series(1, 60) k) r
+    JOIN vocabulary v USING (i)
+   GROUP BY n;
 INSERT INTO chunks (tenant_id, project_id, document_id, position, heading, content, token_count, embedding, model, dims)
-SELECT '{args.tenant}', '{args.project}', '{big['id']}', n, '', 'synthetic chunk ' || n, 4,
+SELECT '{args.tenant}', '{args.project}', '{big['id']}', g.n, '', t.content, 80,
        (SELECT array_agg(x / norm ORDER BY i)::vector
           FROM (SELECT x, i, sqrt(sum(x * x) OVER ()) AS norm FROM unnest(raw) WITH ORDINALITY AS u(x, i)) s),
        'all-MiniLM-L6-v2', 384
   FROM (SELECT n, (SELECT array_agg(cv + (random() * 2 - 1) * 0.6 ORDER BY i)
                      FROM unnest((SELECT v FROM centres WHERE c = n % 200)) WITH ORDINALITY AS u(cv, i)) AS raw
-          FROM generate_series(1, {args.chunks}) n) g;
+          FROM generate_series(1, {args.chunks}) n) g
+  JOIN texts t USING (n);
 """)
 # Fresh statistics, as autovacuum would give them a little later (ANALYZE
 # needs the tables' owner).
@@ -131,7 +150,7 @@ for q in queries[:20]:
     t_exact.append(json.loads(re.findall(r"^\[.*?^\]$", out, re.S | re.M)[0])[0]["Execution Time"])
 print(f"exact search for comparison: p50 {pct(t_exact, 0.5):.1f} ms over 20 queries")
 
-for mode in ("vector", "hybrid"):
+for mode in ("vector", "keyword", "hybrid"):
     lat = []
     for i in range(args.queries):
         q = QUERIES[i % len(QUERIES)]["q"]
@@ -139,5 +158,6 @@ for mode in ("vector", "hybrid"):
         found = call("POST", "/api/v1/search", {"query": q, "mode": mode, "limit": 10})
         lat.append((time.perf_counter() - t) * 1000)
         assert found["degraded"] is False
-    print(f"POST /search {mode} over REST at {args.chunks + chunks} chunks (query embedded by the model): "
+    how = "full text only" if mode == "keyword" else "query embedded by the model"
+    print(f"POST /search {mode} over REST at {args.chunks + chunks} chunks ({how}): "
           f"p50 {pct(lat, 0.5):.1f} ms  p99 {pct(lat, 0.99):.1f} ms over {len(lat)} requests")

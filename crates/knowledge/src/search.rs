@@ -1,6 +1,6 @@
 //! Hybrid search: the vector retriever (nearest embeddings) and the keyword
-//! retriever (full-text match) each return their best candidates; reciprocal
-//! rank fusion merges them (a chunk both found rises), and a reranker, when
+//! retriever (full-text match, BM25) each return their best candidates;
+//! relative score fusion merges them (a chunk both found rises), and a reranker, when
 //! one is configured and up, orders the fused candidates by relevance. When
 //! the query cannot be embedded (the provider is down, the model missing) the
 //! search answers from full text alone and says `degraded`.
@@ -55,21 +55,41 @@ pub struct Found<T> {
     pub reranked: bool,
 }
 
-/// Reciprocal rank fusion's constant: ranks past the first few weigh little.
-const RRF_K: f64 = 60.0;
+/// How much the vector retriever's score weighs in a hybrid result; the
+/// keyword retriever's weighs the rest.
+pub const VECTOR_WEIGHT: f64 = 0.7;
 
-/// Merges ranked lists: each item scores Σ 1/(k + rank) over the lists that
-/// hold it; ties keep the first list's order.
-pub fn fuse<T: Clone>(lists: &[(Retriever, Vec<T>)], id: impl Fn(&T) -> Uuid) -> Vec<Hit<T>> {
+/// Merges the retrievers' ranked lists by relative score: each list's scores
+/// are scaled to 0..1 between its worst and best candidate, and a result
+/// scores the weighted sum over the lists that hold it (`VECTOR_WEIGHT` for
+/// the vector list, the rest for the keyword one). Unlike reciprocal rank
+/// fusion, how far a candidate stands above the others counts, not only its
+/// place: a keyword list of weak matches for every word of a paraphrase no
+/// longer outvotes the vector retriever's clear first. Ties keep the first
+/// list's order.
+pub fn fuse<T: Clone>(
+    lists: &[(Retriever, Vec<T>)],
+    id: impl Fn(&T) -> Uuid,
+    score: impl Fn(&T) -> f64,
+) -> Vec<Hit<T>> {
     let mut by_id: HashMap<Uuid, (usize, Hit<T>)> = HashMap::new();
     let mut order = 0;
     for (retriever, items) in lists {
-        for (rank, item) in items.iter().enumerate() {
+        let weight = match retriever {
+            Retriever::Vector => VECTOR_WEIGHT,
+            Retriever::Keyword => 1.0 - VECTOR_WEIGHT,
+        };
+        let (low, high) = items
+            .iter()
+            .map(&score)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), s| (lo.min(s), hi.max(s)));
+        for item in items {
+            let scaled = if high > low { (score(item) - low) / (high - low) } else { 1.0 };
             let entry = by_id.entry(id(item)).or_insert_with(|| {
                 order += 1;
                 (order, Hit { item: item.clone(), score: 0.0, matched_by: Vec::new() })
             });
-            entry.1.score += 1.0 / (RRF_K + rank as f64 + 1.0);
+            entry.1.score += weight * scaled;
             entry.1.matched_by.push(*retriever);
         }
     }
@@ -169,7 +189,7 @@ impl Knowledge {
         own_score: impl Fn(&T) -> f64,
         text: impl Fn(&T) -> String,
     ) -> (Vec<Hit<T>>, bool) {
-        let mut hits = fuse(lists, id);
+        let mut hits = fuse(lists, id, &own_score);
         if lists.len() == 1 {
             for h in &mut hits {
                 h.score = own_score(&h.item);
@@ -218,14 +238,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fusion_lifts_what_both_retrievers_found() {
+    fn fusion_weighs_how_far_each_candidate_stands_above_the_rest() {
         let [a, b, c, d] = [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()];
-        let lists = vec![(Retriever::Vector, vec![a, b, c]), (Retriever::Keyword, vec![d, c, a])];
-        let hits = fuse(&lists, |x| *x);
-        let order: Vec<Uuid> = hits.iter().map(|h| h.item).collect();
-        // a: ranks 1 and 3; c: 3 and 2; then d (first of one list) before b (second of one).
-        assert_eq!(order, vec![a, c, d, b]);
+        let lists = vec![
+            (Retriever::Vector, vec![(a, 0.9), (c, 0.8), (b, 0.5)]),
+            (Retriever::Keyword, vec![(d, 10.0), (c, 8.0), (a, 0.0)]),
+        ];
+        let hits = fuse(&lists, |x| x.0, |x| x.1);
+        let order: Vec<Uuid> = hits.iter().map(|h| h.item.0).collect();
+        // c, a close second in both lists (0.7 * 0.75 + 0.3 * 0.8), passes a,
+        // the vector list's first but the keyword list's last (0.7); d, the
+        // keyword list's best alone (0.3), passes b, the vector list's worst.
+        assert_eq!(order, vec![c, a, d, b]);
+        assert!((hits[0].score - 0.765).abs() < 1e-9, "{}", hits[0].score);
         assert_eq!(hits[0].matched_by, vec![Retriever::Vector, Retriever::Keyword]);
         assert_eq!(hits[2].matched_by, vec![Retriever::Keyword]);
+        assert_eq!(hits[3].score, 0.0);
+    }
+
+    #[test]
+    fn a_list_of_equal_scores_counts_each_as_its_best() {
+        let [a, b] = [Uuid::new_v4(), Uuid::new_v4()];
+        let lists = vec![(Retriever::Vector, vec![(a, 0.4)]), (Retriever::Keyword, vec![(b, 2.0), (a, 2.0)])];
+        let hits = fuse(&lists, |x| x.0, |x| x.1);
+        assert_eq!(hits[0].item.0, a);
+        assert!((hits[0].score - 1.0).abs() < 1e-9);
+        assert!((hits[1].score - (1.0 - VECTOR_WEIGHT)).abs() < 1e-9);
     }
 }

@@ -1,9 +1,13 @@
 //! Retrieval quality on a set written for this purpose (`tests/knowledge/`):
-//! eight documents of documentation-like text, 48 queries with the section
-//! that answers each (29 paraphrases that share few words with it, 8 terms
-//! of art written as in the text). For keyword, vector and hybrid search it
-//! reports recall@5 and MRR@10 and holds each to a floor a little under what
-//! it measures today, so a change that makes retrieval worse fails here.
+//! sixteen documents of documentation-like text (about 300 sections, each a
+//! chunk, many of them close neighbours: several timeouts, several ways to
+//! roll back), 152 queries with the sections that answer each (69
+//! paraphrases that share at most a word with their answer, 36 terms of art
+//! written as in the text: settings, error codes, headers, flags). For
+//! keyword, vector and hybrid search it reports recall@5 and MRR@10, holds
+//! each to a floor a little under what it measures today, so a change that
+//! makes retrieval worse fails here, and checks that hybrid beats each
+//! retriever alone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -21,6 +25,7 @@ struct Score {
     recall_at_5: f64,
     mrr: f64,
     paraphrase_recall_at_5: f64,
+    identifier_recall_at_5: f64,
 }
 
 #[tokio::test]
@@ -66,6 +71,7 @@ async fn retrieval_quality_of_each_mode_holds() {
     let queries = queries["queries"].as_array().unwrap();
     assert!(queries.len() >= 40);
     let paraphrases = queries.iter().filter(|q| q["paraphrase"] == true).count() as f64;
+    let identifiers = queries.iter().filter(|q| q["identifier"] == true).count() as f64;
     let mut scores = Vec::new();
     for mode in ["keyword", "vector", "hybrid"] {
         let mut s = Score::default();
@@ -104,6 +110,9 @@ async fn retrieval_quality_of_each_mode_holds() {
                     if q["paraphrase"] == true {
                         s.paraphrase_recall_at_5 += 1.0;
                     }
+                    if q["identifier"] == true {
+                        s.identifier_recall_at_5 += 1.0;
+                    }
                 }
             }
         }
@@ -112,28 +121,35 @@ async fn retrieval_quality_of_each_mode_holds() {
             recall_at_5: s.recall_at_5 / n,
             mrr: s.mrr / n,
             paraphrase_recall_at_5: s.paraphrase_recall_at_5 / paraphrases,
+            identifier_recall_at_5: s.identifier_recall_at_5 / identifiers,
         };
         eprintln!(
-            "{mode:>8}: recall@5 {:.3}  MRR@10 {:.3}  paraphrases recall@5 {:.3}",
-            s.recall_at_5, s.mrr, s.paraphrase_recall_at_5
+            "{mode:>8}: recall@5 {:.3}  MRR@10 {:.3}  paraphrases recall@5 {:.3}  terms of art recall@5 {:.3}",
+            s.recall_at_5, s.mrr, s.paraphrase_recall_at_5, s.identifier_recall_at_5
         );
         scores.push(s);
     }
     eprintln!(
-        "{} documents, {chunks} chunks, ingested in {} ms; {} queries ({paraphrases} paraphrases)",
+        "{} documents, {chunks} chunks, ingested in {} ms; {} queries ({paraphrases} paraphrases, {identifiers} terms of art)",
         ids.len(),
         ingest.as_millis(),
         queries.len()
     );
     let [keyword, vector, hybrid] = [scores[0], scores[1], scores[2]];
-    // When written: keyword 0.875–0.893 recall@5 and 0.73 MRR (its ties fall
-    // by chunk id, which differs from run to run), vector 1.000 and 0.912,
-    // hybrid 0.982–1.000 and 0.870.
-    assert!(keyword.recall_at_5 >= 0.85 && keyword.mrr >= 0.70, "{scores:?}");
-    assert!(vector.recall_at_5 >= 0.95 && vector.mrr >= 0.88, "{scores:?}");
-    assert!(hybrid.recall_at_5 >= 0.95 && hybrid.mrr >= 0.84, "{scores:?}");
-    assert!(hybrid.recall_at_5 >= keyword.recall_at_5 && hybrid.mrr > keyword.mrr, "{scores:?}");
-    assert!(hybrid.paraphrase_recall_at_5 >= 0.95, "fusion must not lose the paraphrases: {scores:?}");
+    // When written: keyword 0.671 recall@5 and 0.586-0.587 MRR (0.348 on
+    // paraphrases, 0.944 on terms of art), vector 0.862 and 0.731 (0.783,
+    // 0.833), hybrid 0.868-0.875 and 0.759-0.760 (0.754, 0.917-0.944).
+    assert!(keyword.recall_at_5 >= 0.62 && keyword.mrr >= 0.54, "{scores:?}");
+    assert!(vector.recall_at_5 >= 0.83 && vector.mrr >= 0.70, "{scores:?}");
+    assert!(hybrid.recall_at_5 >= 0.84 && hybrid.mrr >= 0.73, "{scores:?}");
+    assert!(keyword.identifier_recall_at_5 >= 0.9, "{scores:?}");
+    // Hybrid beats each retriever alone: as many found in the first five as
+    // the better of them, and the answer higher up.
+    assert!(hybrid.recall_at_5 >= vector.recall_at_5.max(keyword.recall_at_5), "{scores:?}");
+    assert!(hybrid.mrr > vector.mrr.max(keyword.mrr), "{scores:?}");
+    // It keeps most of what each is best at.
+    assert!(hybrid.paraphrase_recall_at_5 >= 0.72, "fusion must keep the paraphrases: {scores:?}");
+    assert!(hybrid.identifier_recall_at_5 >= 0.88, "fusion must keep the terms of art: {scores:?}");
     // Hands back any job its worker holds, for the other tests.
     app.stop().await;
 }

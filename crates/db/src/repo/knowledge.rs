@@ -725,39 +725,84 @@ async fn nearest_query(
         .await?)
 }
 
-/// The `limit` chunks that best match `query`'s words (any of them, stemmed;
-/// headings weigh more): those with every word first, then by cover density.
+/// The `limit` chunks that best match `query`'s words (stemmed, any of
+/// them), scored by BM25 over the chunks the filter leaves: each word
+/// weighs by how rare it is among them (its inverse document frequency), a
+/// word in the chunk's heading path counts twice, and a long chunk's matches
+/// count for a little less. (`ts_rank` weighs every word alike, so a chunk
+/// holding one common word of the query ranked with one holding its rare
+/// one.)
+///
+/// Row-level security shapes the plan: `@@` is not a leakproof operator, so
+/// Postgres may not test it before the tenant policy and cannot start from
+/// the full-text (GIN) index; it reads the tenant's chunks in scope and
+/// scores only those that hold a word. The documents are joined for their
+/// titles after the best are picked.
 pub async fn matching_chunks(
     tx: &mut TenantTx,
     query: &str,
     filter: &ChunkFilter,
     limit: i64,
 ) -> Result<Vec<ChunkHit>, DbError> {
-    let Some(words) = or_query(tx, query).await? else { return Ok(Vec::new()) };
     Ok(sqlx::query_as(&format!(
-        "SELECT {HIT_COLUMNS}, ts_rank_cd(c.tsv, $1::tsquery, 1)::float8 AS score
-           FROM chunks c JOIN documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id
-          WHERE c.tsv @@ $1::tsquery AND {FILTER}
-          ORDER BY c.tsv @@ plainto_tsquery('english', $7) DESC, score DESC, c.id LIMIT $6"
+        r"WITH words AS (
+              SELECT w, w::tsquery AS anywhere, (w || ':A')::tsquery AS in_heading
+                FROM (SELECT DISTINCT '''' || replace(replace(l, '\', '\\'), '''', '''''') || '''' AS w
+                        FROM unnest(tsvector_to_array(to_tsvector('english', $1))) l LIMIT {MAX_WORDS}) l),
+          hits AS MATERIALIZED (
+              SELECT c.id, c.token_count, c.tsv FROM chunks c
+               WHERE c.tsv @@ (SELECT string_agg(w, ' | ')::tsquery FROM words) AND {CHUNK_SCOPE}),
+          per_word AS MATERIALIZED (
+              SELECT h.id, h.token_count, words.w, CASE WHEN h.tsv @@ words.in_heading THEN 2.0 ELSE 1.0 END AS tf
+                FROM hits h JOIN words ON h.tsv @@ words.anywhere),
+          corpus AS (
+              SELECT (SELECT count(*) FROM chunks c WHERE {CHUNK_SCOPE})::float8 AS n,
+                     (SELECT greatest(avg(token_count), 1) FROM hits)::float8 AS avg_len),
+          idf AS (
+              SELECT w, ln(1 + (corpus.n - count(*) + 0.5) / (count(*) + 0.5)) AS idf
+                FROM per_word, corpus GROUP BY w, corpus.n),
+          best AS (
+              SELECT p.id, sum(idf.idf * p.tf * ({BM25_K1} + 1)
+                         / (p.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * p.token_count / corpus.avg_len))) AS score
+                FROM per_word p JOIN idf USING (w) CROSS JOIN corpus
+               GROUP BY p.id ORDER BY score DESC, p.id LIMIT $6)
+        SELECT {HIT_COLUMNS}, best.score::float8 AS score
+          FROM best JOIN chunks c ON c.id = best.id
+          JOIN documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id
+         ORDER BY best.score DESC, c.id"
     ))
-    .bind(&words)
+    .bind(query)
     .bind(filter.project.map(|p| p.as_uuid()))
     .bind(filter.documents.as_deref())
     .bind(filter.content_type.as_deref())
     .bind(filter.metadata.as_ref())
     .bind(limit)
-    .bind(query)
     .fetch_all(tx.conn())
     .await?)
 }
 
+/// The most distinct words of a query the keyword retriever scores: each
+/// costs a match against every chunk that holds any of them, so a long query
+/// (up to 2,000 characters) would otherwise cost hundreds.
+const MAX_WORDS: usize = 32;
+
+/// BM25's term-frequency saturation and length normalisation, at their
+/// usual values.
+const BM25_K1: f64 = 1.2;
+const BM25_B: f64 = 0.75;
+
+/// [`FILTER`] for a query over chunks alone: the document's type and
+/// metadata through a semi-join, only when asked for.
+const CHUNK_SCOPE: &str = "($2::uuid IS NULL OR c.project_id = $2)
+     AND ($3::uuid[] IS NULL OR c.document_id = ANY($3))
+     AND (($4::text IS NULL AND $5::jsonb IS NULL) OR c.document_id IN (
+          SELECT d.id FROM documents d
+           WHERE ($4::text IS NULL OR d.content_type = $4) AND ($5::jsonb IS NULL OR d.metadata @> $5)))";
+
 /// `query`'s stemmed words joined with OR, as tsquery text (`plainto_tsquery`
 /// would AND them, which misses a passage that uses most but not all of the
 /// words); `None` when it has no word worth searching. Each word is quoted: a
-/// lexeme such as `example.com/a(b` is not tsquery syntax. Asked for apart
-/// from the search itself, so the search's plan sees the words (and uses the
-/// full-text index when they are rare) instead of an expression it cannot
-/// estimate.
+/// lexeme such as `example.com/a(b` is not tsquery syntax.
 async fn or_query(tx: &mut TenantTx, query: &str) -> Result<Option<String>, DbError> {
     Ok(sqlx::query_scalar(
         r"SELECT nullif(array_to_string(array(
