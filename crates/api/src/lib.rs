@@ -4,6 +4,7 @@
 
 mod admin;
 mod api_keys;
+mod approvals;
 mod audit_logs;
 pub mod auth;
 mod broadcast;
@@ -25,6 +26,7 @@ mod request_id;
 mod run_views;
 mod runs;
 mod state;
+mod tasks;
 mod tenants;
 mod usage;
 
@@ -95,6 +97,8 @@ pub fn router(state: AppState, cors_origins: &[String], socket_io: impl FnOnce(R
         .merge(presence::router())
         .merge(connections::router())
         .merge(knowledge::router())
+        .merge(tasks::router())
+        .merge(approvals::router())
         .layer(middleware::from_fn_with_state(state.clone(), ratelimit::per_tenant));
     let http = Router::new()
         .merge(health::router())

@@ -35,6 +35,8 @@ pub struct RunView {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The task it works on, if any.
+    pub task_id: Option<Uuid>,
 }
 
 impl From<Run> for RunView {
@@ -57,6 +59,7 @@ impl From<Run> for RunView {
             updated_at: r.updated_at,
             started_at: r.started_at,
             finished_at: r.finished_at,
+            task_id: r.task_id,
         }
     }
 }
@@ -163,12 +166,26 @@ pub struct ToolCallView {
     pub arguments: Value,
     #[schema(value_type = Option<Object>)]
     pub result: Option<Value>,
-    /// `pending`, `running`, `succeeded` or `failed`.
+    /// `pending`, `running`, `succeeded` or `failed`; for a call the tool
+    /// policy holds, `pending_approval` until a person decides, then
+    /// `pending` (cleared to run), `rejected` or `expired`.
     pub status: String,
     pub latency_ms: Option<i32>,
     pub idempotency_key: Option<String>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// In answers to `POST /runs/{id}/tool-calls`: the approval holding the
+    /// call, when the tool policy asked for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<switchboard_realtime::approvals::ApprovalView>,
+}
+
+impl ToolCallView {
+    /// The view with the approval that holds the call, if any.
+    pub fn held_by(mut self, approval: Option<switchboard_db::repo::approvals::Approval>) -> Self {
+        self.approval = approval;
+        self
+    }
 }
 
 impl From<ToolCall> for ToolCallView {
@@ -185,6 +202,7 @@ impl From<ToolCall> for ToolCallView {
             idempotency_key: c.idempotency_key,
             created_at: c.created_at,
             finished_at: c.finished_at,
+            approval: None,
         }
     }
 }

@@ -35,10 +35,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchboard_cluster::Dedupe;
+use switchboard_db::repo::approvals;
+use switchboard_db::repo::audit::{self, Entry};
 use switchboard_db::repo::runs::{self, Change, Filter, NewRun, NewStep, NewToolCall, Recorded, Run, Usage};
 use switchboard_db::repo::{Created, Sender};
 use switchboard_domain::json::{JsonCap, Shape};
-use switchboard_domain::{ConversationId, ErrorKind, Fingerprint, ProjectId, RunId, RunStatus, Topic};
+use switchboard_domain::policy::{ToolAction, ToolRule};
+use switchboard_domain::{ConversationId, ErrorKind, Fingerprint, ProjectId, Role, RunId, RunStatus, Topic};
 use uuid::Uuid;
 use validator::Validate;
 
@@ -143,6 +146,8 @@ pub struct CreateRun {
     /// What the run was asked to do: an object, at most 256 KiB of JSON.
     #[schema(value_type = Option<Object>)]
     input: Option<Value>,
+    /// A task of the same project that the run works on.
+    task_id: Option<Uuid>,
 }
 
 #[utoipa::path(post, path = "/api/v1/runs", tag = "runs", params(("Idempotency-Key" = Option<String>, Header, description = "Same key, same run: created once", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$")), request_body = CreateRun, responses((status = 201, body = RunView), (status = 200, body = RunView, description = "Replayed for a repeated Idempotency-Key"), crate::openapi::CommonErrors))]
@@ -160,6 +165,7 @@ pub(crate) async fn create(
         conversation: body.conversation_id.map(ConversationId::from),
         agent: &body.agent,
         input: &input,
+        task: body.task_id,
         idempotency_key: key.as_ref(),
     };
     let mut tx = state.db.begin(&member.ctx).await?;
@@ -476,6 +482,9 @@ pub struct AddToolCall {
     result: Option<Value>,
     /// `succeeded` if a result is given, else `pending`.
     status: Option<ToolCallStatus>,
+    /// Reports how a call an approval cleared went (its `status`, `result`,
+    /// `latency_ms`), on that call: the tool policy is not asked again.
+    approval_id: Option<Uuid>,
     #[validate(range(min = 0, max = 86_400_000))]
     #[schema(minimum = 0, maximum = 86_400_000)]
     latency_ms: Option<i32>,
@@ -500,27 +509,135 @@ pub(crate) async fn add_tool_call(
     if let Some(result) = &body.result {
         check_json("result", result, Shape::Any, JsonCap::Document)?;
     }
-    let status = body.status.unwrap_or(if body.result.is_some() {
-        ToolCallStatus::Succeeded
-    } else {
-        ToolCallStatus::Pending
-    });
+    if let Some(approval) = body.approval_id {
+        return report_approved(
+            &state,
+            &member,
+            id,
+            approval,
+            &body.name,
+            body.result.as_ref(),
+            body.status,
+            body.latency_ms,
+        )
+        .await;
+    }
+    let mut tx = state.db.begin(&member.ctx).await?;
+    let policy = approvals::policy(&mut tx).await?.policy;
+    let verdict = policy.decide(&body.name, member.ctx.role);
+    let rule = verdict.rule.map_or(DEFAULT_RULE, |r| r.name.as_str());
+    // A call replayed under its key was judged when it was first recorded.
+    let replay = match &key {
+        Some(k) => runs::tool_call_for_key(&mut tx, k).await?.is_some(),
+        None => false,
+    };
+    if verdict.action == ToolAction::Deny && !replay {
+        let entry = Entry {
+            action: "tool_call.deny",
+            target_type: "run",
+            target_id: id.to_string(),
+            details: json!({ "tool": body.name, "rule": rule }),
+        };
+        audit::record(&mut tx, &member.caller.actor(), &entry).await?;
+        tx.commit().await?;
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!("tool `{}` is denied by rule `{rule}`", body.name),
+        )
+        .with_details(json!({ "rule": [rule] })));
+    }
+    let held = verdict.action == ToolAction::RequireApproval;
+    if held && (body.result.is_some() || body.status.is_some()) {
+        return Err(invalid(
+            "status",
+            format!(
+                "rule `{rule}` holds `{}` for approval: record the call before it runs, without status or result",
+                body.name
+            ),
+        ));
+    }
+    let status = match body.status {
+        _ if held => "pending_approval",
+        Some(s) => s.as_str(),
+        None if body.result.is_some() => "succeeded",
+        None => "pending",
+    };
     let new = NewToolCall {
         step: body.step,
         name: &body.name,
         arguments: &arguments,
         result: body.result.as_ref(),
-        status: status.as_str(),
+        status,
         latency_ms: body.latency_ms,
         idempotency_key: key.as_ref(),
     };
-    let mut tx = state.db.begin(&member.ctx).await?;
     let recorded = runs::add_tool_call(&mut tx, id, &new).await?;
+    let approval = match &recorded {
+        Recorded::New(call, run) if held => {
+            let approvers =
+                verdict.rule.map_or_else(|| vec![Role::Owner, Role::Admin], ToolRule::approver_roles);
+            let request = approvals::Request {
+                project: run.project_id,
+                run: run.id,
+                tool_call: call.id,
+                tool: &call.name,
+                rule,
+                approvers: &approvers,
+                ttl: state.approval_ttl,
+            };
+            Some(approvals::request(&mut tx, &request).await?)
+        }
+        Recorded::New(..) => None,
+        Recorded::Replayed(call) => approvals::for_call(&mut tx, call.id).await?,
+    };
     tx.commit().await?;
     if let Recorded::New(call, run) = &recorded {
         announce(&state, &member, run, "run:step", &StepEvent::tool_call(call)).await;
+        if let Some(a) = &approval {
+            let from = member.sender();
+            switchboard_realtime::approvals::announce(
+                &state.realtime,
+                member.ctx.tenant_id,
+                a,
+                "approval:requested",
+                Some(&from),
+            )
+            .await;
+        }
     }
-    Ok(created_response(recorded.into_created().map(ToolCallView::from)))
+    Ok(created_response(recorded.into_created().map(|c| ToolCallView::from(c).held_by(approval))))
+}
+
+/// The rule named when no rule matched and the policy's default decided.
+const DEFAULT_RULE: &str = "default";
+
+/// `POST /runs/{id}/tool-calls` with `approval_id`: how a cleared call went.
+#[allow(clippy::too_many_arguments)] // the request's fields, read once
+async fn report_approved(
+    state: &AppState,
+    member: &Member,
+    run: RunId,
+    approval: Uuid,
+    name: &str,
+    result: Option<&Value>,
+    status: Option<ToolCallStatus>,
+    latency_ms: Option<i32>,
+) -> Result<Response, ApiError> {
+    let status = match status {
+        Some(ToolCallStatus::Pending) => {
+            return Err(invalid("status", "an approved call reports `running`, `succeeded` or `failed`"));
+        }
+        Some(s) => s.as_str(),
+        None if result.is_some() => "succeeded",
+        None => "running",
+    };
+    let outcome = runs::ApprovedOutcome { approval, name, result, status, latency_ms };
+    let mut tx = state.db.begin(&member.ctx).await?;
+    let (call, run_row) = runs::report_approved_call(&mut tx, run, &outcome).await?;
+    let held = approvals::for_call(&mut tx, call.id).await?;
+    tx.commit().await?;
+    announce(state, member, &run_row, "run:step", &StepEvent::tool_call(&call)).await;
+    Ok(replayable_response(StatusCode::OK, ToolCallView::from(call).held_by(held), false))
 }
 
 #[derive(Debug, Serialize, Deserialize, Validate, utoipa::ToSchema)]

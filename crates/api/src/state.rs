@@ -30,6 +30,8 @@ pub struct AppState {
     pub knowledge: Option<switchboard_knowledge::Knowledge>,
     /// Wakes this node's ingestion worker when a job was queued here.
     pub knowledge_wake: switchboard_knowledge::worker::Wake,
+    /// How long a person has to decide an approval a tool policy asks for.
+    pub approval_ttl: std::time::Duration,
     draining: Arc<AtomicBool>,
     shutdown: Arc<Notify>,
 }
@@ -61,6 +63,7 @@ impl AppState {
             realtime,
             knowledge: None,
             knowledge_wake: Default::default(),
+            approval_ttl: std::time::Duration::from_secs(24 * 3600),
             draining: Arc::new(AtomicBool::new(false)),
             shutdown: Arc::new(Notify::new()),
         }
@@ -75,6 +78,12 @@ impl AppState {
     }
 
     /// Serves knowledge through `knowledge`, waking `wake`'s worker on new jobs.
+    /// How long approvals wait for a decision before they expire.
+    pub fn with_approval_ttl(mut self, ttl: std::time::Duration) -> Self {
+        self.approval_ttl = ttl;
+        self
+    }
+
     pub fn with_knowledge(
         mut self,
         knowledge: switchboard_knowledge::Knowledge,

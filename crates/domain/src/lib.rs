@@ -10,6 +10,7 @@ mod idempotency;
 mod ids;
 pub mod json;
 mod limits;
+pub mod policy;
 mod principal;
 mod run;
 mod topic;

@@ -155,6 +155,7 @@ async fn admit(
     s.on("presence:track", presence::track);
     s.on("presence:list", presence::list_event);
     s.on("message:send", messages::send);
+    s.on("approval:decide", crate::approvals::decide_event);
     s.on("auth:refresh", refresh);
     s.on_fallback(unknown_event);
     s.on_disconnect(on_disconnect);

@@ -10,6 +10,7 @@
 //! messages, runs), [`Realtime::publish_batch`] (streamed deltas), [`Realtime::presence`], [`Realtime::disconnect_user`] and
 //! [`Realtime::drain`] work across every node.
 
+pub mod approvals;
 pub mod codes;
 pub mod directory;
 pub mod drain;

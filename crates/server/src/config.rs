@@ -39,6 +39,9 @@ pub struct Config {
     /// `RERANK_URL`/`_MODEL`/`_API_KEY`: where knowledge gets its vectors and
     /// its reranking.
     pub knowledge: switchboard_knowledge::Settings,
+    /// `APPROVAL_TTL_SECONDS`: how long an approval a tool policy asks for
+    /// waits for a person before it expires.
+    pub approval_ttl: std::time::Duration,
 }
 
 impl fmt::Debug for Config {
@@ -258,6 +261,14 @@ impl Config {
         ) {
             auth_failures_per_second = n as u32;
         }
+        let mut approval_ttl = std::time::Duration::from_secs(24 * 3600);
+        if let Some(n) = number(
+            "APPROVAL_TTL_SECONDS",
+            30 * 24 * 3600,
+            "how long a tool call held for approval waits for a decision",
+        ) {
+            approval_ttl = std::time::Duration::from_secs(n);
+        }
         if let Some(n) = number("DRAIN_SECONDS", 3600, "how long a drain spreads its socket closes") {
             realtime.drain_window = std::time::Duration::from_secs(n);
         }
@@ -342,6 +353,7 @@ impl Config {
             node_id,
             realtime,
             knowledge,
+            approval_ttl,
         })
     }
 }

@@ -18,6 +18,8 @@ use tokio::net::TcpListener;
 
 /// Entries the per-node (L1) cache holds at most.
 const CACHE_CAPACITY: u64 = 100_000;
+/// How often each node looks for approvals past their time.
+const APPROVAL_SWEEP: Duration = Duration::from_secs(2);
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,8 @@ pub struct Application {
     router: axum::Router,
     /// This node's ingestion worker and the name it claims jobs under.
     worker: (tokio::task::JoinHandle<()>, String),
+    /// This node's sweep of expired approvals.
+    expiry: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -107,7 +111,8 @@ impl Application {
             AppState::new(db, redis, verifier, hasher, directory, limiter, realtime, config.node_id.clone())
                 .with_platform_key(config.platform_key.clone())
                 .with_clients(auth_failures, config.trusted_proxies.clone())
-                .with_knowledge(knowledge.clone(), wake.clone());
+                .with_knowledge(knowledge.clone(), wake.clone())
+                .with_approval_ttl(config.approval_ttl);
         // Every node works the embedding queue; its updates go out as
         // `document:updated` on the documents' projects.
         let (updates, mut updated) = tokio::sync::mpsc::channel(1024);
@@ -127,6 +132,9 @@ impl Application {
             updates,
             wake,
         ));
+        // Every node expires approvals past their time (once each, whichever node gets there).
+        let expiry =
+            tokio::spawn(switchboard_realtime::approvals::run_expiry(state.realtime.clone(), APPROVAL_SWEEP));
         let router = switchboard_api::router(state.clone(), &config.cors_allowed_origins, |r| {
             r.layer(socket_io).layer(axum::middleware::map_request(own_handshake_request))
         });
@@ -134,7 +142,7 @@ impl Application {
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         let addr = config.metrics_addr;
         let metrics = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-        Ok(Self { listener, metrics, state, router, worker: (worker, instance) })
+        Ok(Self { listener, metrics, state, router, worker: (worker, instance), expiry })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -153,7 +161,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let metrics_addr = self.metrics_addr();
-        let Self { listener, metrics, state, router, worker } = self;
+        let Self { listener, metrics, state, router, worker, expiry } = self;
         match listener.local_addr() {
             Ok(addr) => {
                 tracing::info!(addr = %addr, metrics_addr = %metrics_addr, node_id = %state.node_id, "serving")
@@ -188,6 +196,7 @@ impl Application {
             .await
             .map_err(StartError::Serve)?;
         metrics_task.abort();
+        expiry.abort();
         // Jobs this node was working go back to the queue now rather than when
         // their leases run out: another node takes them at once.
         worker.0.abort();

@@ -3,6 +3,7 @@
 //! [`PlatformTx`](crate::PlatformTx)); none can reach the pool.
 
 pub mod api_keys;
+pub mod approvals;
 pub mod audit;
 pub mod conversations;
 pub mod invalidations;
@@ -11,6 +12,7 @@ pub mod messages;
 pub mod projects;
 pub mod runs;
 pub mod seed;
+pub mod tasks;
 pub mod tenants;
 pub mod usage;
 

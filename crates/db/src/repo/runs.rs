@@ -38,6 +38,8 @@ pub struct Run {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The task it works on, if any.
+    pub task_id: Option<Uuid>,
 }
 
 impl Run {
@@ -73,11 +75,11 @@ impl<T> Recorded<T> {
 /// A run tied to a conversation is visible only to those who can see the
 /// conversation (the subquery runs under the conversations policy, which knows
 /// private ones); a run of no conversation, to the whole tenant.
-const VISIBLE: &str = "(conversation_id IS NULL OR EXISTS (SELECT 1 FROM conversations c \
+pub(crate) const VISIBLE: &str = "(conversation_id IS NULL OR EXISTS (SELECT 1 FROM conversations c \
      WHERE c.tenant_id = agent_runs.tenant_id AND c.id = agent_runs.conversation_id))";
 
 const RUN_COLUMNS: &str = "id, project_id, conversation_id, status, agent, input, output, error, tokens_in, \
-     tokens_out, cost_usd::text AS cost_usd, idempotency_key, created_by, created_at, updated_at, started_at, finished_at";
+     tokens_out, cost_usd::text AS cost_usd, idempotency_key, created_by, created_at, updated_at, started_at, finished_at, task_id";
 
 #[derive(Debug, Clone, sqlx::FromRow, PartialEq)]
 pub struct Step {
@@ -153,13 +155,18 @@ pub struct NewRun<'a> {
     pub conversation: Option<ConversationId>,
     pub agent: &'a str,
     pub input: &'a Value,
+    /// Left out of the request's fingerprint when absent, so keys stored
+    /// before runs had tasks still replay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<Uuid>,
     #[serde(skip)]
     pub idempotency_key: Option<&'a IdempotencyKey>,
 }
 
 /// Creates a run in `queued` (once per idempotency key) and counts it in usage.
 /// A conversation it names must be one the caller can see, in the run's
-/// project: otherwise it is not found, exactly as if it did not exist.
+/// project: otherwise it is not found, exactly as if it did not exist. So
+/// must a task it works on.
 pub async fn create(tx: &mut TenantTx, new: &NewRun<'_>) -> Result<Created<Run>, DbError> {
     if let Some(conversation) = new.conversation {
         let visible = super::conversations::get(tx, conversation).await?;
@@ -167,12 +174,18 @@ pub async fn create(tx: &mut TenantTx, new: &NewRun<'_>) -> Result<Created<Run>,
             return Err(DbError::NotFound);
         }
     }
+    if let Some(task) = new.task {
+        let task = super::tasks::get(tx, task).await?;
+        if task.project_id != new.project.as_uuid() {
+            return Err(DbError::NotFound);
+        }
+    }
     let (tenant, user) = (tx.tenant_id().as_uuid(), tx.context().user_id.map(|u| u.as_uuid()));
     let fingerprint = new.idempotency_key.map(|_| Fingerprint::of("run", &(Sender::of(tx.context()), new)));
     let inserted: Option<Run> = sqlx::query_as(&format!(
         "INSERT INTO agent_runs (tenant_id, project_id, conversation_id, agent, input, idempotency_key,
-                                 idempotency_fingerprint, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                 idempotency_fingerprint, created_by, task_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
          RETURNING {RUN_COLUMNS}"
     ))
@@ -184,6 +197,7 @@ pub async fn create(tx: &mut TenantTx, new: &NewRun<'_>) -> Result<Created<Run>,
     .bind(new.idempotency_key.map(IdempotencyKey::as_str))
     .bind(fingerprint.as_ref().map(Fingerprint::as_bytes))
     .bind(user)
+    .bind(new.task)
     .fetch_optional(tx.conn())
     .await?;
     if let Some(run) = inserted {
@@ -571,4 +585,63 @@ pub async fn add_tool_call(
         }
     }
     replayed(tx, ("tool_calls", TOOL_CALL_COLUMNS), key, status).await
+}
+
+/// What a worker reports of a call an approval cleared.
+#[derive(Debug, Clone)]
+pub struct ApprovedOutcome<'a> {
+    pub approval: Uuid,
+    pub name: &'a str,
+    pub result: Option<&'a Value>,
+    /// `running`, `succeeded` or `failed`.
+    pub status: &'a str,
+    pub latency_ms: Option<i32>,
+}
+
+/// Records how a call an approval cleared went, on the call itself (the
+/// policy is not asked again: a person allowed this call). The approval must
+/// be this run's, for this tool, and approved; the call not yet finished.
+pub async fn report_approved_call(
+    tx: &mut TenantTx,
+    run: RunId,
+    outcome: &ApprovedOutcome<'_>,
+) -> Result<(ToolCall, Run), DbError> {
+    let status = lock(tx, run).await?;
+    if status.is_finished() {
+        return Err(DbError::Conflict(format!("the run has {status}; nothing more is recorded on it")));
+    }
+    let approval = super::approvals::get(tx, outcome.approval).await?;
+    if approval.run_id != run.as_uuid() {
+        return Err(DbError::Invalid("approval_id: the approval is another run's".to_owned()));
+    }
+    if approval.tool != outcome.name {
+        return Err(DbError::Invalid(format!("name: the approval is for `{}`", approval.tool)));
+    }
+    if approval.status != "approved" {
+        return Err(DbError::Conflict(format!(
+            "the approval is {}; only an approved call runs",
+            approval.status
+        )));
+    }
+    let call: Option<ToolCall> = sqlx::query_as(&format!(
+        "UPDATE tool_calls SET status = $3, result = COALESCE($4, result), latency_ms = COALESCE($5, latency_ms),
+                finished_at = CASE WHEN $3 IN ('succeeded', 'failed') THEN now() END
+          WHERE tenant_id = $1 AND id = $2 AND status IN ('pending', 'running')
+          RETURNING {TOOL_CALL_COLUMNS}"
+    ))
+    .bind(tx.tenant_id().as_uuid())
+    .bind(approval.tool_call_id)
+    .bind(outcome.status)
+    .bind(outcome.result)
+    .bind(outcome.latency_ms)
+    .fetch_optional(tx.conn())
+    .await?;
+    let call =
+        call.ok_or_else(|| DbError::Conflict("the approved call was already reported finished".to_owned()))?;
+    Ok((call, add_usage(tx, run, &Usage::default()).await?))
+}
+
+/// The tool call stored under `key`, if any (whoever's request stored it).
+pub async fn tool_call_for_key(tx: &mut TenantTx, key: &IdempotencyKey) -> Result<Option<ToolCall>, DbError> {
+    Ok(by_key::<ToolCall>(tx, "tool_calls", TOOL_CALL_COLUMNS, key).await?.map(|k| k.row))
 }
