@@ -124,6 +124,14 @@ pub(crate) async fn put_policy(
         rules: body.rules.into_iter().map(ToolRule::from).collect(),
         default_action: body.default_action.unwrap_or(ToolAction::Allow),
     };
+    // An API key acts for agents, whose calls the policy governs: only a
+    // person changes it.
+    if member.ctx.user_id.is_none() {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            "the tool policy is changed by an owner or admin, not an API key",
+        ));
+    }
     let problems = policy.problems();
     if !problems.is_empty() {
         let mut details: std::collections::BTreeMap<String, Vec<String>> = Default::default();

@@ -504,12 +504,17 @@ pub(crate) async fn add_tool_call(
 ) -> Result<Response, ApiError> {
     let id = run_id(&id)?;
     let key = idempotency_key(&headers)?;
-    let arguments = body.arguments.unwrap_or_else(|| json!({}));
-    check_json("arguments", &arguments, Shape::Object, JsonCap::Document)?;
-    if let Some(result) = &body.result {
-        check_json("result", result, Shape::Any, JsonCap::Document)?;
-    }
     if let Some(approval) = body.approval_id {
+        // The approved call is the one recorded: its arguments and step stand.
+        if body.arguments.is_some() || body.step.is_some() || key.is_some() {
+            return Err(invalid(
+                "approval_id",
+                "a report on an approved call names the call by approval_id alone: no arguments, step or Idempotency-Key",
+            ));
+        }
+        if let Some(result) = &body.result {
+            check_json("result", result, Shape::Any, JsonCap::Document)?;
+        }
         return report_approved(
             &state,
             &member,
@@ -522,30 +527,15 @@ pub(crate) async fn add_tool_call(
         )
         .await;
     }
+    let arguments = body.arguments.unwrap_or_else(|| json!({}));
+    check_json("arguments", &arguments, Shape::Object, JsonCap::Document)?;
+    if let Some(result) = &body.result {
+        check_json("result", result, Shape::Any, JsonCap::Document)?;
+    }
     let mut tx = state.db.begin(&member.ctx).await?;
     let policy = approvals::policy(&mut tx).await?.policy;
     let verdict = policy.decide(&body.name, member.ctx.role);
     let rule = verdict.rule.map_or(DEFAULT_RULE, |r| r.name.as_str());
-    // A call replayed under its key was judged when it was first recorded.
-    let replay = match &key {
-        Some(k) => runs::tool_call_for_key(&mut tx, k).await?.is_some(),
-        None => false,
-    };
-    if verdict.action == ToolAction::Deny && !replay {
-        let entry = Entry {
-            action: "tool_call.deny",
-            target_type: "run",
-            target_id: id.to_string(),
-            details: json!({ "tool": body.name, "rule": rule }),
-        };
-        audit::record(&mut tx, &member.caller.actor(), &entry).await?;
-        tx.commit().await?;
-        return Err(ApiError::new(
-            ErrorKind::Forbidden,
-            format!("tool `{}` is denied by rule `{rule}`", body.name),
-        )
-        .with_details(json!({ "rule": [rule] })));
-    }
     let held = verdict.action == ToolAction::RequireApproval;
     if held && (body.result.is_some() || body.status.is_some()) {
         return Err(invalid(
@@ -571,7 +561,26 @@ pub(crate) async fn add_tool_call(
         latency_ms: body.latency_ms,
         idempotency_key: key.as_ref(),
     };
+    // Recorded first (the run locked and checked, a replay answered as it was
+    // stored); a new call the policy denies is then rolled back.
     let recorded = runs::add_tool_call(&mut tx, id, &new).await?;
+    if verdict.action == ToolAction::Deny && matches!(recorded, Recorded::New(..)) {
+        drop(tx);
+        let mut tx = state.db.begin(&member.ctx).await?;
+        let entry = Entry {
+            action: "tool_call.deny",
+            target_type: "run",
+            target_id: id.to_string(),
+            details: json!({ "tool": body.name, "rule": rule }),
+        };
+        audit::record(&mut tx, &member.caller.actor(), &entry).await?;
+        tx.commit().await?;
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            format!("tool `{}` is denied by rule `{rule}`", body.name),
+        )
+        .with_details(json!({ "rule": [rule] })));
+    }
     let approval = match &recorded {
         Recorded::New(call, run) if held => {
             let approvers =
@@ -609,7 +618,7 @@ pub(crate) async fn add_tool_call(
 }
 
 /// The rule named when no rule matched and the policy's default decided.
-const DEFAULT_RULE: &str = "default";
+const DEFAULT_RULE: &str = switchboard_domain::policy::DEFAULT_RULE;
 
 /// `POST /runs/{id}/tool-calls` with `approval_id`: how a cleared call went.
 #[allow(clippy::too_many_arguments)] // the request's fields, read once

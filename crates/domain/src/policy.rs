@@ -3,7 +3,9 @@
 //! in order; the first whose pattern matches the tool's name (and, when it
 //! names roles, the caller's role) decides; when none does, the policy's
 //! default does. Patterns are exact names or globs (`*` any run of
-//! characters, `?` one): `github.*`, `shell`, `*.delete`.
+//! characters, `?` one): `github.*`, `shell`, `*.delete`; names and patterns
+//! are compared without case and without surrounding spaces, so `Shell ` is
+//! `shell`.
 
 use crate::Role;
 use serde::{Deserialize, Serialize};
@@ -66,9 +68,20 @@ impl ToolRule {
         self.approvers.clone().unwrap_or_else(|| vec![Role::Owner, Role::Admin])
     }
 
+    /// `tool` is already folded (see [`fold`]).
     fn applies(&self, tool: &str, caller: Role) -> bool {
-        glob_match(&self.tool, tool) && self.roles.as_ref().is_none_or(|roles| roles.contains(&caller))
+        glob_match(&fold(&self.tool), tool) && self.roles.as_ref().is_none_or(|roles| roles.contains(&caller))
     }
+}
+
+/// The name a refusal or an approval gives when no rule matched and the
+/// policy's default decided; no rule may take it.
+pub const DEFAULT_RULE: &str = "default";
+
+/// A tool name or pattern as rules compare them: no surrounding spaces, no
+/// case.
+fn fold(name: &str) -> String {
+    name.trim().to_lowercase()
 }
 
 /// A tenant's rules and default.
@@ -95,7 +108,8 @@ pub struct Verdict<'a> {
 
 impl ToolPolicy {
     pub fn decide(&self, tool: &str, caller: Role) -> Verdict<'_> {
-        match self.rules.iter().find(|r| r.applies(tool, caller)) {
+        let tool = fold(tool);
+        match self.rules.iter().find(|r| r.applies(&tool, caller)) {
             Some(rule) => Verdict { action: rule.action, rule: Some(rule) },
             None => Verdict { action: self.default_action, rule: None },
         }
@@ -120,6 +134,11 @@ impl ToolPolicy {
                 out.push((
                     at("name"),
                     format!("1 to {MAX_NAME_CHARS} printable characters, no surrounding spaces"),
+                ));
+            } else if rule.name == DEFAULT_RULE {
+                out.push((
+                    at("name"),
+                    format!("`{DEFAULT_RULE}` names the policy's default; choose another"),
                 ));
             } else if !seen.insert(rule.name.as_str()) {
                 out.push((at("name"), format!("`{}` names two rules", rule.name)));
@@ -152,8 +171,9 @@ impl ToolPolicy {
 }
 
 /// Whether `name` matches `pattern`: `*` any run of characters (none
-/// included), `?` exactly one, anything else itself. Linear in both lengths
-/// (the last `*` is the only one ever returned to).
+/// included), `?` exactly one, anything else itself. Only the last `*` is
+/// ever returned to, so the work is at most the product of the two lengths
+/// (200 × 200 characters at the limits), never exponential.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
     let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
     let (mut pi, mut ni) = (0, 0);
@@ -230,6 +250,11 @@ mod tests {
         assert_eq!(v.rule.map(ToolRule::approver_roles), Some(vec![Role::Owner, Role::Admin]));
         let v = policy.decide("search", Role::Member);
         assert_eq!((v.action, v.rule), (ToolAction::Allow, None));
+        // Case and surrounding spaces do not get a name past a rule.
+        for disguised in ["Shell", " shell", "SHELL\t"] {
+            assert_eq!(policy.decide(disguised, Role::Service).action, ToolAction::Deny, "{disguised:?}");
+        }
+        assert_eq!(policy.decide("GitHub.Merge", Role::Service).action, ToolAction::RequireApproval);
     }
 
     #[test]
@@ -244,6 +269,7 @@ mod tests {
                     ..rule("c", "z", ToolAction::RequireApproval)
                 },
                 ToolRule { roles: Some(vec![]), ..rule(" d", "w", ToolAction::Allow) },
+                rule("default", "v", ToolAction::Allow),
             ],
             default_action: ToolAction::Deny,
         };
@@ -256,7 +282,8 @@ mod tests {
                 "rules[2].approvers",
                 "rules[3].approvers",
                 "rules[4].name",
-                "rules[4].roles"
+                "rules[4].roles",
+                "rules[5].name"
             ]
         );
     }

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use switchboard_db::repo::approvals::{self, Approval, Decision};
 use switchboard_db::repo::audit::{self, Actor, Entry};
 use switchboard_db::{DbError, TenantContext};
-use switchboard_domain::{ErrorKind, ProjectId, RunId, TenantId, Topic};
+use switchboard_domain::{ConversationId, ErrorKind, ProjectId, RunId, TenantId, Topic};
 use uuid::Uuid;
 
 /// The longest reason a decision may give, in characters.
@@ -24,8 +24,9 @@ pub const MAX_REASON_CHARS: usize = 2000;
 pub use switchboard_db::repo::approvals::Approval as ApprovalView;
 
 /// Sends `event` (`approval:requested` or `approval:decided`) with the
-/// approval to its run's and its project's topics. The change is committed,
-/// so a failure is logged; watchers that missed it find it over REST.
+/// approval to its run's topic and its project's (a conversation's run: the
+/// conversation's). The change is committed, so a failure is logged;
+/// watchers that missed it find it over REST.
 pub async fn announce(
     rt: &Realtime,
     tenant: TenantId,
@@ -35,12 +36,17 @@ pub async fn announce(
 ) {
     let Ok(data) = serde_json::value::to_raw_value(approval) else { return };
     let run = Topic::Run(RunId::from(approval.run_id));
-    let project = Topic::Project(ProjectId::from(approval.project_id));
-    let (on_run, on_project) = tokio::join!(
+    // A run of a conversation is announced where the run is: to the
+    // conversation's subscribers, exactly those who may see it.
+    let around = match approval.conversation_id {
+        Some(c) => Topic::Conversation(ConversationId::from(c)),
+        None => Topic::Project(ProjectId::from(approval.project_id)),
+    };
+    let (on_run, on_around) = tokio::join!(
         rt.publish(tenant, &run, event, &data, from, None),
-        rt.publish(tenant, &project, event, &data, from, None),
+        rt.publish(tenant, &around, event, &data, from, None),
     );
-    for (topic, result) in [(run, on_run), (project, on_project)] {
+    for (topic, result) in [(run, on_run), (around, on_around)] {
         if let Err(kind) = result {
             tracing::error!(?kind, approval_id = %approval.id, %topic, event, "approval stored but not announced");
         }
@@ -137,26 +143,34 @@ pub async fn expire_due(rt: &Realtime) -> Result<usize, DbError> {
     let actor = Actor { kind: "system", id: "approval-expiry".to_owned(), request_id: None, ip: None };
     let mut total = 0;
     for tenant in tenants {
-        let ctx = TenantContext::new(tenant, None, switchboard_domain::Role::Service);
-        let mut tx = db.begin(&ctx).await?;
-        let expired = approvals::expire_due(&mut tx).await?;
-        for a in &expired {
-            let entry = Entry {
-                action: "approval.expire",
-                target_type: "approval",
-                target_id: a.id.to_string(),
-                details: json!({ "rule": a.rule, "tool": a.tool, "run_id": a.run_id, "tool_call_id": a.tool_call_id }),
-            };
-            audit::record(&mut tx, &actor, &entry).await?;
+        // One tenant's failure is logged; the others are still swept.
+        match expire_tenant(rt, tenant, &actor).await {
+            Ok(n) => total += n,
+            Err(e) => tracing::warn!(error = %e, tenant_id = %tenant, "approval expiry failed for a tenant"),
         }
-        tx.commit().await?;
-        let from = From { user_id: None, kind: Cow::Borrowed("system") };
-        for a in &expired {
-            announce(rt, tenant, a, "approval:decided", Some(&from)).await;
-        }
-        total += expired.len();
     }
     Ok(total)
+}
+
+async fn expire_tenant(rt: &Realtime, tenant: TenantId, actor: &Actor) -> Result<usize, DbError> {
+    let ctx = TenantContext::new(tenant, None, switchboard_domain::Role::Service);
+    let mut tx = rt.inner.db.begin(&ctx).await?;
+    let expired = approvals::expire_due(&mut tx).await?;
+    for a in &expired {
+        let entry = Entry {
+            action: "approval.expire",
+            target_type: "approval",
+            target_id: a.id.to_string(),
+            details: json!({ "rule": a.rule, "tool": a.tool, "run_id": a.run_id, "tool_call_id": a.tool_call_id }),
+        };
+        audit::record(&mut tx, actor, &entry).await?;
+    }
+    tx.commit().await?;
+    let from = From { user_id: None, kind: Cow::Borrowed("system") };
+    for a in &expired {
+        announce(rt, tenant, a, "approval:decided", Some(&from)).await;
+    }
+    Ok(expired.len())
 }
 
 /// Runs [`expire_due`] every `every` until the task is dropped. Every node

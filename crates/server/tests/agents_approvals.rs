@@ -541,3 +541,141 @@ async fn an_undecided_approval_expires_its_call_tells_the_worker_and_cannot_be_d
     // Announced once, though the sweep keeps running.
     assert!(watcher.next_event("approval:decided", Duration::from_secs(3)).await.is_none());
 }
+
+#[tokio::test]
+async fn policies_see_through_disguised_names_keys_cannot_rewrite_them_and_private_runs_keep_their_approvals()
+{
+    let a = Node::spawn(BIN, "appr-edge");
+    let t = tenant(&a, "approvals-edge").await;
+    // An admin-scoped API key may not change the policy that governs agents.
+    let admin_key = a.api_key(t.id, &["admin"]).await;
+    let (status, err) = send(&a, Method::PUT, "/api/v1/tool-policies", &admin_key, policy()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+    let (status, _) = send(&a, Method::PUT, "/api/v1/tool-policies", &t.admin, policy()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, err) = send(
+        &a,
+        Method::PUT,
+        "/api/v1/tool-policies",
+        &t.admin,
+        json!({ "rules": [{ "name": "default", "tool": "x", "action": "deny" }] }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "the default's name is reserved: {err}");
+
+    let (_, run) =
+        send(&a, Method::POST, "/api/v1/runs", &t.worker, json!({ "project_id": t.project })).await;
+    let calls = format!("/api/v1/runs/{}/tool-calls", run["id"].as_str().unwrap());
+    // Case and spaces do not get a denied tool through.
+    for disguised in ["Shell", " shell ", "SHELL"] {
+        let (status, err) = send(&a, Method::POST, &calls, &t.worker, json!({ "name": disguised })).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{disguised:?}: {err}");
+    }
+    // A replayed key does not turn a denied call into a stored one.
+    for _ in 0..2 {
+        let res = a
+            .http
+            .post(a.url(&calls))
+            .header("X-API-Key", &t.worker)
+            .header("Idempotency-Key", "shell-once")
+            .json(&json!({ "name": "shell", "result": {} }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    }
+    // A denied call on a run that is not there is 404, not an audit row.
+    let missing = format!("/api/v1/runs/{}/tool-calls", uuid::Uuid::new_v4());
+    assert_eq!(
+        send(&a, Method::POST, &missing, &t.worker, json!({ "name": "shell" })).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(a.get_json(&calls, &t.worker).await["data"].as_array().unwrap().len(), 0);
+
+    // A report on an approved call names it by approval_id alone.
+    let (_, held) = send(
+        &a,
+        Method::POST,
+        &calls,
+        &t.worker,
+        json!({ "name": "GitHub.Merge", "arguments": { "pr": 1 } }),
+    )
+    .await;
+    assert_eq!(held["status"], "pending_approval", "{held}");
+    let approval = held["approval"]["id"].as_str().unwrap().to_owned();
+    let (status, _) = send(
+        &a,
+        Method::POST,
+        &format!("/api/v1/approvals/{approval}/decision"),
+        &t.admin,
+        json!({ "decision": "approve" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, err) = send(
+        &a,
+        Method::POST,
+        &calls,
+        &t.worker,
+        json!({ "name": "GitHub.Merge", "approval_id": approval, "arguments": { "pr": 2 }, "result": {} }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "other arguments under an approval: {err}");
+
+    // A run of a private conversation: its approvals are seen, decided and
+    // announced only where the run is.
+    let insider = UserId::new();
+    let insider_token = user_token(t.id, insider, Role::Member);
+    let (status, conversation) = send(
+        &a,
+        Method::POST,
+        &format!("/api/v1/projects/{}/conversations", t.project),
+        &insider_token,
+        json!({ "title": "private", "private": true }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{conversation}");
+    let mut outsider = SioClient::connect(&a.url(""), &t.member).await.unwrap();
+    let ack = outsider.emit_with_ack("subscribe", json!({ "topic": format!("project:{}", t.project) })).await;
+    assert_eq!(ack["ok"], true);
+    let (_, private_run) = send(
+        &a,
+        Method::POST,
+        "/api/v1/runs",
+        &insider_token,
+        json!({ "project_id": t.project, "conversation_id": conversation["id"] }),
+    )
+    .await;
+    let private_calls = format!("/api/v1/runs/{}/tool-calls", private_run["id"].as_str().unwrap());
+    let (status, held) =
+        send(&a, Method::POST, &private_calls, &insider_token, json!({ "name": "deploy" })).await;
+    assert_eq!(status, StatusCode::CREATED, "{held}");
+    let secret_approval = held["approval"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(held["approval"]["conversation_id"], conversation["id"]);
+    // Another member of the project sees none of it, nor can decide it (the
+    // deploy rule lets members decide, but not a run they cannot see).
+    let listed = a.get_json("/api/v1/approvals", &t.member).await;
+    assert!(listed["data"].as_array().unwrap().iter().all(|x| x["id"] != json!(secret_approval)), "{listed}");
+    assert_eq!(
+        a.status_of(Method::GET, &format!("/api/v1/approvals/{secret_approval}"), &t.member).await,
+        StatusCode::NOT_FOUND
+    );
+    let (status, _) = send(
+        &a,
+        Method::POST,
+        &format!("/api/v1/approvals/{secret_approval}/decision"),
+        &t.member,
+        json!({ "decision": "approve" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        outsider.next_event("approval:requested", Duration::from_millis(500)).await.is_none(),
+        "not on the project topic"
+    );
+    // The insider sees it.
+    assert_eq!(
+        a.get_json(&format!("/api/v1/approvals/{secret_approval}"), &insider_token).await["status"],
+        "pending"
+    );
+}

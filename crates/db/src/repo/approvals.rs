@@ -93,6 +93,9 @@ pub struct Approval {
     pub id: Uuid,
     pub project_id: Uuid,
     pub run_id: Uuid,
+    /// The run's conversation, when it has one: its approvals are seen and
+    /// announced only where the run is.
+    pub conversation_id: Option<Uuid>,
     pub tool_call_id: Uuid,
     /// The tool the held call asks for.
     pub tool: String,
@@ -110,8 +113,22 @@ pub struct Approval {
     pub created_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, project_id, run_id, tool_call_id, tool, rule, approver_roles, status, reason, \
-     decided_by, decided_by_role, decided_at, expires_at, created_at";
+/// An approval's columns (`a`) with its run's conversation, from
+/// [`FROM_VISIBLE`].
+/// A pending approval past its time reads as `expired` (by the database's
+/// clock) even before the sweep reaches it.
+const COLUMNS: &str = "a.id, a.project_id, a.run_id, agent_runs.conversation_id, a.tool_call_id, a.tool, a.rule, \
+     a.approver_roles, CASE WHEN a.status = 'pending' AND a.expires_at <= now() THEN 'expired' ELSE a.status END \
+     AS status, a.reason, a.decided_by, a.decided_by_role, a.decided_at, a.expires_at, a.created_at";
+
+/// Approvals of runs the caller can see: a run in a private conversation is
+/// visible only to those who see the conversation, and so are its approvals.
+fn from_visible() -> String {
+    format!(
+        "approvals a JOIN agent_runs ON agent_runs.tenant_id = a.tenant_id AND agent_runs.id = a.run_id AND {}",
+        super::runs::VISIBLE
+    )
+}
 
 /// What holds a tool call: the call, its run's project, the rule that asked.
 #[derive(Debug, Clone)]
@@ -130,12 +147,11 @@ pub struct Request<'a> {
 /// already has (the call was recorded before, under the same key).
 pub async fn request(tx: &mut TenantTx, r: &Request<'_>) -> Result<Approval, DbError> {
     let roles: Vec<&str> = r.approvers.iter().map(|role| role.as_str()).collect();
-    let inserted: Option<Approval> = sqlx::query_as(&format!(
+    sqlx::query(
         "INSERT INTO approvals (tenant_id, project_id, run_id, tool_call_id, tool, rule, approver_roles, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))
-         ON CONFLICT (tenant_id, tool_call_id) DO NOTHING
-         RETURNING {COLUMNS}"
-    ))
+         ON CONFLICT (tenant_id, tool_call_id) DO NOTHING",
+    )
     .bind(tx.tenant_id().as_uuid())
     .bind(r.project)
     .bind(r.run)
@@ -144,25 +160,25 @@ pub async fn request(tx: &mut TenantTx, r: &Request<'_>) -> Result<Approval, DbE
     .bind(r.rule)
     .bind(&roles)
     .bind(r.ttl.as_secs_f64())
-    .fetch_optional(tx.conn())
+    .execute(tx.conn())
     .await?;
-    match inserted {
-        Some(a) => Ok(a),
-        None => for_call(tx, r.tool_call).await?.ok_or(DbError::NotFound),
-    }
+    for_call(tx, r.tool_call).await?.ok_or(DbError::NotFound)
 }
 
 /// The approval holding a tool call, if any.
 pub async fn for_call(tx: &mut TenantTx, tool_call: Uuid) -> Result<Option<Approval>, DbError> {
-    Ok(sqlx::query_as(&format!("SELECT {COLUMNS} FROM approvals WHERE tenant_id = $1 AND tool_call_id = $2"))
-        .bind(tx.tenant_id().as_uuid())
-        .bind(tool_call)
-        .fetch_optional(tx.conn())
-        .await?)
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM {} WHERE a.tenant_id = $1 AND a.tool_call_id = $2",
+        from_visible()
+    ))
+    .bind(tx.tenant_id().as_uuid())
+    .bind(tool_call)
+    .fetch_optional(tx.conn())
+    .await?)
 }
 
 pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Approval, DbError> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM approvals WHERE id = $1"))
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM {} WHERE a.id = $1", from_visible()))
         .bind(id)
         .fetch_optional(tx.conn())
         .await?
@@ -179,14 +195,13 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<Approval>, DbError> {
     Ok(sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM (
-            SELECT id, project_id, run_id, tool_call_id, tool, rule, approver_roles,
-                   CASE WHEN status = 'pending' AND expires_at <= now() THEN 'expired' ELSE status END AS status,
-                   reason, decided_by, decided_by_role, decided_at, expires_at, created_at
-              FROM approvals WHERE tenant_id = $1
-                AND ($3::uuid IS NULL OR (created_at, id) < (SELECT created_at, id FROM approvals WHERE id = $3))) a
-          WHERE ($2::text IS NULL OR status = $2)
-          ORDER BY created_at DESC, id DESC LIMIT $4"
+        "SELECT {COLUMNS} FROM {from}
+          WHERE a.tenant_id = $1
+            AND ($3::uuid IS NULL OR (a.created_at, a.id) < (SELECT created_at, id FROM approvals WHERE id = $3))
+            AND ($2::text IS NULL OR (CASE WHEN a.status = 'pending' AND a.expires_at <= now()
+                                           THEN 'expired' ELSE a.status END) = $2)
+          ORDER BY a.created_at DESC, a.id DESC LIMIT $4",
+        from = from_visible()
     ))
     .bind(tx.tenant_id().as_uuid())
     .bind(status)
@@ -221,17 +236,15 @@ pub async fn decide(
     reason: Option<&str>,
 ) -> Result<Approval, DbError> {
     let ctx = *tx.context();
+    // Locked: of two decisions at once, the second waits, then finds it decided.
     let current: Approval =
-        sqlx::query_as(&format!("SELECT {COLUMNS} FROM approvals WHERE id = $1 FOR UPDATE"))
+        sqlx::query_as(&format!("SELECT {COLUMNS} FROM {} WHERE a.id = $1 FOR UPDATE OF a", from_visible()))
             .bind(id)
             .fetch_optional(tx.conn())
             .await?
             .ok_or(DbError::NotFound)?;
     if current.status != "pending" {
         return Err(DbError::Conflict(format!("the approval was already {}", current.status)));
-    }
-    if current.expires_at <= Utc::now() {
-        return Err(DbError::Conflict("the approval expired before it was decided".to_owned()));
     }
     let role = ctx.role.as_str();
     if ctx.user_id.is_none() || !current.approver_roles.iter().any(|r| r == role) {
@@ -241,17 +254,21 @@ pub async fn decide(
             current.approver_roles.join(" or ")
         )));
     }
-    let decided: Approval = sqlx::query_as(&format!(
+    let done = sqlx::query(
         "UPDATE approvals SET status = $2, reason = $3, decided_by = $4, decided_by_role = $5, decided_at = now()
-          WHERE id = $1 RETURNING {COLUMNS}"
-    ))
+          WHERE id = $1 AND status = 'pending' AND expires_at > now()",
+    )
     .bind(id)
     .bind(decision.status())
     .bind(reason)
     .bind(ctx.user_id.map(|u| u.as_uuid()))
     .bind(role)
-    .fetch_one(tx.conn())
+    .execute(tx.conn())
     .await?;
+    if done.rows_affected() == 0 {
+        return Err(DbError::Conflict("the approval expired before it was decided".to_owned()));
+    }
+    let decided = get(tx, id).await?;
     let call_status = if decision == Decision::Approve { "pending" } else { "rejected" };
     sqlx::query(
         "UPDATE tool_calls SET status = $2, finished_at = CASE WHEN $2 = 'rejected' THEN now() END
@@ -265,15 +282,29 @@ pub async fn decide(
     Ok(decided)
 }
 
-/// Expires the tenant's pending approvals past their time (their tool calls
-/// end `expired`); the ones it expired.
+/// The most approvals one tenant's sweep expires at once.
+const EXPIRE_BATCH: i64 = 500;
+
+/// Expires the tenant's pending approvals past their time, oldest first, at
+/// most [`EXPIRE_BATCH`] (their tool calls end `expired`); the ones it
+/// expired.
 pub async fn expire_due(tx: &mut TenantTx) -> Result<Vec<Approval>, DbError> {
-    let expired: Vec<Approval> = sqlx::query_as(&format!(
+    let ids: Vec<Uuid> = sqlx::query_scalar(
         "UPDATE approvals SET status = 'expired', decided_at = now()
-          WHERE tenant_id = $1 AND status = 'pending' AND expires_at <= now()
-          RETURNING {COLUMNS}"
-    ))
+          WHERE id IN (SELECT id FROM approvals
+                        WHERE tenant_id = $1 AND status = 'pending' AND expires_at <= now()
+                        ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+          RETURNING id",
+    )
     .bind(tx.tenant_id().as_uuid())
+    .bind(EXPIRE_BATCH)
+    .fetch_all(tx.conn())
+    .await?;
+    let expired: Vec<Approval> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM {} WHERE a.id = ANY($1) ORDER BY a.expires_at",
+        from_visible()
+    ))
+    .bind(&ids)
     .fetch_all(tx.conn())
     .await?;
     let calls: Vec<Uuid> = expired.iter().map(|a| a.tool_call_id).collect();
@@ -291,7 +322,8 @@ pub async fn expire_due(tx: &mut TenantTx) -> Result<Vec<Approval>, DbError> {
 /// Tenants with pending approvals past their time, at most `limit`.
 pub async fn tenants_with_due(tx: &mut PlatformTx, limit: i64) -> Result<Vec<TenantId>, DbError> {
     let ids: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT DISTINCT tenant_id FROM approvals WHERE status = 'pending' AND expires_at <= now() LIMIT $1",
+        "SELECT tenant_id FROM approvals WHERE status = 'pending' AND expires_at <= now()
+          GROUP BY tenant_id ORDER BY min(expires_at) LIMIT $1",
     )
     .bind(limit)
     .fetch_all(tx.conn())

@@ -640,8 +640,3 @@ pub async fn report_approved_call(
         call.ok_or_else(|| DbError::Conflict("the approved call was already reported finished".to_owned()))?;
     Ok((call, add_usage(tx, run, &Usage::default()).await?))
 }
-
-/// The tool call stored under `key`, if any (whoever's request stored it).
-pub async fn tool_call_for_key(tx: &mut TenantTx, key: &IdempotencyKey) -> Result<Option<ToolCall>, DbError> {
-    Ok(by_key::<ToolCall>(tx, "tool_calls", TOOL_CALL_COLUMNS, key).await?.map(|k| k.row))
-}
