@@ -22,7 +22,8 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api-keys", get(list).post(create)).route("/api-keys/{id}", delete(revoke))
 }
 
-/// What a key may do: `read` (GET), `write` (changes), `broadcast`, `admin` (all).
+/// What a key may do: `read` (GET), `write` (changes), `broadcast`, `admin`
+/// (all of those), `secrets` (read secret values; nothing else implies it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {
@@ -30,6 +31,7 @@ pub enum Scope {
     Write,
     Broadcast,
     Admin,
+    Secrets,
 }
 
 impl Scope {
@@ -39,6 +41,7 @@ impl Scope {
             Scope::Write => "write",
             Scope::Broadcast => "broadcast",
             Scope::Admin => "admin",
+            Scope::Secrets => "secrets",
         }
     }
 }
@@ -46,7 +49,7 @@ impl Scope {
 fn known_scopes(scopes: &[Scope]) -> Result<(), ValidationError> {
     if scopes.is_empty() {
         return Err(ValidationError::new("scopes")
-            .with_message("at least one of read, write, broadcast, admin".into()));
+            .with_message("at least one of read, write, broadcast, admin, secrets".into()));
     }
     Ok(())
 }

@@ -216,6 +216,28 @@ impl FromRequestParts<AppState> for Reader {
     }
 }
 
+/// An API key with the `secrets` scope: the only caller that reads a
+/// secret's value (no other scope, role or person implies it).
+#[derive(Debug, Clone)]
+pub struct SecretsReader(pub Member);
+
+impl FromRequestParts<AppState> for SecretsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let member = Member::of_active_tenant(parts, state).await?;
+        match &member.caller.principal {
+            Principal::ApiKey { scopes, .. } if scopes.iter().any(|s| s == "secrets") => {
+                Ok(SecretsReader(member))
+            }
+            _ => Err(ApiError::new(
+                ErrorKind::Forbidden,
+                "reading a secret's value needs an API key with the `secrets` scope",
+            )),
+        }
+    }
+}
+
 /// A caller who may broadcast: an API key with the `broadcast` (or `admin`)
 /// scope, or a tenant's owner or admin.
 #[derive(Debug, Clone)]

@@ -25,6 +25,7 @@ pub mod ratelimit;
 mod request_id;
 mod run_views;
 mod runs;
+mod secrets;
 mod state;
 mod tasks;
 mod tenants;
@@ -99,6 +100,7 @@ pub fn router(state: AppState, cors_origins: &[String], socket_io: impl FnOnce(R
         .merge(knowledge::router())
         .merge(tasks::router())
         .merge(approvals::router())
+        .merge(secrets::router())
         .layer(middleware::from_fn_with_state(state.clone(), ratelimit::per_tenant));
     let http = Router::new()
         .merge(health::router())

@@ -105,6 +105,8 @@ impl Modify for Security {
         crate::tasks::create, crate::tasks::list, crate::tasks::show, crate::tasks::update,
         crate::approvals::show_policy, crate::approvals::put_policy,
         crate::approvals::list, crate::approvals::show, crate::approvals::decide,
+        crate::secrets::create, crate::secrets::list, crate::secrets::rotate, crate::secrets::remove,
+        crate::secrets::read_value,
         crate::admin::drain,
     ),
     components(schemas(ErrorResponse, ErrorDetail)),

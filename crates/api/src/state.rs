@@ -32,6 +32,9 @@ pub struct AppState {
     pub knowledge_wake: switchboard_knowledge::worker::Wake,
     /// How long a person has to decide an approval a tool policy asks for.
     pub approval_ttl: std::time::Duration,
+    /// The master keys that wrap tenants' data keys; `None` without
+    /// `SECRETS_MASTER_KEY` (the secrets routes then answer 503).
+    pub vault: Option<Arc<switchboard_vault::MasterKeys>>,
     draining: Arc<AtomicBool>,
     shutdown: Arc<Notify>,
 }
@@ -64,6 +67,7 @@ impl AppState {
             knowledge: None,
             knowledge_wake: Default::default(),
             approval_ttl: std::time::Duration::from_secs(24 * 3600),
+            vault: None,
             draining: Arc::new(AtomicBool::new(false)),
             shutdown: Arc::new(Notify::new()),
         }
@@ -78,6 +82,12 @@ impl AppState {
     }
 
     /// Serves knowledge through `knowledge`, waking `wake`'s worker on new jobs.
+    /// Seals tenant secrets under `keys`.
+    pub fn with_vault(mut self, keys: Option<Arc<switchboard_vault::MasterKeys>>) -> Self {
+        self.vault = keys;
+        self
+    }
+
     /// How long approvals wait for a decision before they expire.
     pub fn with_approval_ttl(mut self, ttl: std::time::Duration) -> Self {
         self.approval_ttl = ttl;

@@ -127,7 +127,7 @@ pub struct CreateTask {
     assignee: Option<AssigneeView>,
 }
 
-#[utoipa::path(post, path = "/api/v1/projects/{id}/tasks", tag = "tasks", params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key, same task: created once", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$")), request_body = CreateTask, responses((status = 201, body = TaskView), crate::openapi::CommonErrors))]
+#[utoipa::path(post, path = "/api/v1/projects/{id}/tasks", tag = "tasks", params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Same key, same task: created once", min_length = 1, max_length = 200, pattern = "^[!-~]([ -~]{0,198}[!-~])?$")), request_body = CreateTask, responses((status = 201, body = TaskView), (status = 200, body = TaskView, description = "Replayed for a repeated Idempotency-Key"), crate::openapi::CommonErrors))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     member: Member,

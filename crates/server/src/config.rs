@@ -42,6 +42,9 @@ pub struct Config {
     /// `APPROVAL_TTL_SECONDS`: how long an approval a tool policy asks for
     /// waits for a person before it expires.
     pub approval_ttl: std::time::Duration,
+    /// `SECRETS_MASTER_KEY`, `SECRETS_MASTER_KEY_ID`, `SECRETS_PREVIOUS_KEYS`:
+    /// the master keys that wrap tenants' data keys; `None` without them.
+    pub secrets: Option<std::sync::Arc<switchboard_vault::MasterKeys>>,
 }
 
 impl fmt::Debug for Config {
@@ -58,6 +61,7 @@ impl fmt::Debug for Config {
             .field("cors_allowed_origins", &self.cors_allowed_origins)
             .field("platform_key", &self.platform_key.is_some())
             .field("node_id", &self.node_id)
+            .field("secrets", &self.secrets)
             .finish_non_exhaustive()
     }
 }
@@ -331,6 +335,33 @@ impl Config {
         }
         knowledge.patience = Some(patience);
 
+        let secrets = match (env.get("SECRETS_MASTER_KEY"), env.get("SECRETS_MASTER_KEY_ID")) {
+            (None, None) => {
+                if env.get("SECRETS_PREVIOUS_KEYS").is_some() {
+                    problems.push("SECRETS_PREVIOUS_KEYS: set without SECRETS_MASTER_KEY".to_owned());
+                }
+                None
+            }
+            (Some(key), Some(id)) => {
+                let previous = env.get("SECRETS_PREVIOUS_KEYS");
+                match switchboard_vault::MasterKeys::from_config(&key.into(), &id, previous.as_deref()) {
+                    Ok(keys) => Some(std::sync::Arc::new(keys)),
+                    Err(e) => {
+                        problems.push(e.to_string());
+                        None
+                    }
+                }
+            }
+            (Some(_), None) => {
+                problems.push("SECRETS_MASTER_KEY_ID: required with SECRETS_MASTER_KEY (it names the key for rotations)".to_owned());
+                None
+            }
+            (None, Some(_)) => {
+                problems.push("SECRETS_MASTER_KEY: required with SECRETS_MASTER_KEY_ID".to_owned());
+                None
+            }
+        };
+
         if !problems.is_empty() {
             return Err(ConfigError(problems));
         }
@@ -354,6 +385,7 @@ impl Config {
             realtime,
             knowledge,
             approval_ttl,
+            secrets,
         })
     }
 }

@@ -34,6 +34,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("server: {0}")]
     Serve(std::io::Error),
+    #[error("secrets: {0}")]
+    Secrets(String),
 }
 
 /// A built server, bound to its port and its metrics address, not yet serving.
@@ -112,7 +114,8 @@ impl Application {
                 .with_platform_key(config.platform_key.clone())
                 .with_clients(auth_failures, config.trusted_proxies.clone())
                 .with_knowledge(knowledge.clone(), wake.clone())
-                .with_approval_ttl(config.approval_ttl);
+                .with_approval_ttl(config.approval_ttl)
+                .with_vault(config.secrets.clone());
         // Every node works the embedding queue; its updates go out as
         // `document:updated` on the documents' projects.
         let (updates, mut updated) = tokio::sync::mpsc::channel(1024);
@@ -326,4 +329,57 @@ async fn own_handshake_request(mut req: axum::extract::Request) -> axum::extract
         req.extensions_mut().remove::<axum::extract::OriginalUri>();
     }
     switchboard_realtime::handshake::own_handshake_request(req)
+}
+
+/// `switchboard rewrap-secrets`: wraps every tenant's data key under the
+/// current master key (`SECRETS_MASTER_KEY`, `SECRETS_MASTER_KEY_ID`),
+/// reading the old ones with `SECRETS_PREVIOUS_KEYS`; no secret's value is
+/// read or written. Safe to run while nodes serve (each key is replaced only
+/// if it is still the one read) and to run again. Once it reports none left,
+/// the previous keys can be removed from the configuration.
+pub async fn rewrap_secrets() -> Result<(), StartError> {
+    use switchboard_db::repo::secrets;
+    let config = Config::from_env()?;
+    let Some(keys) = config.secrets.clone() else {
+        return Err(StartError::Secrets(
+            "SECRETS_MASTER_KEY and SECRETS_MASTER_KEY_ID are not set".to_owned(),
+        ));
+    };
+    let db = Database::connect(config.database_url.expose_secret()).await?;
+    let (mut rewrapped, mut failed, mut after) = (0usize, 0usize, None);
+    loop {
+        let mut tx = db.begin_platform().await?;
+        let page = secrets::keys_to_rewrap(&mut tx, keys.current_id(), after, 500).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(switchboard_domain::TenantId::from(last.tenant_id));
+        for row in &page {
+            let wrapped = switchboard_vault::WrappedKey {
+                master_id: row.master_key_id.clone(),
+                bytes: row.wrapped_key.clone(),
+            };
+            match keys.rewrap(row.tenant_id, &wrapped) {
+                Ok(Some(new)) => {
+                    if secrets::rewrap(&mut tx, row.tenant_id, &row.master_key_id, &new.master_id, &new.bytes)
+                        .await?
+                    {
+                        rewrapped += 1;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    failed += 1;
+                    tracing::error!(tenant_id = %row.tenant_id, master_key_id = %row.master_key_id, error = %e, "data key not re-wrapped");
+                }
+            }
+        }
+        tx.commit().await?;
+    }
+    db.close().await;
+    tracing::info!(rewrapped, failed, master_key_id = %keys.current_id(), "data keys re-wrapped");
+    if failed > 0 {
+        return Err(StartError::Secrets(format!(
+            "{failed} data keys could not be re-wrapped: is their master key in SECRETS_PREVIOUS_KEYS?"
+        )));
+    }
+    Ok(())
 }

@@ -1,4 +1,4 @@
-//! `switchboard serve | migrate | reembed | token`: parses the command line and calls the library.
+//! `switchboard serve | migrate | reembed | rewrap-secrets | token`: parses the command line and calls the library.
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -26,6 +26,9 @@ enum Command {
     /// Queue every document and memory embedded with another model than the
     /// configured one for embedding again (run after changing the model).
     Reembed,
+    /// Wrap every tenant's secrets data key under the current master key
+    /// (SECRETS_MASTER_KEY), reading old ones with SECRETS_PREVIOUS_KEYS.
+    RewrapSecrets,
     /// Print a development user token signed with JWT_SECRET (platform
     /// operations use PLATFORM_KEY, never a token).
     Token {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
             Command::Serve => switchboard::serve().await,
             Command::Migrate { seed_demo } => switchboard::migrate(seed_demo).await,
             Command::Reembed => switchboard::reembed().await,
+            Command::RewrapSecrets => switchboard::rewrap_secrets().await,
             Command::Token { .. } => Ok(()),
         }
     });

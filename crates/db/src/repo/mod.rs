@@ -11,6 +11,7 @@ pub mod knowledge;
 pub mod messages;
 pub mod projects;
 pub mod runs;
+pub mod secrets;
 pub mod seed;
 pub mod tasks;
 pub mod tenants;
