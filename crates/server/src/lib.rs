@@ -284,34 +284,43 @@ pub async fn migrate(seed_demo: bool) -> Result<(), StartError> {
     Ok(())
 }
 
-/// `switchboard reembed`: queues every ready document and embedded memory whose
-/// vectors came from another model than this configuration's, on every tenant;
-/// the nodes' workers embed them again in the background. Run it once after
+/// `switchboard reembed [--tenant <id>]`: queues every ready document and
+/// embedded memory whose vectors came from another model than this
+/// configuration's, on every tenant (or one); the nodes' workers embed them
+/// again in the background. Run it once after
 /// changing the embedding model (EMBEDDING_URL/EMBEDDING_MODEL), when every
 /// node has the new setting: nodes never do it by themselves, so a canary with
 /// another model cannot start a tug of war.
-pub async fn reembed() -> Result<(), StartError> {
+pub async fn reembed(only: Option<switchboard_domain::TenantId>) -> Result<(), StartError> {
     let config = Config::from_env()?;
     let db = Database::connect(config.database_url.expose_secret()).await?;
     let knowledge = switchboard_knowledge::Knowledge::new(db.clone(), config.knowledge.clone());
     let model = knowledge.embedder().model_name();
-    // Tenant by tenant, inside each: the platform path reads no tenant's documents.
-    let (mut queued, mut after) = (0, None);
-    loop {
-        let mut tx = db.begin_platform().await?;
-        let page = switchboard_db::repo::tenants::list(&mut tx, after, 500).await?;
-        tx.commit().await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.id);
-        for tenant in &page {
-            let ctx = switchboard_db::TenantContext::new(
-                switchboard_domain::TenantId::from(tenant.id),
-                None,
-                switchboard_domain::Role::Service,
-            );
+    let queue = |tenant: switchboard_domain::TenantId| {
+        let (db, model) = (db.clone(), model.clone());
+        async move {
+            let ctx = switchboard_db::TenantContext::new(tenant, None, switchboard_domain::Role::Service);
             let mut tx = db.begin(&ctx).await?;
-            queued += switchboard_db::repo::knowledge::enqueue_reembedding(&mut tx, &model).await?;
+            let n = switchboard_db::repo::knowledge::enqueue_reembedding(&mut tx, &model).await?;
             tx.commit().await?;
+            Ok::<_, switchboard_db::DbError>(n)
+        }
+    };
+    let mut queued = 0;
+    if let Some(tenant) = only {
+        queued = queue(tenant).await?;
+    } else {
+        // Tenant by tenant, inside each: the platform path reads no tenant's documents.
+        let mut after = None;
+        loop {
+            let mut tx = db.begin_platform().await?;
+            let page = switchboard_db::repo::tenants::list(&mut tx, after, 500).await?;
+            tx.commit().await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id);
+            for tenant in &page {
+                queued += queue(switchboard_domain::TenantId::from(tenant.id)).await?;
+            }
         }
     }
     db.close().await;

@@ -25,7 +25,11 @@ enum Command {
     },
     /// Queue every document and memory embedded with another model than the
     /// configured one for embedding again (run after changing the model).
-    Reembed,
+    Reembed {
+        /// Only this tenant (UUID); every tenant when omitted.
+        #[arg(long)]
+        tenant: Option<TenantId>,
+    },
     /// Wrap every tenant's secrets data key under the current master key
     /// (SECRETS_MASTER_KEY), reading old ones with SECRETS_PREVIOUS_KEYS.
     RewrapSecrets,
@@ -64,7 +68,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => switchboard::serve().await,
             Command::Migrate { seed_demo } => switchboard::migrate(seed_demo).await,
-            Command::Reembed => switchboard::reembed().await,
+            Command::Reembed { tenant } => switchboard::reembed(tenant).await,
             Command::RewrapSecrets => switchboard::rewrap_secrets().await,
             Command::Token { .. } => Ok(()),
         }

@@ -1,10 +1,12 @@
 //! What the knowledge tests share: a tenant with a project and an agent's key,
-//! a guide to ingest, and REST helpers.
+//! a guide to ingest, REST helpers, and an embedding provider on loopback.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 use switchboard_domain::{Role, TenantId, UserId};
 use switchboard_testkit::{TestApp, user_token};
@@ -109,4 +111,61 @@ pub fn contents(found: &Value) -> Vec<String> {
         .iter()
         .map(|h| h["chunk"]["content"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// An OpenAI-compatible embeddings server on loopback whose behaviour the test
+/// switches: 0 healthy (vectors from word hashes), 1 slow (past the timeout),
+/// 2 failing (500).
+pub async fn fake_embeddings(mode: Arc<AtomicU8>) -> String {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/embeddings",
+        post(move |axum::Json(body): axum::Json<Value>| {
+            let mode = mode.clone();
+            async move {
+                match mode.load(Ordering::SeqCst) {
+                    1 => {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        (axum::http::StatusCode::OK, axum::Json(json!({ "data": [] })))
+                    }
+                    2 => (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        axum::Json(json!({ "error": "down" })),
+                    ),
+                    _ => {
+                        let inputs: Vec<String> = match &body["input"] {
+                            Value::String(s) => vec![s.clone()],
+                            Value::Array(a) => {
+                                a.iter().map(|v| v.as_str().unwrap_or_default().to_owned()).collect()
+                            }
+                            _ => Vec::new(),
+                        };
+                        let data: Vec<Value> = inputs
+                            .iter()
+                            .enumerate()
+                            .map(|(i, text)| {
+                                let mut v = vec![0.0f32; 64];
+                                for word in text
+                                    .to_lowercase()
+                                    .split(|c: char| !c.is_alphanumeric())
+                                    .filter(|w| !w.is_empty())
+                                {
+                                    let h = word
+                                        .bytes()
+                                        .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+                                    v[(h % 64) as usize] += 1.0;
+                                }
+                                json!({ "index": i, "embedding": v })
+                            })
+                            .collect();
+                        (axum::http::StatusCode::OK, axum::Json(json!({ "data": data, "model": "fake-64" })))
+                    }
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
 }
