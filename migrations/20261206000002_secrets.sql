@@ -26,13 +26,17 @@ CREATE TABLE secrets (
     UNIQUE (tenant_id, name)
 );
 
+-- A tenant reads its data key and stores its first; it never changes or
+-- deletes one (a key overwritten would make every secret unreadable).
 ALTER TABLE tenant_data_keys ENABLE ROW LEVEL SECURITY;
 ALTER TABLE tenant_data_keys FORCE ROW LEVEL SECURITY;
-CREATE POLICY tenant_data_keys_tenant ON tenant_data_keys
-    USING (tenant_id = (SELECT app.current_tenant_id()))
+CREATE POLICY tenant_data_keys_tenant_read ON tenant_data_keys FOR SELECT
+    USING (tenant_id = (SELECT app.current_tenant_id()));
+CREATE POLICY tenant_data_keys_tenant_add ON tenant_data_keys FOR INSERT
     WITH CHECK (tenant_id = (SELECT app.current_tenant_id()));
 -- Re-wrapping under a new master key runs on the platform path: it reads and
--- replaces wrapped keys (useless without the master key), never a value.
+-- replaces wrapped keys (useless without the master key), never a value, and
+-- may change nothing else (the column grant below).
 CREATE POLICY tenant_data_keys_platform_read ON tenant_data_keys FOR SELECT
     USING ((SELECT app.is_platform()));
 CREATE POLICY tenant_data_keys_platform_rewrap ON tenant_data_keys FOR UPDATE
@@ -44,7 +48,8 @@ CREATE POLICY secrets_tenant ON secrets
     USING (tenant_id = (SELECT app.current_tenant_id()))
     WITH CHECK (tenant_id = (SELECT app.current_tenant_id()));
 
-GRANT SELECT, INSERT, UPDATE ON tenant_data_keys TO switchboard_runtime;
+GRANT SELECT, INSERT ON tenant_data_keys TO switchboard_runtime;
+GRANT UPDATE (master_key_id, wrapped_key, rewrapped_at) ON tenant_data_keys TO switchboard_runtime;
 GRANT SELECT, INSERT, UPDATE, DELETE ON secrets TO switchboard_runtime;
 
 -- API keys may carry `secrets`: the one scope that reads a secret's value

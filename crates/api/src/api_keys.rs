@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchboard_db::repo::api_keys::{self, ApiKey};
 use switchboard_db::repo::audit::{self, Entry};
-use switchboard_domain::ErrorKind;
+use switchboard_domain::{ErrorKind, Principal, Role};
 use uuid::Uuid;
 use validator::{Validate, ValidationError};
 
@@ -81,6 +81,15 @@ pub(crate) async fn create(
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     body.scopes.sort();
     body.scopes.dedup();
+    // A key that reads secret values is made by an owner, a person: no admin,
+    // and no key (whatever its scopes), can mint one for itself.
+    let owner = matches!(member.caller.principal, Principal::User { role: Role::Owner, .. });
+    if body.scopes.contains(&Scope::Secrets) && !owner {
+        return Err(ApiError::new(
+            ErrorKind::Forbidden,
+            "only a tenant owner (a person, not an API key) creates a key with the `secrets` scope",
+        ));
+    }
     let generated = state
         .key_hasher
         .generate()

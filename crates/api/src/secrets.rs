@@ -48,12 +48,9 @@ fn vault_error(e: VaultError) -> ApiError {
     match e {
         VaultError::UnknownMasterKey(id) => {
             tracing::error!(master_key_id = %id, "a data key is wrapped by a master key this node lacks");
-            ApiError::new(
-                ErrorKind::Unavailable,
-                format!(
-                    "the tenant's data key is wrapped by master key `{id}`, which this node does not have"
-                ),
-            )
+            // A configuration fault: the operators' log names the key id; the
+            // caller learns nothing of the key setup, and no Retry-After.
+            ApiError::new(ErrorKind::Internal, "internal error")
         }
         VaultError::Tampered => {
             tracing::error!("a sealed secret or data key does not open: altered, or not this tenant's");
@@ -145,9 +142,14 @@ pub(crate) async fn create(
     check_value(&body.value)?;
     let mut tx = state.db.begin(&member.ctx).await?;
     let key = data_key(&mut tx, vault).await?;
-    let sealed = key.seal(member.ctx.tenant_id.as_uuid(), &body.name, 1, &body.value).map_err(vault_error)?;
+    // The value is bound to this secret's id: a secret deleted and made again
+    // under the same name opens none of the old one's values.
+    let id = uuid::Uuid::new_v4();
+    let sealed =
+        key.seal(member.ctx.tenant_id.as_uuid(), id, &body.name, 1, &body.value).map_err(vault_error)?;
     let meta = secrets::create(
         &mut tx,
+        id,
         &body.name,
         body.description.as_deref().unwrap_or(""),
         &sealed,
@@ -231,8 +233,9 @@ pub(crate) async fn rotate(
     let current = secrets::get(&mut tx, &name, true).await?;
     let key = data_key(&mut tx, vault).await?;
     let version = current.meta.version + 1;
-    let sealed =
-        key.seal(member.ctx.tenant_id.as_uuid(), &name, version, &body.value).map_err(vault_error)?;
+    let sealed = key
+        .seal(member.ctx.tenant_id.as_uuid(), current.meta.id, &name, version, &body.value)
+        .map_err(vault_error)?;
     let meta =
         secrets::replace(&mut tx, &name, version, &sealed, body.description.as_deref(), &by(&member)).await?;
     let entry = Entry {
@@ -276,14 +279,14 @@ pub(crate) async fn read_value(
     State(state): State<AppState>,
     SecretsReader(member): SecretsReader,
     Path(name): Path<String>,
-) -> Result<Json<SecretValue>, ApiError> {
+) -> Result<impl axum::response::IntoResponse, ApiError> {
     let vault = vault(&state)?;
     check_name(&name).map_err(|_| ApiError::new(ErrorKind::NotFound, "not found"))?;
     let mut tx = state.db.begin(&member.ctx).await?;
     let stored = secrets::get(&mut tx, &name, false).await?;
     let key = data_key(&mut tx, vault).await?;
     let value = key
-        .open(member.ctx.tenant_id.as_uuid(), &name, stored.meta.version, &stored.ciphertext)
+        .open(member.ctx.tenant_id.as_uuid(), stored.meta.id, &name, stored.meta.version, &stored.ciphertext)
         .map_err(vault_error)?;
     let entry = Entry {
         action: "secret.read",
@@ -293,5 +296,8 @@ pub(crate) async fn read_value(
     };
     audit::record(&mut tx, &member.caller.actor(), &entry).await?;
     tx.commit().await?;
-    Ok(Json(SecretValue { name, version: stored.meta.version, value: value.expose_secret().to_owned() }))
+    let body = SecretValue { name, version: stored.meta.version, value: value.expose_secret().to_owned() };
+    // Never kept by a cache on the way (the key travels in X-API-Key, which
+    // caches do not treat as Authorization).
+    Ok(([(axum::http::header::CACHE_CONTROL, "no-store")], Json(body)))
 }

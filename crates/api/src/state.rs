@@ -81,7 +81,6 @@ impl AppState {
         self
     }
 
-    /// Serves knowledge through `knowledge`, waking `wake`'s worker on new jobs.
     /// Seals tenant secrets under `keys`.
     pub fn with_vault(mut self, keys: Option<Arc<switchboard_vault::MasterKeys>>) -> Self {
         self.vault = keys;
@@ -94,6 +93,7 @@ impl AppState {
         self
     }
 
+    /// Serves knowledge through `knowledge`, waking `wake`'s worker on new jobs.
     pub fn with_knowledge(
         mut self,
         knowledge: switchboard_knowledge::Knowledge,

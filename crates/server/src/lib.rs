@@ -344,8 +344,9 @@ async fn own_handshake_request(mut req: axum::extract::Request) -> axum::extract
 /// current master key (`SECRETS_MASTER_KEY`, `SECRETS_MASTER_KEY_ID`),
 /// reading the old ones with `SECRETS_PREVIOUS_KEYS`; no secret's value is
 /// read or written. Safe to run while nodes serve (each key is replaced only
-/// if it is still the one read) and to run again. Once it reports none left,
-/// the previous keys can be removed from the configuration.
+/// if it is still the one read) and to run again. It ends by counting the
+/// data keys still under another master key and fails unless there are
+/// none; then the previous keys can be removed from the configuration.
 pub async fn rewrap_secrets() -> Result<(), StartError> {
     use switchboard_db::repo::secrets;
     let config = Config::from_env()?;
@@ -383,11 +384,18 @@ pub async fn rewrap_secrets() -> Result<(), StartError> {
         }
         tx.commit().await?;
     }
+    // What is left under other keys now (a node still on an older current
+    // key may have made one behind the cursor): none, or the command fails.
+    let mut tx = db.begin_platform().await?;
+    let left = secrets::count_not_under(&mut tx, keys.current_id()).await?;
+    tx.commit().await?;
     db.close().await;
-    tracing::info!(rewrapped, failed, master_key_id = %keys.current_id(), "data keys re-wrapped");
-    if failed > 0 {
+    tracing::info!(rewrapped, failed, left, master_key_id = %keys.current_id(), "data keys re-wrapped");
+    if failed > 0 || left > 0 {
         return Err(StartError::Secrets(format!(
-            "{failed} data keys could not be re-wrapped: is their master key in SECRETS_PREVIOUS_KEYS?"
+            "{left} data keys are still under another master key ({failed} could not be unwrapped: is their key in \
+             SECRETS_PREVIOUS_KEYS, and does every node have the new current key?); run it again before dropping \
+             the old key"
         )));
     }
     Ok(())

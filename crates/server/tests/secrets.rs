@@ -123,6 +123,18 @@ async fn secrets_are_sealed_read_only_by_secrets_keys_and_survive_a_master_key_r
         StatusCode::FORBIDDEN,
         "not even an owner or admin person"
     );
+    // Only an owner (a person) makes a key that reads values.
+    for (who, token) in [("admin person", t.admin.as_str()), ("admin key", admin_key.as_str())] {
+        let (status, err) =
+            send(&a, Method::POST, "/api/v1/api-keys", token, json!({ "name": "x", "scopes": ["secrets"] }))
+                .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{who}: {err}");
+    }
+    let owner = user_token(t.id, UserId::new(), Role::Owner);
+    let (status, _) =
+        send(&a, Method::POST, "/api/v1/api-keys", &owner, json!({ "name": "x", "scopes": ["secrets"] }))
+            .await;
+    assert_eq!(status, StatusCode::CREATED);
     // Managing them is for owners and admins.
     let member = user_token(t.id, UserId::new(), Role::Member);
     assert_eq!(a.status_of(Method::GET, "/api/v1/secrets", &member).await, StatusCode::FORBIDDEN);
@@ -146,6 +158,14 @@ async fn secrets_are_sealed_read_only_by_secrets_keys_and_survive_a_master_key_r
             .await
             .unwrap();
     assert_eq!((master.as_str(), wrapped.len()), ("k1", 60));
+    let overwritten = sqlx::query("UPDATE tenant_data_keys SET wrapped_key = $1")
+        .bind(vec![0u8; 60])
+        .execute(tx.conn())
+        .await
+        .unwrap();
+    assert_eq!(overwritten.rows_affected(), 0, "a tenant never changes its data key");
+    let removed = sqlx::query("DELETE FROM tenant_data_keys").execute(tx.conn()).await;
+    assert!(removed.is_err(), "nor deletes it (no grant)");
     drop(tx);
 
     // A tampered ciphertext is refused (and nothing of it comes back).
@@ -257,7 +277,9 @@ async fn secrets_are_sealed_read_only_by_secrets_keys_and_survive_a_master_key_r
     assert_eq!(value_of(&c, &t.reader, "GITHUB_TOKEN").await.1["value"], json!(rotated));
     assert_eq!(value_of(&c, &t.reader, "SLACK_SIGNING").await.1["value"], "s3cr3t-slack");
     let (status, err) = value_of(&a, &t.reader, "GITHUB_TOKEN").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "k1 alone no longer opens: {err}");
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "k1 alone no longer opens: {err}");
+    assert!(!err.to_string().contains("k2"), "the key setup is not shown to tenants: {err}");
+    assert!(a.log().iter().any(|l| l.contains("master key this node lacks")), "operators are told");
 
     // Deleting: gone.
     assert_eq!(

@@ -286,9 +286,10 @@ impl Node {
         body["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no id in {body}"))
     }
 
-    /// A new API key of `tenant` with `scopes`, made by one of its admins.
+    /// A new API key of `tenant` with `scopes`, made by one of its owners
+    /// (only an owner makes a key with the `secrets` scope).
     pub async fn api_key(&self, tenant: TenantId, scopes: &[&str]) -> String {
-        let admin = user_token(tenant, UserId::new(), Role::Admin);
+        let admin = user_token(tenant, UserId::new(), Role::Owner);
         let (status, body) = send_json_at(
             &self.http,
             reqwest::Method::POST,

@@ -2,8 +2,10 @@
 //! has its own data key (32 random bytes); values are sealed with it, and it
 //! is stored only wrapped (sealed) by the master key, which lives in the
 //! configuration and never in the database. Every sealed box carries what it
-//! belongs to as associated data (the tenant, and for a value its name and
-//! version), so a box moved to another tenant, name or version does not open.
+//! belongs to as associated data (the tenant, and for a value the secret's id,
+//! name and version), so a box moved to another tenant, secret, name or
+//! version does not open. (A database writer who puts back an older box of
+//! the same secret, id and version included, is not detected.)
 //! Master keys have ids: a wrapped key records the id that wrapped it, older
 //! master keys stay readable while a rotation re-wraps every data key under
 //! the new one, and values are never touched by it.
@@ -14,6 +16,7 @@
 use base64::Engine;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
+use secrecy::zeroize::Zeroizing;
 use secrecy::{ExposeSecret, SecretBox, SecretString};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -37,7 +40,8 @@ pub enum VaultError {
     Config(String),
 }
 
-/// A tenant's data key, unwrapped: in memory only, zeroed when dropped.
+/// A tenant's data key, unwrapped: in memory only while used, its bytes
+/// zeroed when dropped (copies inside the AEAD's key schedule are not).
 pub struct DataKey(SecretBox<[u8; KEY_LEN]>);
 
 impl std::fmt::Debug for DataKey {
@@ -54,28 +58,39 @@ impl DataKey {
         Ok(Self(SecretBox::new(bytes)))
     }
 
-    /// Seals `value` as `name` at `version` of `tenant`'s secrets.
-    pub fn seal(&self, tenant: Uuid, name: &str, version: i32, value: &str) -> Result<Vec<u8>, VaultError> {
-        seal(self.0.expose_secret(), &value_aad(tenant, name, version), value.as_bytes())
+    /// Seals `value` as version `version` of secret `secret` (its id) named
+    /// `name`, of `tenant`.
+    pub fn seal(
+        &self,
+        tenant: Uuid,
+        secret: Uuid,
+        name: &str,
+        version: i32,
+        value: &str,
+    ) -> Result<Vec<u8>, VaultError> {
+        seal(self.0.expose_secret(), &value_aad(tenant, secret, name, version), value.as_bytes())
     }
 
-    /// Opens what [`Self::seal`] sealed for the same tenant, name and version.
+    /// Opens what [`Self::seal`] sealed for the same tenant, secret, name and
+    /// version.
     pub fn open(
         &self,
         tenant: Uuid,
+        secret: Uuid,
         name: &str,
         version: i32,
         sealed: &[u8],
     ) -> Result<SecretString, VaultError> {
-        let bytes = open(self.0.expose_secret(), &value_aad(tenant, name, version), sealed)?;
-        String::from_utf8(bytes).map(SecretString::from).map_err(|_| VaultError::Tampered)
+        let bytes = open(self.0.expose_secret(), &value_aad(tenant, secret, name, version), sealed)?;
+        String::from_utf8(bytes.to_vec()).map(SecretString::from).map_err(|_| VaultError::Tampered)
     }
 }
 
-fn value_aad(tenant: Uuid, name: &str, version: i32) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(64 + name.len());
+fn value_aad(tenant: Uuid, secret: Uuid, name: &str, version: i32) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(80 + name.len());
     aad.extend_from_slice(b"switchboard/secret/v1\0");
     aad.extend_from_slice(tenant.as_bytes());
+    aad.extend_from_slice(secret.as_bytes());
     aad.extend_from_slice(&version.to_be_bytes());
     aad.extend_from_slice(name.as_bytes());
     aad
@@ -108,16 +123,18 @@ fn seal(key: &[u8; KEY_LEN], aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, VaultE
     Ok(out)
 }
 
-fn open(key: &[u8; KEY_LEN], aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
+/// The opened bytes, zeroed when dropped.
+fn open(key: &[u8; KEY_LEN], aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, VaultError> {
     if sealed.len() < OVERHEAD {
         return Err(VaultError::Tampered);
     }
     let (nonce, body) = sealed.split_at(NONCE_LEN);
     let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| VaultError::Tampered)?;
-    let mut body = body.to_vec();
-    let plain =
-        aead(key)?.open_in_place(nonce, Aad::from(aad), &mut body).map_err(|_| VaultError::Tampered)?;
-    Ok(plain.to_vec())
+    let mut body = Zeroizing::new(body.to_vec());
+    let len =
+        aead(key)?.open_in_place(nonce, Aad::from(aad), &mut body).map_err(|_| VaultError::Tampered)?.len();
+    body.truncate(len);
+    Ok(body)
 }
 
 /// A data key as stored: sealed by the master key `master_id`.
@@ -217,8 +234,12 @@ impl MasterKeys {
     pub fn unwrap(&self, tenant: Uuid, wrapped: &WrappedKey) -> Result<DataKey, VaultError> {
         let plain =
             open(self.key(&wrapped.master_id)?, &key_aad(tenant, &wrapped.master_id), &wrapped.bytes)?;
-        let key: [u8; KEY_LEN] = plain.try_into().map_err(|_| VaultError::Tampered)?;
-        Ok(DataKey(SecretBox::new(Box::new(key))))
+        if plain.len() != KEY_LEN {
+            return Err(VaultError::Tampered);
+        }
+        let mut key = Box::new([0u8; KEY_LEN]);
+        key.copy_from_slice(&plain);
+        Ok(DataKey(SecretBox::new(key)))
     }
 
     /// The same data key wrapped under the current master key; `None` when
@@ -247,30 +268,38 @@ mod tests {
 
     #[test]
     fn a_value_opens_only_for_its_tenant_name_and_version_and_never_shows() {
-        let (tenant, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let (tenant, other, id) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let key = DataKey::generate().unwrap();
-        let sealed = key.seal(tenant, "GITHUB_TOKEN", 1, "ghp_supersecret").unwrap();
+        let sealed = key.seal(tenant, id, "GITHUB_TOKEN", 1, "ghp_supersecret").unwrap();
         assert!(!sealed.windows(6).any(|w| w == b"ghp_su"), "the value is not in the box");
         assert_eq!(sealed.len(), "ghp_supersecret".len() + OVERHEAD);
-        assert_eq!(key.open(tenant, "GITHUB_TOKEN", 1, &sealed).unwrap().expose_secret(), "ghp_supersecret");
-        assert_eq!(key.open(other, "GITHUB_TOKEN", 1, &sealed).err(), Some(VaultError::Tampered));
-        assert_eq!(key.open(tenant, "SLACK_TOKEN", 1, &sealed).err(), Some(VaultError::Tampered));
-        assert_eq!(key.open(tenant, "GITHUB_TOKEN", 2, &sealed).err(), Some(VaultError::Tampered));
+        assert_eq!(
+            key.open(tenant, id, "GITHUB_TOKEN", 1, &sealed).unwrap().expose_secret(),
+            "ghp_supersecret"
+        );
+        assert_eq!(key.open(other, id, "GITHUB_TOKEN", 1, &sealed).err(), Some(VaultError::Tampered));
+        assert_eq!(key.open(tenant, id, "SLACK_TOKEN", 1, &sealed).err(), Some(VaultError::Tampered));
+        assert_eq!(key.open(tenant, id, "GITHUB_TOKEN", 2, &sealed).err(), Some(VaultError::Tampered));
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 1;
             assert_eq!(
-                key.open(tenant, "GITHUB_TOKEN", 1, &bad).err(),
+                key.open(tenant, id, "GITHUB_TOKEN", 1, &bad).err(),
                 Some(VaultError::Tampered),
                 "byte {i}"
             );
         }
-        assert_eq!(key.open(tenant, "GITHUB_TOKEN", 1, &sealed[..10]).err(), Some(VaultError::Tampered));
+        assert_eq!(key.open(tenant, id, "GITHUB_TOKEN", 1, &sealed[..10]).err(), Some(VaultError::Tampered));
         // Another data key does not open it.
         let stranger = DataKey::generate().unwrap();
-        assert_eq!(stranger.open(tenant, "GITHUB_TOKEN", 1, &sealed).err(), Some(VaultError::Tampered));
+        assert_eq!(stranger.open(tenant, id, "GITHUB_TOKEN", 1, &sealed).err(), Some(VaultError::Tampered));
         // Two seals of one value differ (fresh nonces).
-        assert_ne!(sealed, key.seal(tenant, "GITHUB_TOKEN", 1, "ghp_supersecret").unwrap());
+        assert_ne!(sealed, key.seal(tenant, id, "GITHUB_TOKEN", 1, "ghp_supersecret").unwrap());
+        // Another secret (deleted and made again under the same name) does not open it.
+        assert_eq!(
+            key.open(tenant, Uuid::new_v4(), "GITHUB_TOKEN", 1, &sealed).err(),
+            Some(VaultError::Tampered)
+        );
         assert_eq!(format!("{key:?}"), "DataKey(..)");
     }
 
@@ -279,7 +308,8 @@ mod tests {
         let tenant = Uuid::new_v4();
         let old = master("k1", 7, None);
         let data = DataKey::generate().unwrap();
-        let sealed = data.seal(tenant, "X", 1, "value").unwrap();
+        let id = Uuid::new_v4();
+        let sealed = data.seal(tenant, id, "X", 1, "value").unwrap();
         let wrapped = old.wrap(tenant, &data).unwrap();
         assert_eq!(wrapped.master_id, "k1");
         // Wrapped for one tenant, it does not unwrap as another's.
@@ -288,7 +318,7 @@ mod tests {
         // The new key is current; the old one still reads until re-wrapped.
         let new = master("k2", 9, Some(&format!("k1:{}", b64(7))));
         let again = new.unwrap(tenant, &wrapped).unwrap();
-        assert_eq!(again.open(tenant, "X", 1, &sealed).unwrap().expose_secret(), "value");
+        assert_eq!(again.open(tenant, id, "X", 1, &sealed).unwrap().expose_secret(), "value");
         let rewrapped = new.rewrap(tenant, &wrapped).unwrap().unwrap();
         assert_eq!(rewrapped.master_id, "k2");
         assert_eq!(new.rewrap(tenant, &rewrapped).unwrap(), None, "already under the current key");
@@ -296,7 +326,7 @@ mod tests {
         let only_new = master("k2", 9, None);
         assert_eq!(only_new.unwrap(tenant, &wrapped).err(), Some(VaultError::UnknownMasterKey("k1".into())));
         let key = only_new.unwrap(tenant, &rewrapped).unwrap();
-        assert_eq!(key.open(tenant, "X", 1, &sealed).unwrap().expose_secret(), "value");
+        assert_eq!(key.open(tenant, id, "X", 1, &sealed).unwrap().expose_secret(), "value");
         assert!(!format!("{only_new:?}").contains(&b64(9)));
     }
 

@@ -88,16 +88,19 @@ pub async fn get(tx: &mut TenantTx, name: &str, lock: bool) -> Result<Sealed, Db
     .ok_or(DbError::NotFound)
 }
 
+/// Stores a new secret under `id` (chosen by the caller: the value was sealed
+/// for it).
 pub async fn create(
     tx: &mut TenantTx,
+    id: Uuid,
     name: &str,
     description: &str,
     ciphertext: &[u8],
     by: &str,
 ) -> Result<SecretMeta, DbError> {
     let created: Option<SecretMeta> = sqlx::query_as(&format!(
-        "INSERT INTO secrets (tenant_id, name, description, ciphertext, created_by, updated_by)
-         VALUES ($1, $2, $3, $4, $5, $5)
+        "INSERT INTO secrets (id, tenant_id, name, description, ciphertext, created_by, updated_by)
+         VALUES ($6, $1, $2, $3, $4, $5, $5)
          ON CONFLICT (tenant_id, name) DO NOTHING RETURNING {META}"
     ))
     .bind(tx.tenant_id().as_uuid())
@@ -105,6 +108,7 @@ pub async fn create(
     .bind(description)
     .bind(ciphertext)
     .bind(by)
+    .bind(id)
     .fetch_optional(tx.conn())
     .await?;
     created.ok_or_else(|| DbError::Conflict(format!("a secret named `{name}` exists; PUT rotates its value")))
@@ -191,4 +195,12 @@ pub async fn rewrap(
     .execute(tx.conn())
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// How many data keys are wrapped under another master key than `current`.
+pub async fn count_not_under(tx: &mut PlatformTx, current: &str) -> Result<i64, DbError> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM tenant_data_keys WHERE master_key_id <> $1")
+        .bind(current)
+        .fetch_one(tx.conn())
+        .await?)
 }
