@@ -14,6 +14,7 @@ mod conversations;
 pub mod error;
 pub mod extract;
 pub mod health;
+mod hooks;
 mod knowledge;
 mod me;
 mod messages;
@@ -101,6 +102,7 @@ pub fn router(state: AppState, cors_origins: &[String], socket_io: impl FnOnce(R
         .merge(tasks::router())
         .merge(approvals::router())
         .merge(secrets::router())
+        .merge(hooks::router())
         .layer(middleware::from_fn_with_state(state.clone(), ratelimit::per_tenant));
     let http = Router::new()
         .merge(health::router())

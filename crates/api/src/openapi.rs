@@ -107,6 +107,7 @@ impl Modify for Security {
         crate::approvals::list, crate::approvals::show, crate::approvals::decide,
         crate::secrets::create, crate::secrets::list, crate::secrets::rotate, crate::secrets::remove,
         crate::secrets::read_value,
+        crate::hooks::create, crate::hooks::list, crate::hooks::remove, crate::hooks::github, crate::hooks::slack,
         crate::admin::drain,
     ),
     components(schemas(ErrorResponse, ErrorDetail)),

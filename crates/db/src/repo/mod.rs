@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod approvals;
 pub mod audit;
 pub mod conversations;
+pub mod hooks;
 pub mod invalidations;
 pub mod knowledge;
 pub mod messages;
