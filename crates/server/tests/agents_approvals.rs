@@ -626,12 +626,14 @@ async fn policies_see_through_disguised_names_keys_cannot_rewrite_them_and_priva
     // announced only where the run is.
     let insider = UserId::new();
     let insider_token = user_token(t.id, insider, Role::Member);
+    let peer = UserId::new();
+    let peer_token = user_token(t.id, peer, Role::Member);
     let (status, conversation) = send(
         &a,
         Method::POST,
         &format!("/api/v1/projects/{}/conversations", t.project),
         &insider_token,
-        json!({ "title": "private", "private": true }),
+        json!({ "title": "private", "private": true, "participants": [peer.to_string()] }),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{conversation}");
@@ -673,9 +675,18 @@ async fn policies_see_through_disguised_names_keys_cannot_rewrite_them_and_priva
         outsider.next_event("approval:requested", Duration::from_millis(500)).await.is_none(),
         "not on the project topic"
     );
-    // The insider sees it.
+    // The insider sees it, but recorded the call, so may not decide it; a
+    // peer in the conversation (the rule lets members decide) may.
     assert_eq!(
         a.get_json(&format!("/api/v1/approvals/{secret_approval}"), &insider_token).await["status"],
         "pending"
     );
+    let decide = format!("/api/v1/approvals/{secret_approval}/decision");
+    let (status, err) =
+        send(&a, Method::POST, &decide, &insider_token, json!({ "decision": "approve" })).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "no approving one's own call: {err}");
+    let (status, decided) =
+        send(&a, Method::POST, &decide, &peer_token, json!({ "decision": "approve" })).await;
+    assert_eq!(status, StatusCode::OK, "{decided}");
+    assert_eq!(decided["requested_by"], insider.to_string());
 }

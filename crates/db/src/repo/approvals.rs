@@ -103,6 +103,9 @@ pub struct Approval {
     pub rule: String,
     /// Who may decide: roles of the tenant's people.
     pub approver_roles: Vec<String>,
+    /// The person who recorded the held call, if a person did: they may not
+    /// decide it.
+    pub requested_by: Option<Uuid>,
     /// `pending`, `approved`, `rejected` or `expired`.
     pub status: String,
     pub reason: Option<String>,
@@ -118,7 +121,7 @@ pub struct Approval {
 /// A pending approval past its time reads as `expired` (by the database's
 /// clock) even before the sweep reaches it.
 const COLUMNS: &str = "a.id, a.project_id, a.run_id, agent_runs.conversation_id, a.tool_call_id, a.tool, a.rule, \
-     a.approver_roles, CASE WHEN a.status = 'pending' AND a.expires_at <= now() THEN 'expired' ELSE a.status END \
+     a.approver_roles, a.requested_by, CASE WHEN a.status = 'pending' AND a.expires_at <= now() THEN 'expired' ELSE a.status END \
      AS status, a.reason, a.decided_by, a.decided_by_role, a.decided_at, a.expires_at, a.created_at";
 
 /// Approvals of runs the caller can see: a run in a private conversation is
@@ -148,8 +151,9 @@ pub struct Request<'a> {
 pub async fn request(tx: &mut TenantTx, r: &Request<'_>) -> Result<Approval, DbError> {
     let roles: Vec<&str> = r.approvers.iter().map(|role| role.as_str()).collect();
     sqlx::query(
-        "INSERT INTO approvals (tenant_id, project_id, run_id, tool_call_id, tool, rule, approver_roles, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))
+        "INSERT INTO approvals (tenant_id, project_id, run_id, tool_call_id, tool, rule, approver_roles, expires_at,
+                                requested_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8), $9)
          ON CONFLICT (tenant_id, tool_call_id) DO NOTHING",
     )
     .bind(tx.tenant_id().as_uuid())
@@ -160,6 +164,7 @@ pub async fn request(tx: &mut TenantTx, r: &Request<'_>) -> Result<Approval, DbE
     .bind(r.rule)
     .bind(&roles)
     .bind(r.ttl.as_secs_f64())
+    .bind(tx.context().user_id.map(|u| u.as_uuid()))
     .execute(tx.conn())
     .await?;
     for_call(tx, r.tool_call).await?.ok_or(DbError::NotFound)
@@ -245,6 +250,11 @@ pub async fn decide(
             .ok_or(DbError::NotFound)?;
     if current.status != "pending" {
         return Err(DbError::Conflict(format!("the approval was already {}", current.status)));
+    }
+    if ctx.user_id.is_some() && ctx.user_id.map(|u| u.as_uuid()) == current.requested_by {
+        return Err(DbError::Forbidden(
+            "you recorded this call: someone else whose role the rule names decides it".to_owned(),
+        ));
     }
     let role = ctx.role.as_str();
     if ctx.user_id.is_none() || !current.approver_roles.iter().any(|r| r == role) {
