@@ -340,14 +340,15 @@ async fn own_handshake_request(mut req: axum::extract::Request) -> axum::extract
     switchboard_realtime::handshake::own_handshake_request(req)
 }
 
-/// `switchboard rewrap-secrets`: wraps every tenant's data key under the
+/// `switchboard rewrap-secrets [--tenant <id>]`: wraps every tenant's (or
+/// one tenant's) data key under the
 /// current master key (`SECRETS_MASTER_KEY`, `SECRETS_MASTER_KEY_ID`),
 /// reading the old ones with `SECRETS_PREVIOUS_KEYS`; no secret's value is
 /// read or written. Safe to run while nodes serve (each key is replaced only
 /// if it is still the one read) and to run again. It ends by counting the
 /// data keys still under another master key and fails unless there are
 /// none; then the previous keys can be removed from the configuration.
-pub async fn rewrap_secrets() -> Result<(), StartError> {
+pub async fn rewrap_secrets(only: Option<switchboard_domain::TenantId>) -> Result<(), StartError> {
     use switchboard_db::repo::secrets;
     let config = Config::from_env()?;
     let Some(keys) = config.secrets.clone() else {
@@ -359,7 +360,7 @@ pub async fn rewrap_secrets() -> Result<(), StartError> {
     let (mut rewrapped, mut failed, mut after) = (0usize, 0usize, None);
     loop {
         let mut tx = db.begin_platform().await?;
-        let page = secrets::keys_to_rewrap(&mut tx, keys.current_id(), after, 500).await?;
+        let page = secrets::keys_to_rewrap(&mut tx, keys.current_id(), only, after, 500).await?;
         let Some(last) = page.last() else { break };
         after = Some(switchboard_domain::TenantId::from(last.tenant_id));
         for row in &page {
@@ -387,7 +388,7 @@ pub async fn rewrap_secrets() -> Result<(), StartError> {
     // What is left under other keys now (a node still on an older current
     // key may have made one behind the cursor): none, or the command fails.
     let mut tx = db.begin_platform().await?;
-    let left = secrets::count_not_under(&mut tx, keys.current_id()).await?;
+    let left = secrets::count_not_under(&mut tx, keys.current_id(), only).await?;
     tx.commit().await?;
     db.close().await;
     tracing::info!(rewrapped, failed, left, master_key_id = %keys.current_id(), "data keys re-wrapped");

@@ -32,7 +32,11 @@ enum Command {
     },
     /// Wrap every tenant's secrets data key under the current master key
     /// (SECRETS_MASTER_KEY), reading old ones with SECRETS_PREVIOUS_KEYS.
-    RewrapSecrets,
+    RewrapSecrets {
+        /// Only this tenant (UUID); every tenant when omitted.
+        #[arg(long)]
+        tenant: Option<TenantId>,
+    },
     /// Print a development user token signed with JWT_SECRET (platform
     /// operations use PLATFORM_KEY, never a token).
     Token {
@@ -69,7 +73,7 @@ fn main() -> ExitCode {
             Command::Serve => switchboard::serve().await,
             Command::Migrate { seed_demo } => switchboard::migrate(seed_demo).await,
             Command::Reembed { tenant } => switchboard::reembed(tenant).await,
-            Command::RewrapSecrets => switchboard::rewrap_secrets().await,
+            Command::RewrapSecrets { tenant } => switchboard::rewrap_secrets(tenant).await,
             Command::Token { .. } => Ok(()),
         }
     });

@@ -254,7 +254,9 @@ async fn secrets_are_sealed_read_only_by_secrets_keys_and_survive_a_master_key_r
     let b = spawn("secrets-b", &keys_env(("k2", K2), Some(format!("k1:{K1}"))));
     assert_eq!(value_of(&b, &t.reader, "GITHUB_TOKEN").await.1["value"], json!(rotated));
     let out = std::process::Command::new(BIN)
-        .arg("rewrap-secrets")
+        // This tenant only: the shared test database holds other suites'
+        // tenants, sealed under master keys this command is not given.
+        .args(["rewrap-secrets", "--tenant", &t.id.to_string()])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", env("DATABASE_URL"))

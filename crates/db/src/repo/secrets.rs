@@ -156,21 +156,24 @@ pub struct WrappedRow {
     pub wrapped_key: Vec<u8>,
 }
 
-/// Wrapped keys not under `current`, by tenant, after `after`, at most `limit`.
+/// Wrapped keys not under `current` (of tenant `only`, or all), by tenant,
+/// after `after`, at most `limit`.
 pub async fn keys_to_rewrap(
     tx: &mut PlatformTx,
     current: &str,
+    only: Option<TenantId>,
     after: Option<TenantId>,
     limit: i64,
 ) -> Result<Vec<WrappedRow>, DbError> {
     Ok(sqlx::query_as(
         "SELECT tenant_id, master_key_id, wrapped_key FROM tenant_data_keys
-          WHERE master_key_id <> $1 AND ($2::uuid IS NULL OR tenant_id > $2)
+          WHERE master_key_id <> $1 AND ($2::uuid IS NULL OR tenant_id > $2) AND ($4::uuid IS NULL OR tenant_id = $4)
           ORDER BY tenant_id LIMIT $3",
     )
     .bind(current)
     .bind(after.map(|t| t.as_uuid()))
     .bind(limit)
+    .bind(only.map(|t| t.as_uuid()))
     .fetch_all(tx.conn())
     .await?)
 }
@@ -197,10 +200,18 @@ pub async fn rewrap(
     Ok(done.rows_affected() == 1)
 }
 
-/// How many data keys are wrapped under another master key than `current`.
-pub async fn count_not_under(tx: &mut PlatformTx, current: &str) -> Result<i64, DbError> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM tenant_data_keys WHERE master_key_id <> $1")
-        .bind(current)
+/// How many data keys (of tenant `only`, or all) are wrapped under another
+/// master key than `current`.
+pub async fn count_not_under(
+    tx: &mut PlatformTx,
+    current: &str,
+    only: Option<TenantId>,
+) -> Result<i64, DbError> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM tenant_data_keys WHERE master_key_id <> $1 AND ($2::uuid IS NULL OR tenant_id = $2)",
+    )
+    .bind(current)
+    .bind(only.map(|t| t.as_uuid()))
         .fetch_one(tx.conn())
         .await?)
 }
