@@ -28,7 +28,6 @@ use switchboard_db::repo::audit::{self, Entry};
 use switchboard_db::repo::hooks::{self, Hook};
 use switchboard_db::repo::secrets;
 use switchboard_domain::{ErrorKind, Role, TenantStatus, Topic};
-use switchboard_vault::WrappedKey;
 use uuid::Uuid;
 use validator::Validate;
 
@@ -171,7 +170,7 @@ async fn verify(
     let mut ptx = state.db.begin_platform().await?;
     let owner = hooks::owner(&mut ptx, id).await?;
     ptx.commit().await?;
-    let Some((tenant, hook_provider)) = owner.filter(|(_, p)| p == provider) else {
+    let Some((tenant, _)) = owner.filter(|(_, p)| p == provider) else {
         return Err(ApiError::new(ErrorKind::NotFound, "not found"));
     };
     let info = state
@@ -182,25 +181,19 @@ async fn verify(
     if info.status == TenantStatus::Suspended {
         return Err(ApiError::new(ErrorKind::TenantSuspended, "the tenant is suspended"));
     }
-    debug_assert_eq!(hook_provider, provider);
-    let vault = state.vault.as_deref().ok_or_else(|| {
-        ApiError::new(ErrorKind::Unavailable, "secrets are not configured on this deployment")
-    })?;
+    let vault = crate::secrets::vault(state)?;
     let expected = from_hex(signature).ok_or_else(|| unauthenticated("not a hex signature"))?;
     let ctx = TenantContext::new(tenant, None, Role::Service);
     let mut tx = state.db.begin(&ctx).await?;
     let hook = hooks::get(&mut tx, id).await?;
-    let Ok(stored) = secrets::get(&mut tx, &hook.secret_name, false).await else {
-        tracing::warn!(hook_id = %id, "an inbound hook names a secret that is gone");
-        return Err(unauthenticated("the hook's secret is gone"));
+    let secret = match crate::secrets::open_value(&mut tx, vault, &hook.secret_name).await {
+        Ok((_, value)) => value,
+        Err(e) if e.kind == ErrorKind::NotFound => {
+            tracing::warn!(hook_id = %id, "an inbound hook names a secret that is gone");
+            return Err(unauthenticated("the hook's secret is gone"));
+        }
+        Err(e) => return Err(e),
     };
-    let (master_id, bytes) = secrets::data_key(&mut tx).await?.ok_or_else(|| unauthenticated("no secret"))?;
-    let key = vault
-        .unwrap(tenant.as_uuid(), &WrappedKey { master_id, bytes })
-        .map_err(|_| ApiError::new(ErrorKind::Internal, "internal error"))?;
-    let secret = key
-        .open(tenant.as_uuid(), stored.meta.id, &stored.meta.name, stored.meta.version, &stored.ciphertext)
-        .map_err(|_| ApiError::new(ErrorKind::Internal, "internal error"))?;
     let mac = hmac::Key::new(hmac::HMAC_SHA256, secret.expose_secret().as_bytes());
     hmac::verify(&mac, message, &expected)
         .map_err(|_| unauthenticated("it was not made with the hook's secret"))?;

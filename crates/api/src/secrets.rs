@@ -35,7 +35,7 @@ pub fn router() -> Router<AppState> {
 /// The most bytes a value may hold.
 pub const MAX_VALUE_BYTES: usize = 65_536;
 
-fn vault(state: &AppState) -> Result<&MasterKeys, ApiError> {
+pub(crate) fn vault(state: &AppState) -> Result<&MasterKeys, ApiError> {
     state.vault.as_deref().ok_or_else(|| {
         ApiError::new(
             ErrorKind::Unavailable,
@@ -104,6 +104,21 @@ async fn data_key(tx: &mut TenantTx, vault: &MasterKeys) -> Result<DataKey, ApiE
         }
     };
     vault.unwrap(tenant, &WrappedKey { master_id, bytes }).map_err(vault_error)
+}
+
+/// Secret `name` of the transaction's tenant: its metadata and its value,
+/// opened with the tenant's data key. Not found when there is no such secret.
+pub(crate) async fn open_value(
+    tx: &mut TenantTx,
+    vault: &MasterKeys,
+    name: &str,
+) -> Result<(SecretMeta, secrecy::SecretString), ApiError> {
+    let stored = secrets::get(tx, name, false).await?;
+    let key = data_key(tx, vault).await?;
+    let value = key
+        .open(tx.tenant_id().as_uuid(), stored.meta.id, name, stored.meta.version, &stored.ciphertext)
+        .map_err(vault_error)?;
+    Ok((stored.meta, value))
 }
 
 fn by(member: &Member) -> String {
@@ -283,20 +298,16 @@ pub(crate) async fn read_value(
     let vault = vault(&state)?;
     check_name(&name).map_err(|_| ApiError::new(ErrorKind::NotFound, "not found"))?;
     let mut tx = state.db.begin(&member.ctx).await?;
-    let stored = secrets::get(&mut tx, &name, false).await?;
-    let key = data_key(&mut tx, vault).await?;
-    let value = key
-        .open(member.ctx.tenant_id.as_uuid(), stored.meta.id, &name, stored.meta.version, &stored.ciphertext)
-        .map_err(vault_error)?;
+    let (meta, value) = open_value(&mut tx, vault, &name).await?;
     let entry = Entry {
         action: "secret.read",
         target_type: "secret",
         target_id: name.clone(),
-        details: json!({ "version": stored.meta.version }),
+        details: json!({ "version": meta.version }),
     };
     audit::record(&mut tx, &member.caller.actor(), &entry).await?;
     tx.commit().await?;
-    let body = SecretValue { name, version: stored.meta.version, value: value.expose_secret().to_owned() };
+    let body = SecretValue { name, version: meta.version, value: value.expose_secret().to_owned() };
     // Never kept by a cache on the way (the key travels in X-API-Key, which
     // caches do not treat as Authorization).
     Ok(([(axum::http::header::CACHE_CONTROL, "no-store")], Json(body)))
