@@ -40,7 +40,7 @@ use switchboard_db::repo::audit::{self, Entry};
 use switchboard_db::repo::runs::{self, Change, Filter, NewRun, NewStep, NewToolCall, Recorded, Run, Usage};
 use switchboard_db::repo::{Created, Sender};
 use switchboard_domain::json::{JsonCap, Shape};
-use switchboard_domain::policy::{ToolAction, ToolRule};
+use switchboard_domain::policy::{DEFAULT_RULE, ToolAction, ToolRule};
 use switchboard_domain::{ConversationId, ErrorKind, Fingerprint, ProjectId, Role, RunId, RunStatus, Topic};
 use uuid::Uuid;
 use validator::Validate;
@@ -616,9 +616,6 @@ pub(crate) async fn add_tool_call(
     }
     Ok(created_response(recorded.into_created().map(|c| ToolCallView::from(c).held_by(approval))))
 }
-
-/// The rule named when no rule matched and the policy's default decided.
-const DEFAULT_RULE: &str = switchboard_domain::policy::DEFAULT_RULE;
 
 /// `POST /runs/{id}/tool-calls` with `approval_id`: how a cleared call went.
 #[allow(clippy::too_many_arguments)] // the request's fields, read once

@@ -117,9 +117,8 @@ pub struct Approval {
 }
 
 /// An approval's columns (`a`) with its run's conversation, from
-/// [`FROM_VISIBLE`].
-/// A pending approval past its time reads as `expired` (by the database's
-/// clock) even before the sweep reaches it.
+/// [`from_visible`]. A pending approval past its time reads as `expired` (by
+/// the database's clock) even before the sweep reaches it.
 const COLUMNS: &str = "a.id, a.project_id, a.run_id, agent_runs.conversation_id, a.tool_call_id, a.tool, a.rule, \
      a.approver_roles, a.requested_by, CASE WHEN a.status = 'pending' AND a.expires_at <= now() THEN 'expired' ELSE a.status END \
      AS status, a.reason, a.decided_by, a.decided_by_role, a.decided_at, a.expires_at, a.created_at";
@@ -200,12 +199,12 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<Approval>, DbError> {
     Ok(sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM {from}
-          WHERE a.tenant_id = $1
-            AND ($3::uuid IS NULL OR (a.created_at, a.id) < (SELECT created_at, id FROM approvals WHERE id = $3))
-            AND ($2::text IS NULL OR (CASE WHEN a.status = 'pending' AND a.expires_at <= now()
-                                           THEN 'expired' ELSE a.status END) = $2)
-          ORDER BY a.created_at DESC, a.id DESC LIMIT $4",
+        "SELECT * FROM (
+            SELECT {COLUMNS} FROM {from}
+             WHERE a.tenant_id = $1
+               AND ($3::uuid IS NULL OR (a.created_at, a.id) < (SELECT created_at, id FROM approvals WHERE id = $3))) shown
+          WHERE ($2::text IS NULL OR status = $2)
+          ORDER BY created_at DESC, id DESC LIMIT $4",
         from = from_visible()
     ))
     .bind(tx.tenant_id().as_uuid())

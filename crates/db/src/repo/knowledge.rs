@@ -747,7 +747,7 @@ pub async fn matching_chunks(
     Ok(sqlx::query_as(&format!(
         r"WITH words AS (
               SELECT w, w::tsquery AS anywhere, (w || ':A')::tsquery AS in_heading
-                FROM (SELECT DISTINCT '''' || replace(replace(l, '\', '\\'), '''', '''''') || '''' AS w
+                FROM (SELECT DISTINCT {QUOTED_LEXEME} AS w
                         FROM unnest(tsvector_to_array(to_tsvector('english', $1))) l LIMIT {MAX_WORDS}) l),
           hits AS MATERIALIZED (
               SELECT c.id, c.token_count, c.tsv FROM chunks c
@@ -799,16 +799,19 @@ const CHUNK_SCOPE: &str = "($2::uuid IS NULL OR c.project_id = $2)
           SELECT d.id FROM documents d
            WHERE ($4::text IS NULL OR d.content_type = $4) AND ($5::jsonb IS NULL OR d.metadata @> $5)))";
 
+/// A lexeme `l` quoted as one tsquery word: a lexeme such as
+/// `example.com/a(b` is not tsquery syntax.
+const QUOTED_LEXEME: &str = r"'''' || replace(replace(l, '\', '\\'), '''', '''''') || ''''";
+
 /// `query`'s stemmed words joined with OR, as tsquery text (`plainto_tsquery`
 /// would AND them, which misses a passage that uses most but not all of the
-/// words); `None` when it has no word worth searching. Each word is quoted: a
-/// lexeme such as `example.com/a(b` is not tsquery syntax.
+/// words); `None` when it has no word worth searching. Each word is quoted
+/// ([`QUOTED_LEXEME`]).
 async fn or_query(tx: &mut TenantTx, query: &str) -> Result<Option<String>, DbError> {
-    Ok(sqlx::query_scalar(
-        r"SELECT nullif(array_to_string(array(
-                  SELECT '''' || replace(replace(l, '\', '\\'), '''', '''''') || ''''
-                    FROM unnest(tsvector_to_array(to_tsvector('english', $1))) l), ' | '), '')",
-    )
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT nullif(array_to_string(array(
+                  SELECT {QUOTED_LEXEME} FROM unnest(tsvector_to_array(to_tsvector('english', $1))) l), ' | '), '')"
+    ))
     .bind(query)
     .fetch_one(tx.conn())
     .await?)
