@@ -39,6 +39,11 @@ async fn send(node: &Node, method: Method, path: &str, token: &str, body: Value)
     node.send_json(method, path, token, &body).await
 }
 
+/// `POST /approvals/{id}/decision` on `node` as `token`.
+async fn decide(node: &Node, approval: &str, token: &str, body: Value) -> (StatusCode, Value) {
+    send(node, Method::POST, &format!("/api/v1/approvals/{approval}/decision"), token, body).await
+}
+
 async fn audit_actions(node: &Node, admin: &str) -> Vec<(String, Value)> {
     let logs = node.get_json("/api/v1/audit-logs?limit=100", admin).await;
     logs["data"]
@@ -333,24 +338,10 @@ async fn a_tool_policy_allows_holds_or_denies_calls_and_approvals_are_decided_on
 
     // A member may not decide (the rule names owners and admins), nor an API
     // key; bad decisions are refused; nothing changes.
-    let (status, err) = send(
-        &b,
-        Method::POST,
-        &format!("/api/v1/approvals/{approval}/decision"),
-        &t.member,
-        json!({ "decision": "approve" }),
-    )
-    .await;
+    let (status, err) = decide(&b, &approval, &t.member, json!({ "decision": "approve" })).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
     assert!(err["error"]["message"].as_str().unwrap().contains("github-writes"), "{err}");
-    let (status, _) = send(
-        &b,
-        Method::POST,
-        &format!("/api/v1/approvals/{approval}/decision"),
-        &t.worker,
-        json!({ "decision": "approve" }),
-    )
-    .await;
+    let (status, _) = decide(&b, &approval, &t.worker, json!({ "decision": "approve" })).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let bad = reviewer
         .emit_with_ack("approval:decide", json!({ "approval_id": approval, "decision": "maybe" }))
@@ -384,14 +375,7 @@ async fn a_tool_policy_allows_holds_or_denies_calls_and_approvals_are_decided_on
 
     // Decided once: again over REST (either answer) is 409.
     for decision in ["approve", "reject"] {
-        let (status, err) = send(
-            &a,
-            Method::POST,
-            &format!("/api/v1/approvals/{approval}/decision"),
-            &admin_token,
-            json!({ "decision": decision }),
-        )
-        .await;
+        let (status, err) = decide(&a, &approval, &admin_token, json!({ "decision": decision })).await;
         assert_eq!(status, StatusCode::CONFLICT, "{err}");
     }
 
@@ -447,14 +431,7 @@ async fn a_tool_policy_allows_holds_or_denies_calls_and_approvals_are_decided_on
         b.status_of(Method::GET, &format!("/api/v1/approvals/{approval}"), &other.admin).await,
         StatusCode::NOT_FOUND
     );
-    let (status, _) = send(
-        &b,
-        Method::POST,
-        &format!("/api/v1/approvals/{second}/decision"),
-        &other.admin,
-        json!({ "decision": "approve" }),
-    )
-    .await;
+    let (status, _) = decide(&b, &second, &other.admin, json!({ "decision": "approve" })).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(b.get_json("/api/v1/tool-policies", &other.admin).await["version"], 0);
     let mut intruder = SioClient::connect(&b.url(""), &other.admin).await.unwrap();
@@ -523,14 +500,7 @@ async fn an_undecided_approval_expires_its_call_tells_the_worker_and_cannot_be_d
         .expect("expired within the sweep");
     assert_eq!(decided["data"]["status"], "expired");
     assert_eq!(decided["from"]["kind"], "system");
-    let (status, err) = send(
-        &a,
-        Method::POST,
-        &format!("/api/v1/approvals/{approval}/decision"),
-        &t.admin,
-        json!({ "decision": "approve" }),
-    )
-    .await;
+    let (status, err) = decide(&a, &approval, &t.admin, json!({ "decision": "approve" })).await;
     assert_eq!(status, StatusCode::CONFLICT, "{err}");
     let listed = a.get_json("/api/v1/approvals?status=expired", &t.member).await;
     assert_eq!(listed["data"][0]["id"], json!(approval));
@@ -603,14 +573,7 @@ async fn policies_see_through_disguised_names_keys_cannot_rewrite_them_and_priva
     .await;
     assert_eq!(held["status"], "pending_approval", "{held}");
     let approval = held["approval"]["id"].as_str().unwrap().to_owned();
-    let (status, _) = send(
-        &a,
-        Method::POST,
-        &format!("/api/v1/approvals/{approval}/decision"),
-        &t.admin,
-        json!({ "decision": "approve" }),
-    )
-    .await;
+    let (status, _) = decide(&a, &approval, &t.admin, json!({ "decision": "approve" })).await;
     assert_eq!(status, StatusCode::OK);
     let (status, err) = send(
         &a,
@@ -662,14 +625,7 @@ async fn policies_see_through_disguised_names_keys_cannot_rewrite_them_and_priva
         a.status_of(Method::GET, &format!("/api/v1/approvals/{secret_approval}"), &t.member).await,
         StatusCode::NOT_FOUND
     );
-    let (status, _) = send(
-        &a,
-        Method::POST,
-        &format!("/api/v1/approvals/{secret_approval}/decision"),
-        &t.member,
-        json!({ "decision": "approve" }),
-    )
-    .await;
+    let (status, _) = decide(&a, &secret_approval, &t.member, json!({ "decision": "approve" })).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
         outsider.next_event("approval:requested", Duration::from_millis(500)).await.is_none(),
@@ -681,12 +637,9 @@ async fn policies_see_through_disguised_names_keys_cannot_rewrite_them_and_priva
         a.get_json(&format!("/api/v1/approvals/{secret_approval}"), &insider_token).await["status"],
         "pending"
     );
-    let decide = format!("/api/v1/approvals/{secret_approval}/decision");
-    let (status, err) =
-        send(&a, Method::POST, &decide, &insider_token, json!({ "decision": "approve" })).await;
+    let (status, err) = decide(&a, &secret_approval, &insider_token, json!({ "decision": "approve" })).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "no approving one's own call: {err}");
-    let (status, decided) =
-        send(&a, Method::POST, &decide, &peer_token, json!({ "decision": "approve" })).await;
+    let (status, decided) = decide(&a, &secret_approval, &peer_token, json!({ "decision": "approve" })).await;
     assert_eq!(status, StatusCode::OK, "{decided}");
     assert_eq!(decided["requested_by"], insider.to_string());
 }
