@@ -50,7 +50,6 @@ async fn reembed_moves_a_tenants_chunks_and_memories_to_the_new_model() {
         search(&local, &t.key, json!({ "query": "reconnect after the network drops", "mode": "vector" }))
             .await;
     assert_eq!(found["model"], "all-MiniLM-L6-v2", "{found}");
-    local.stop().await;
 
     let db = Database::connect(&env("DATABASE_URL")).await.unwrap();
     let models = || async {
@@ -70,6 +69,8 @@ async fn reembed_moves_a_tenants_chunks_and_memories_to_the_new_model() {
         assert!(started.elapsed() < WAIT, "the memory was not embedded");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Only now: this node's worker is the one that embeds it.
+    local.stop().await;
     let (chunks, memories) = models().await;
     assert!(chunks.iter().all(|c| *c == (Some("all-MiniLM-L6-v2".to_owned()), Some(384))), "{chunks:?}");
     assert_eq!(memories.len(), 1);
