@@ -31,7 +31,9 @@ struct Score {
 #[tokio::test]
 async fn retrieval_quality_of_each_mode_holds() {
     let app = TestApp::spawn().await;
-    let tenant = app.create_tenant("kb-quality").await;
+    // Several hundred searches back to back: more than the default
+    // per-tenant request rate on a fast machine.
+    let tenant = app.create_tenant_with("kb-quality", json!({ "http_requests_per_second": 10000 })).await;
     let admin = user_token(tenant, UserId::new(), Role::Admin);
     let (_, project) =
         app.send_json(Method::POST, "/api/v1/projects", &admin, &json!({ "name": "docs" })).await;
