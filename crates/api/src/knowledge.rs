@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchboard_db::repo::knowledge::{self as repo, ChunkFilter, Document, Memory, NewDocument, NewMemory};
+use switchboard_db::repo::webhooks;
 use switchboard_domain::json::{JsonCap, Shape};
 use switchboard_domain::{ErrorKind, ProjectId, Role, UserId};
 use switchboard_knowledge::search::{Mode, Retriever};
@@ -245,6 +246,10 @@ pub(crate) async fn create_document(
     };
     let mut tx = state.db.begin(&member.ctx).await?;
     let created = repo::create_document(&mut tx, &new).await?;
+    if let switchboard_db::repo::Created::New(doc) = &created {
+        let data = switchboard_knowledge::worker::update_of(member.ctx.tenant_id, doc).data;
+        webhooks::event(&mut tx, "document.created", data).await?;
+    }
     tx.commit().await?;
     if let switchboard_db::repo::Created::New(doc) = &created {
         state.announce_document(member.ctx.tenant_id, doc).await;
@@ -293,6 +298,7 @@ pub(crate) async fn delete_document(
     let id: Uuid = path_id(&id)?;
     let mut tx = state.db.begin(&member.ctx).await?;
     repo::delete_document(&mut tx, id).await?;
+    webhooks::event(&mut tx, "document.deleted", json!({ "document_id": id })).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -31,6 +31,7 @@ mod state;
 mod tasks;
 mod tenants;
 mod usage;
+mod webhooks;
 
 pub use state::AppState;
 
@@ -103,6 +104,7 @@ pub fn router(state: AppState, cors_origins: &[String], socket_io: impl FnOnce(R
         .merge(approvals::router())
         .merge(secrets::router())
         .merge(hooks::router())
+        .merge(webhooks::router())
         .layer(middleware::from_fn_with_state(state.clone(), ratelimit::per_tenant));
     let http = Router::new()
         .merge(health::router())

@@ -108,6 +108,8 @@ impl Modify for Security {
         crate::secrets::create, crate::secrets::list, crate::secrets::rotate, crate::secrets::remove,
         crate::secrets::read_value,
         crate::hooks::create, crate::hooks::list, crate::hooks::remove, crate::hooks::github, crate::hooks::slack,
+        crate::webhooks::create, crate::webhooks::list, crate::webhooks::show, crate::webhooks::update,
+        crate::webhooks::remove, crate::webhooks::deliveries, crate::webhooks::retry,
         crate::admin::drain,
     ),
     components(schemas(ErrorResponse, ErrorDetail)),

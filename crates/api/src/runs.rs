@@ -38,6 +38,7 @@ use switchboard_cluster::Dedupe;
 use switchboard_db::repo::approvals;
 use switchboard_db::repo::audit::{self, Entry};
 use switchboard_db::repo::runs::{self, Change, Filter, NewRun, NewStep, NewToolCall, Recorded, Run, Usage};
+use switchboard_db::repo::webhooks;
 use switchboard_db::repo::{Created, Sender};
 use switchboard_domain::json::{JsonCap, Shape};
 use switchboard_domain::policy::{DEFAULT_RULE, ToolAction, ToolRule};
@@ -170,6 +171,9 @@ pub(crate) async fn create(
     };
     let mut tx = state.db.begin(&member.ctx).await?;
     let created = runs::create(&mut tx, &new).await?;
+    if let Created::New(run) = &created {
+        webhooks::event(&mut tx, "run.created", json!(RunSummary::event(run))).await?;
+    }
     tx.commit().await?;
     if let Created::New(run) = &created {
         announce(&state, &member, run, "run:updated", &RunSummary::event(run)).await;
@@ -362,6 +366,10 @@ pub(crate) async fn update(
         Change { status: body.status, output: body.output.as_ref(), error: body.error.as_deref(), usage };
     let mut tx = state.db.begin(&member.ctx).await?;
     let run = runs::update(&mut tx, id, &change).await?;
+    // Usage alone is not an event for the outside; a status, output or error is.
+    if body.status.is_some() || body.output.is_some() || body.error.is_some() {
+        webhooks::event(&mut tx, "run.updated", json!(RunSummary::event(&run))).await?;
+    }
     tx.commit().await?;
     if body.status.is_some() {
         state.directory.runs_changed(member.ctx.tenant_id).await;
@@ -594,7 +602,9 @@ pub(crate) async fn add_tool_call(
                 approvers: &approvers,
                 ttl: state.approval_ttl,
             };
-            Some(approvals::request(&mut tx, &request).await?)
+            let approval = approvals::request(&mut tx, &request).await?;
+            webhooks::event(&mut tx, "approval.requested", json!(approval)).await?;
+            Some(approval)
         }
         Recorded::New(..) => None,
         Recorded::Replayed(call) => approvals::for_call(&mut tx, call.id).await?,

@@ -93,7 +93,7 @@ fn check_value(value: &str) -> Result<(), ApiError> {
 }
 
 /// The tenant's data key, made and stored (wrapped) on first use.
-async fn data_key(tx: &mut TenantTx, vault: &MasterKeys) -> Result<DataKey, ApiError> {
+pub(crate) async fn data_key(tx: &mut TenantTx, vault: &MasterKeys) -> Result<DataKey, ApiError> {
     let tenant = tx.tenant_id().as_uuid();
     let (master_id, bytes) = match secrets::data_key(tx).await? {
         Some(stored) => stored,

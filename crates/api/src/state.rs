@@ -35,6 +35,8 @@ pub struct AppState {
     /// The master keys that wrap tenants' data keys; `None` without
     /// `SECRETS_MASTER_KEY` (the secrets routes then answer 503).
     pub vault: Option<Arc<switchboard_vault::MasterKeys>>,
+    /// `WEBHOOK_ALLOW_PRIVATE`: webhook endpoints may be private or loopback.
+    pub webhook_allow_private: bool,
     draining: Arc<AtomicBool>,
     shutdown: Arc<Notify>,
 }
@@ -68,6 +70,7 @@ impl AppState {
             knowledge_wake: Default::default(),
             approval_ttl: std::time::Duration::from_secs(24 * 3600),
             vault: None,
+            webhook_allow_private: false,
             draining: Arc::new(AtomicBool::new(false)),
             shutdown: Arc::new(Notify::new()),
         }

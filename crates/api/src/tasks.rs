@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use switchboard_db::repo::audit::{self, Entry};
 use switchboard_db::repo::tasks::{self, Assignee, LinkedRun, NewTask, Task, TaskChange, TaskStatus};
+use switchboard_db::repo::webhooks;
 use switchboard_domain::{ProjectId, Topic};
 use uuid::Uuid;
 use validator::Validate;
@@ -158,6 +159,7 @@ pub(crate) async fn create(
             details: json!({ "project_id": task.project_id, "title": task.title }),
         };
         audit::record(&mut tx, &member.caller.actor(), &entry).await?;
+        webhooks::event(&mut tx, "task.created", json!(TaskView::from(task.clone()))).await?;
     }
     tx.commit().await?;
     if let switchboard_db::repo::Created::New(task) = &created {
@@ -283,6 +285,7 @@ pub(crate) async fn update(
         details: Value::Object(details),
     };
     audit::record(&mut tx, &member.caller.actor(), &entry).await?;
+    webhooks::event(&mut tx, "task.updated", json!(TaskView::from(after.clone()))).await?;
     tx.commit().await?;
     announce(&state, &member, &after).await;
     Ok(Json(TaskView::from(after)))

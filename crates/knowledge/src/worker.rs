@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 use switchboard_db::repo::knowledge::{self as repo, Document, Job, NewChunk, Outcome, Target};
+use switchboard_db::repo::webhooks;
 use switchboard_db::{DbError, TenantContext};
 use switchboard_domain::{Role, TenantId};
 use tokio::sync::{Notify, mpsc};
@@ -240,7 +241,9 @@ impl Worker {
         }
         let doc = match (job.target, outcome) {
             (Target::Document(id), Outcome::Dead(error)) => {
-                Some(repo::set_document_status(&mut tx, id, "failed", 0.0, Some(error)).await?)
+                let doc = repo::set_document_status(&mut tx, id, "failed", 0.0, Some(error)).await?;
+                webhooks::event(&mut tx, "document.failed", update_of(job.tenant_id, &doc).data).await?;
+                Some(doc)
             }
             (Target::Document(id), Outcome::Again { error, .. }) => {
                 Some(repo::set_document_status(&mut tx, id, "pending", 0.0, error.as_deref()).await?)
@@ -335,6 +338,7 @@ impl Worker {
         if !repo::settle_job(&mut tx, job.id, &job.holder, &Outcome::Done).await? {
             return Err(JobError::Lost);
         }
+        webhooks::event(&mut tx, "document.ready", update_of(job.tenant_id, &doc).data).await?;
         tx.commit().await?;
         switchboard_telemetry::metrics().chunks_embedded.inc_by(chunks.len() as u64);
         self.announce(job.tenant_id, &doc);

@@ -13,6 +13,7 @@ use socketioxide::extract::TryData;
 use std::borrow::Cow;
 use switchboard_db::repo::approvals::{self, Approval, Decision};
 use switchboard_db::repo::audit::{self, Actor, Entry};
+use switchboard_db::repo::webhooks;
 use switchboard_db::{DbError, TenantContext};
 use switchboard_domain::{ConversationId, ErrorKind, ProjectId, RunId, TenantId, Topic};
 use uuid::Uuid;
@@ -81,6 +82,7 @@ pub async fn decide(
         }),
     };
     audit::record(&mut tx, actor, &entry).await?;
+    webhooks::event(&mut tx, "approval.decided", json!(decided)).await?;
     tx.commit().await?;
     let from = From { user_id: ctx.user_id.map(|u| u.as_uuid()), kind: Cow::Borrowed("user") };
     announce(rt, ctx.tenant_id, &decided, "approval:decided", Some(&from)).await;
@@ -164,6 +166,7 @@ async fn expire_tenant(rt: &Realtime, tenant: TenantId, actor: &Actor) -> Result
             details: json!({ "rule": a.rule, "tool": a.tool, "run_id": a.run_id, "tool_call_id": a.tool_call_id }),
         };
         audit::record(&mut tx, actor, &entry).await?;
+        webhooks::event(&mut tx, "approval.decided", json!(a)).await?;
     }
     tx.commit().await?;
     let from = From { user_id: None, kind: Cow::Borrowed("system") };

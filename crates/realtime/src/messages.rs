@@ -19,6 +19,7 @@ use std::borrow::Cow;
 use switchboard_db::repo::Created;
 use switchboard_db::repo::conversations;
 use switchboard_db::repo::messages::{self, Message, NewMessage};
+use switchboard_db::repo::webhooks;
 use switchboard_db::{DbError, TenantContext};
 use switchboard_domain::json::{self, JsonCap, Shape};
 use switchboard_domain::{ConversationId, ErrorKind, IdempotencyKey, Topic};
@@ -113,6 +114,11 @@ pub async fn send_message(
         idempotency_key: out.idempotency_key,
     };
     let created = messages::create(&mut tx, &new).await?;
+    if let Created::New(message) = &created {
+        let data = serde_json::to_value(MessageView::event(message, max_event_bytes as usize))
+            .unwrap_or(Value::Null);
+        webhooks::event(&mut tx, "message.created", data).await?;
+    }
     tx.commit().await?;
     if let Created::New(message) = &created {
         broadcast(rt, ctx, out.sender_kind, message, max_event_bytes).await;

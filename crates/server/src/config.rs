@@ -45,6 +45,10 @@ pub struct Config {
     /// `SECRETS_MASTER_KEY`, `SECRETS_MASTER_KEY_ID`, `SECRETS_PREVIOUS_KEYS`:
     /// the master keys that wrap tenants' data keys; `None` without them.
     pub secrets: Option<std::sync::Arc<switchboard_vault::MasterKeys>>,
+    /// `WEBHOOK_ALLOW_PRIVATE`, `WEBHOOK_TIMEOUT_MS`, `WEBHOOK_RETRY_BASE_MS`,
+    /// `WEBHOOK_MAX_ATTEMPTS`, `WEBHOOK_CIRCUIT_COOL_DOWN_MS`: how outbound
+    /// webhooks are delivered (the node name is filled in at start).
+    pub webhooks: switchboard_webhooks::worker::Settings,
 }
 
 impl fmt::Debug for Config {
@@ -335,6 +339,41 @@ impl Config {
         }
         knowledge.patience = Some(patience);
 
+        let mut webhooks = switchboard_webhooks::worker::Settings::new(node_id.clone());
+        if let Some(d) =
+            millis("WEBHOOK_TIMEOUT_MS", 120_000, "how long one webhook delivery attempt may take")
+        {
+            webhooks.timeout = d;
+        }
+        if let Some(d) = millis(
+            "WEBHOOK_RETRY_BASE_MS",
+            3_600_000,
+            "the wait before a failed webhook delivery's first retry",
+        ) {
+            webhooks.retry_base = d;
+        }
+        if let Some(d) = millis(
+            "WEBHOOK_CIRCUIT_COOL_DOWN_MS",
+            86_400_000,
+            "how long a webhook endpoint's open circuit waits before trying again",
+        ) {
+            webhooks.cool_down = d;
+        }
+        match env.get("WEBHOOK_MAX_ATTEMPTS").map(|raw| (raw.parse::<i32>(), raw)) {
+            None => {}
+            Some((Ok(n), _)) if (1..=100).contains(&n) => webhooks.max_attempts = n,
+            Some((_, raw)) => problems.push(format!(
+                "WEBHOOK_MAX_ATTEMPTS: `{raw}` is not a whole number from 1 to 100 (attempts before a webhook delivery is given up)"
+            )),
+        }
+        match env.get("WEBHOOK_ALLOW_PRIVATE").as_deref() {
+            None | Some("false" | "0") => {}
+            Some("true" | "1") => webhooks.allow_private = true,
+            Some(other) => problems.push(format!(
+                "WEBHOOK_ALLOW_PRIVATE: `{other}` is not true or false (whether webhook endpoints may be private or loopback addresses)"
+            )),
+        }
+
         let secrets = match (env.get("SECRETS_MASTER_KEY"), env.get("SECRETS_MASTER_KEY_ID")) {
             (None, None) => {
                 if env.get("SECRETS_PREVIOUS_KEYS").is_some() {
@@ -386,6 +425,7 @@ impl Config {
             knowledge,
             approval_ttl,
             secrets,
+            webhooks,
         })
     }
 }

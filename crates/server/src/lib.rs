@@ -48,6 +48,7 @@ pub struct Application {
     worker: (tokio::task::JoinHandle<()>, String),
     /// This node's sweep of expired approvals.
     expiry: tokio::task::JoinHandle<()>,
+    webhooks: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -116,6 +117,8 @@ impl Application {
                 .with_knowledge(knowledge.clone(), wake.clone())
                 .with_approval_ttl(config.approval_ttl)
                 .with_vault(config.secrets.clone());
+        let mut state = state;
+        state.webhook_allow_private = config.webhooks.allow_private;
         // Every node works the embedding queue; its updates go out as
         // `document:updated` on the documents' projects.
         let (updates, mut updated) = tokio::sync::mpsc::channel(1024);
@@ -138,6 +141,12 @@ impl Application {
         // Every node expires approvals past their time (once each, whichever node gets there).
         let expiry =
             tokio::spawn(switchboard_realtime::approvals::run_expiry(state.realtime.clone(), APPROVAL_SWEEP));
+        // Every node delivers outbound webhooks (their secrets need the master key).
+        let webhooks = config.secrets.clone().map(|vault| {
+            let settings =
+                switchboard_webhooks::worker::Settings { node: instance.clone(), ..config.webhooks.clone() };
+            tokio::spawn(switchboard_webhooks::worker::run(state.db.clone(), vault, settings))
+        });
         let router = switchboard_api::router(state.clone(), &config.cors_allowed_origins, |r| {
             r.layer(socket_io).layer(axum::middleware::map_request(own_handshake_request))
         });
@@ -145,7 +154,7 @@ impl Application {
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         let addr = config.metrics_addr;
         let metrics = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-        Ok(Self { listener, metrics, state, router, worker: (worker, instance), expiry })
+        Ok(Self { listener, metrics, state, router, worker: (worker, instance), expiry, webhooks })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -164,7 +173,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let metrics_addr = self.metrics_addr();
-        let Self { listener, metrics, state, router, worker, expiry } = self;
+        let Self { listener, metrics, state, router, worker, expiry, webhooks } = self;
         match listener.local_addr() {
             Ok(addr) => {
                 tracing::info!(addr = %addr, metrics_addr = %metrics_addr, node_id = %state.node_id, "serving")
@@ -203,9 +212,15 @@ impl Application {
         // Jobs this node was working go back to the queue now rather than when
         // their leases run out: another node takes them at once.
         worker.0.abort();
+        if let Some(w) = &webhooks {
+            w.abort();
+        }
         let released = async {
             let mut tx = state.db.begin_platform().await?;
             let n = switchboard_db::repo::knowledge::release_jobs(&mut tx, &worker.1).await?;
+            // Endpoints this node was delivering to: another node goes on at
+            // once (a delivery cut off mid-attempt is sent again).
+            switchboard_db::repo::webhooks::release_node(&mut tx, &worker.1).await?;
             tx.commit().await?;
             Ok::<_, switchboard_db::DbError>(n)
         };

@@ -169,6 +169,9 @@ pub struct Metrics {
     pub search_duration: Histograms<SearchLabels>,
     pub embedding_jobs: Family<JobLabels, Counter>,
     pub chunks_embedded: Counter,
+    /// Webhook delivery attempts, by outcome (the `JobLabels` of a job):
+    /// `delivered`, `retry`, `failed`.
+    pub webhook_attempts: Family<JobLabels, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -190,6 +193,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     search_duration: Family::new_with_constructor(latency),
     embedding_jobs: Family::default(),
     chunks_embedded: Counter::default(),
+    webhook_attempts: Family::default(),
 });
 
 /// The process's metrics.
@@ -338,6 +342,11 @@ impl Metrics {
         );
         r.register("embedding_jobs", "Embedding jobs worked, by how they ended", self.embedding_jobs.clone());
         r.register("chunks_embedded", "Document chunks embedded and stored", self.chunks_embedded.clone());
+        r.register(
+            "webhook_attempts",
+            "Outbound webhook delivery attempts, by outcome (delivered, retry, failed: given up)",
+            self.webhook_attempts.clone(),
+        );
         r.register_collector(collector);
         r
     }

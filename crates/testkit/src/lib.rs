@@ -165,6 +165,11 @@ impl TestApp {
     pub async fn create_tenant(&self, name: &str) -> TenantId {
         create_tenant_at(&self.http, &self.url("/api/v1/tenants"), name).await
     }
+
+    /// A tenant with these limit overrides.
+    pub async fn create_tenant_with(&self, name: &str, limits: serde_json::Value) -> TenantId {
+        create_tenant_with_at(&self.http, &self.url("/api/v1/tenants"), name, limits).await
+    }
 }
 
 /// A `switchboard serve` process on a free port, for cross-node tests: each node
@@ -274,16 +279,7 @@ impl Node {
 
     /// A tenant with these limit overrides.
     pub async fn create_tenant_with(&self, name: &str, limits: serde_json::Value) -> TenantId {
-        let (status, body) = send_json_at(
-            &self.http,
-            reqwest::Method::POST,
-            &self.url("/api/v1/tenants"),
-            platform_token(),
-            &serde_json::json!({ "name": name, "limits": limits }),
-        )
-        .await;
-        assert_eq!(status, 201, "creating a tenant: {body}");
-        body["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no id in {body}"))
+        create_tenant_with_at(&self.http, &self.url("/api/v1/tenants"), name, limits).await
     }
 
     /// A new API key of `tenant` with `scopes`, made by one of its owners
@@ -341,6 +337,18 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+async fn create_tenant_with_at(
+    http: &reqwest::Client,
+    url: &str,
+    name: &str,
+    limits: serde_json::Value,
+) -> TenantId {
+    let body = serde_json::json!({ "name": name, "limits": limits });
+    let (status, body) = send_json_at(http, reqwest::Method::POST, url, platform_token(), &body).await;
+    assert_eq!(status, 201, "creating a tenant: {body}");
+    body["id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no id in {body}"))
 }
 
 async fn create_tenant_at(http: &reqwest::Client, url: &str, name: &str) -> TenantId {

@@ -17,6 +17,7 @@ pub mod seed;
 pub mod tasks;
 pub mod tenants;
 pub mod usage;
+pub mod webhooks;
 
 /// The outcome of a write that honours an idempotency key.
 #[derive(Debug, Clone, PartialEq)]
