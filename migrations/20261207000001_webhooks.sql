@@ -65,6 +65,7 @@ CREATE TABLE webhook_deliveries (
 );
 
 CREATE INDEX webhook_deliveries_log ON webhook_deliveries (tenant_id, endpoint_id, seq DESC);
+CREATE INDEX webhook_deliveries_age ON webhook_deliveries (created_at) WHERE status <> 'pending';
 
 ALTER TABLE webhook_endpoints ENABLE ROW LEVEL SECURITY;
 ALTER TABLE webhook_endpoints FORCE ROW LEVEL SECURITY;
@@ -84,5 +85,10 @@ ALTER TABLE webhook_deliveries FORCE ROW LEVEL SECURITY;
 CREATE POLICY webhook_deliveries_tenant ON webhook_deliveries
     USING (tenant_id = (SELECT app.current_tenant_id()))
     WITH CHECK (tenant_id = (SELECT app.current_tenant_id()));
+-- The workers prune settled deliveries past their retention, for every tenant.
+CREATE POLICY webhook_deliveries_platform_read ON webhook_deliveries FOR SELECT
+    USING ((SELECT app.is_platform()));
+CREATE POLICY webhook_deliveries_platform_prune ON webhook_deliveries FOR DELETE
+    USING ((SELECT app.is_platform()));
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON webhook_endpoints, webhook_deliveries TO switchboard_runtime;

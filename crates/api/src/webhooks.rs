@@ -28,6 +28,22 @@ use switchboard_webhooks::worker::SEALED_NAME;
 use uuid::Uuid;
 use validator::Validate;
 
+/// The most endpoints one tenant may have.
+pub const MAX_ENDPOINTS: i64 = 50;
+
+/// What an audit row says of a URL: no query or fragment (they may carry a
+/// token of the receiver's).
+fn audited_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => String::new(),
+    }
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/webhooks", get(list).post(create))
@@ -139,6 +155,14 @@ pub(crate) async fn create(
     let url = checked_url(&state, &body.url).await?;
     let id = Uuid::new_v4();
     let mut tx = state.db.begin(&member.ctx).await?;
+    if repo::count(&mut tx).await? >= MAX_ENDPOINTS {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!(
+                "the tenant has {MAX_ENDPOINTS} webhook endpoints, the most it may have; delete one first"
+            ),
+        ));
+    }
     let (secret, sealed) = sealed_secret(&state, &mut tx, id, 1).await?;
     let actor = member.caller.actor();
     let by = format!("{}:{}", actor.kind, actor.id);
@@ -153,7 +177,7 @@ pub(crate) async fn create(
         action: "webhook.create",
         target_type: "webhook",
         target_id: id.to_string(),
-        details: json!({ "url": endpoint.url, "events": endpoint.events, "enabled": endpoint.enabled }),
+        details: json!({ "url": audited_url(&endpoint.url), "events": endpoint.events, "enabled": endpoint.enabled }),
     };
     audit::record(&mut tx, &actor, &entry).await?;
     tx.commit().await?;
@@ -219,7 +243,7 @@ pub(crate) async fn update(
         target_type: "webhook",
         target_id: id.to_string(),
         details: json!({
-            "url": url,
+            "url": url.as_deref().map(audited_url),
             "events": events,
             "description_changed": body.description.is_some(),
             "enabled": body.enabled,
@@ -276,6 +300,9 @@ pub(crate) async fn retry(
     let id: Uuid = path_id(&id)?;
     let delivery: Uuid = path_id(&delivery)?;
     let mut tx = state.db.begin(&member.ctx).await?;
+    if !repo::get(&mut tx, id).await?.enabled {
+        return Err(ApiError::new(ErrorKind::Conflict, "the endpoint is disabled; enable it first"));
+    }
     let queued = repo::redeliver(&mut tx, id, delivery).await?;
     let entry = Entry {
         action: "webhook.redeliver",

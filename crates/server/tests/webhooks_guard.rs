@@ -118,6 +118,18 @@ async fn endpoints_are_guarded_validated_audited_and_isolated() {
     assert_eq!(status, StatusCode::CREATED);
     let log = a.get_json(&format!("{hooks}/{id}/deliveries"), &t.admin).await;
     assert_eq!(log["data"].as_array().unwrap().len(), 0, "{log}");
+    let retry = format!("{hooks}/{id}/deliveries/{}/retry", uuid::Uuid::new_v4());
+    let (status, err) = a.send_json(Method::POST, &retry, &t.admin, &json!({})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "nothing is queued for a disabled endpoint: {err}");
+
+    // At most 50 endpoints a tenant.
+    for i in 1..50 {
+        let body = json!({ "url": format!("https://1.1.1.1/{i}"), "events": ["*"], "enabled": false });
+        assert_eq!(a.send_json(Method::POST, hooks, &t.admin, &body).await.0, StatusCode::CREATED);
+    }
+    let (status, err) =
+        a.send_json(Method::POST, hooks, &t.admin, &create("https://1.1.1.1/51", json!(["*"]))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{err}");
 
     // The secret is stored sealed: its text is nowhere in the row.
     let db = Database::connect(&env("DATABASE_URL")).await.unwrap();

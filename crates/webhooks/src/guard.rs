@@ -21,15 +21,22 @@ pub fn is_public(ip: IpAddr) -> bool {
                 return public_v4(v4);
             }
             let s = v6.segments();
-            !(v6.is_unspecified()
-                || v6.is_loopback()
+            // NAT64 (64:ff9b::/96): as good as the IPv4 address inside.
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                let [a, b] = s[6].to_be_bytes();
+                let [c, d] = s[7].to_be_bytes();
+                return public_v4(Ipv4Addr::new(a, b, c, d));
+            }
+            !(s[..6] == [0; 6] // ::/96: unspecified, loopback, IPv4-compatible
+                || (s[..4] == [0, 0, 0, 0] && s[4] == 0xffff && s[5] == 0) // IPv4-translated ::ffff:0:0/96
                 || v6.is_multicast()
                 || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
                 || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10
+                || (s[0] == 0x0100 && s[1..4] == [0, 0, 0]) // discard 100::/64
                 || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-                || (s[0] == 0x0064 && s[1] == 0xff9b) // NAT64: an IPv4 address in disguise
-                || (s[0] == 0x2002) // 6to4: likewise
-                || (s[0] == 0x2001 && s[1] == 0)) // Teredo
+                || (s[0] == 0x2002) // 6to4: an IPv4 address in disguise
+                || (s[0] == 0x2001 && s[1] == 0)) // Teredo: likewise
         }
     }
 }
@@ -47,6 +54,7 @@ fn public_v4(ip: Ipv4Addr) -> bool {
         || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
         || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
         || (a == 198 && (18..20).contains(&b)) // benchmarking
+        || (a == 192 && b == 88 && c == 99) // 6to4 relay anycast
         || a >= 240) // reserved
 }
 
@@ -67,7 +75,7 @@ pub enum UrlError {
 pub async fn check_url(raw: &str, allow_private: bool) -> Result<url::Url, UrlError> {
     let url = url::Url::parse(raw).map_err(|_| UrlError::Malformed)?;
     if !matches!(url.scheme(), "http" | "https")
-        || raw.len() > 2048
+        || url.as_str().len() > 2048
         || !url.username().is_empty()
         || url.password().is_some()
     {
@@ -111,6 +119,9 @@ pub fn literal_refused(url: &url::Url, allow_private: bool) -> bool {
     }
 }
 
+/// Why the resolver gave no address.
+pub const REFUSED: &str = "the host resolves only to private or internal addresses";
+
 /// The webhook client's resolver: the system's answers, less every address
 /// the guard refuses; a name left with none does not resolve.
 #[derive(Debug, Clone, Copy)]
@@ -125,8 +136,7 @@ impl Resolve for GuardedResolver {
             let found = tokio::net::lookup_host((name.as_str(), 0)).await?;
             let kept: Vec<SocketAddr> = found.filter(|a| allow || is_public(a.ip())).collect();
             if kept.is_empty() {
-                let refused =
-                    std::io::Error::other("the host resolves only to private or internal addresses");
+                let refused = std::io::Error::other(REFUSED);
                 return Err(Box::new(refused) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(kept.into_iter()) as Addrs)
@@ -157,6 +167,12 @@ mod tests {
             "::",
             "fd00::1",
             "fe80::1",
+            "::169.254.169.254",
+            "::7f00:1",
+            "::ffff:0:a00:1",
+            "fec0::1",
+            "100::1",
+            "192.88.99.1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "64:ff9b::a00:1",
@@ -164,7 +180,14 @@ mod tests {
         ] {
             assert!(!is_public(internal.parse().unwrap()), "{internal}");
         }
-        for public in ["1.1.1.1", "8.8.8.8", "93.184.216.34", "2606:4700:4700::1111", "::ffff:1.1.1.1"] {
+        for public in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "93.184.216.34",
+            "2606:4700:4700::1111",
+            "::ffff:1.1.1.1",
+            "64:ff9b::101:101",
+        ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }

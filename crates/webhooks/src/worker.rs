@@ -27,6 +27,17 @@ use switchboard_telemetry::metrics::JobLabels;
 use switchboard_vault::{MasterKeys, VaultError, WrappedKey};
 use tokio::task::JoinSet;
 
+/// Deliveries one claim sends before it gives the endpoint back (it is taken
+/// again at once if nothing else is due), so a busy endpoint cannot hold a
+/// worker's slot for ever.
+const CLAIM_BUDGET: usize = 200;
+
+/// How long settled deliveries stay in the log, and how often (and how many
+/// at a time) older ones are pruned.
+pub const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+const PRUNE_BATCH: i64 = 1_000;
+
 /// What `AAD` name an endpoint's sealed signing secret is bound to (no
 /// tenant secret can have it: `:` is not allowed in their names).
 pub const SEALED_NAME: &str = ":webhook-signing-secret";
@@ -117,7 +128,12 @@ pub async fn run(db: Database, vault: Arc<MasterKeys>, settings: Settings) {
     };
     let worker = Arc::new(Worker { db, vault, settings, http });
     let mut running: JoinSet<()> = JoinSet::new();
+    let mut pruned = tokio::time::Instant::now();
     loop {
+        if pruned.elapsed() >= PRUNE_EVERY {
+            pruned = tokio::time::Instant::now();
+            worker.prune().await;
+        }
         let room = worker.settings.concurrency.saturating_sub(running.len());
         let mut claimed = 0;
         if room > 0 {
@@ -159,6 +175,26 @@ enum EndpointError {
 }
 
 impl Worker {
+    /// Deletes settled deliveries past [`RETENTION`], a batch at a time.
+    async fn prune(&self) {
+        loop {
+            let pruned = async {
+                let mut tx = self.db.begin_platform().await?;
+                let n = repo::prune(&mut tx, RETENTION, PRUNE_BATCH).await?;
+                tx.commit().await?;
+                Ok::<_, DbError>(n)
+            };
+            match pruned.await {
+                Ok(n) if n < PRUNE_BATCH as u64 => return,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not prune old webhook deliveries");
+                    return;
+                }
+            }
+        }
+    }
+
     async fn claim(&self, n: i64) -> Result<Vec<Claim>, DbError> {
         let mut tx = self.db.begin_platform().await?;
         let claims = repo::claim(&mut tx, &self.settings.node, n, self.settings.lease()).await?;
@@ -180,9 +216,10 @@ impl Worker {
         let release = async {
             let mut tx = self.db.begin(&Self::ctx(&claim)).await?;
             if worked.is_err() {
-                // Not at once again: whatever stopped it (a secret this
-                // node cannot open, Postgres) is unlikely to pass in a moment.
-                repo::defer(&mut tx, &claim, self.settings.cool_down).await?;
+                // Not at once again (whatever stopped it, a secret this node
+                // cannot open or Postgres, is unlikely to pass in a moment),
+                // but soon: another node, configured right, may take it.
+                repo::defer(&mut tx, &claim, self.settings.cool_down.min(Duration::from_secs(5))).await?;
             }
             repo::release(&mut tx, &claim).await?;
             tx.commit().await
@@ -207,7 +244,8 @@ impl Worker {
 
     async fn deliver_all(&self, claim: &Claim) -> Result<(), EndpointError> {
         let (url, secret) = self.signing(claim).await?;
-        loop {
+        let mut sent = 0;
+        while sent < CLAIM_BUDGET {
             let mut tx = self.db.begin(&Self::ctx(claim)).await?;
             if repo::hold(&mut tx, claim, self.settings.lease()).await?.is_none() {
                 return Ok(());
@@ -221,8 +259,10 @@ impl Worker {
                 if !self.attempt(claim, &url, &secret, due).await? {
                     return Ok(());
                 }
+                sent += 1;
             }
         }
+        Ok(())
     }
 
     /// One attempt at `due`, recorded; whether the endpoint goes on to the
@@ -313,12 +353,17 @@ impl Worker {
                 let why = if e.is_timeout() {
                     format!("no answer within {} ms", self.settings.timeout.as_millis())
                 } else if e.is_connect() {
-                    // The innermost cause: refused, unreachable, or the guard.
+                    // Only the guard's refusal is told; refused and
+                    // unreachable look alike (the log is not a port scanner).
                     let mut cause: &dyn std::error::Error = &e;
                     while let Some(next) = cause.source() {
                         cause = next;
                     }
-                    format!("could not connect: {cause}")
+                    if cause.to_string() == crate::guard::REFUSED {
+                        format!("could not connect: {}", crate::guard::REFUSED)
+                    } else {
+                        "could not connect".to_owned()
+                    }
                 } else {
                     // Without the URL: it may carry a token of the tenant's.
                     e.without_url().to_string()

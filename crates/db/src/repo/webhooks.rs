@@ -144,7 +144,8 @@ pub async fn list(tx: &mut TenantTx, before: Option<Uuid>, limit: i64) -> Result
     Ok(sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM webhook_endpoints
           WHERE tenant_id = $1
-            AND ($2::uuid IS NULL OR (created_at, id) < (SELECT created_at, id FROM webhook_endpoints WHERE id = $2))
+            AND ($2::uuid IS NULL OR (created_at, id) < (SELECT created_at, id FROM webhook_endpoints
+                                                          WHERE tenant_id = $1 AND id = $2))
           ORDER BY created_at DESC, id DESC LIMIT $3"
     ))
     .bind(tx.tenant_id().as_uuid())
@@ -201,6 +202,10 @@ pub async fn update(tx: &mut TenantTx, id: Uuid, change: &EndpointChange<'_>) ->
                 failures = CASE WHEN $3 IS NOT NULL OR $6 THEN 0 ELSE failures END,
                 open_until = CASE WHEN $3 IS NOT NULL OR $6 THEN NULL ELSE open_until END,
                 retry_at = CASE WHEN $3 IS NOT NULL OR $6 THEN now() ELSE retry_at END,
+                -- A worker holding it must not go on with the old URL or
+                -- secret: its lease ends, and the next claim reads them anew.
+                locked_by = CASE WHEN $3 IS NOT NULL OR $6 IS NOT NULL OR $7 IS NOT NULL THEN NULL ELSE locked_by END,
+                locked_until = CASE WHEN $3 IS NOT NULL OR $6 IS NOT NULL OR $7 IS NOT NULL THEN NULL ELSE locked_until END,
                 updated_at = now()
           WHERE tenant_id = $1 AND id = $2
           RETURNING {COLUMNS}"
@@ -272,7 +277,8 @@ pub async fn deliveries(
     Ok(sqlx::query_as(&format!(
         "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries
           WHERE tenant_id = $1 AND endpoint_id = $2
-            AND ($3::uuid IS NULL OR seq < (SELECT seq FROM webhook_deliveries WHERE id = $3 AND endpoint_id = $2))
+            AND ($3::uuid IS NULL OR seq < (SELECT seq FROM webhook_deliveries
+                                             WHERE tenant_id = $1 AND id = $3 AND endpoint_id = $2))
           ORDER BY seq DESC LIMIT $4"
     ))
     .bind(tx.tenant_id().as_uuid())
@@ -316,7 +322,10 @@ pub struct Claim {
 }
 
 /// Takes the lease on up to `n` endpoints of any tenant that have pending
-/// deliveries and are due, for `lease`.
+/// deliveries and are due, for `lease`. Not `SKIP LOCKED`: the changes that
+/// write an endpoint's deliveries hold its row until they commit, and a busy
+/// endpoint would be skipped for ever; this waits for them (a commit), then
+/// takes the lease only if it is still free.
 pub async fn claim(
     tx: &mut PlatformTx,
     node: &str,
@@ -329,7 +338,8 @@ pub async fn claim(
           WHERE e.id IN (SELECT id FROM webhook_endpoints
                           WHERE enabled AND settled_seq < last_seq AND retry_at <= now()
                             AND (locked_until IS NULL OR locked_until < now())
-                          ORDER BY retry_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+                          ORDER BY retry_at LIMIT $2)
+            AND e.enabled AND (e.locked_until IS NULL OR e.locked_until < now())
           RETURNING e.id, e.tenant_id, e.locked_by",
     )
     .bind(node)
@@ -491,14 +501,40 @@ pub async fn release(tx: &mut TenantTx, claim: &Claim) -> Result<(), DbError> {
     Ok(())
 }
 
-/// Gives back every lease node `node` holds (it is stopping).
+/// Gives back the leases node `node` holds (it is stopping); any it cannot
+/// take at once run out on their own.
 pub async fn release_node(tx: &mut PlatformTx, node: &str) -> Result<u64, DbError> {
     Ok(sqlx::query(
         "UPDATE webhook_endpoints SET locked_by = NULL, locked_until = NULL
-          WHERE starts_with(locked_by, $1 || '/')",
+          WHERE id IN (SELECT id FROM webhook_endpoints WHERE starts_with(locked_by, $1 || '/')
+                        ORDER BY id FOR UPDATE SKIP LOCKED)",
     )
     .bind(node)
     .execute(tx.conn())
     .await?
     .rows_affected())
+}
+
+/// Deletes up to `batch` settled deliveries (delivered or given up) of any
+/// tenant older than `retention`; how many.
+pub async fn prune(tx: &mut PlatformTx, retention: std::time::Duration, batch: i64) -> Result<u64, DbError> {
+    Ok(sqlx::query(
+        "DELETE FROM webhook_deliveries WHERE id IN (
+             SELECT id FROM webhook_deliveries
+              WHERE status <> 'pending' AND created_at < now() - make_interval(secs => $1)
+              LIMIT $2)",
+    )
+    .bind(retention.as_secs_f64())
+    .bind(batch)
+    .execute(tx.conn())
+    .await?
+    .rows_affected())
+}
+
+/// How many endpoints the transaction's tenant has.
+pub async fn count(tx: &mut TenantTx) -> Result<i64, DbError> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM webhook_endpoints WHERE tenant_id = $1")
+        .bind(tx.tenant_id().as_uuid())
+        .fetch_one(tx.conn())
+        .await?)
 }
