@@ -41,7 +41,10 @@ impl DbError {
             DbError::Down => ErrorKind::Unavailable,
             DbError::Sqlx(sqlx::Error::RowNotFound) => ErrorKind::NotFound,
             DbError::Sqlx(sqlx::Error::Database(db)) => match db.code().as_deref() {
-                Some("23505") => ErrorKind::Conflict,
+                // A duplicate; or a concurrent change got in the way (a
+                // deadlock broken by Postgres, a serialization failure): the
+                // same request again goes through.
+                Some("23505" | "40P01" | "40001") => ErrorKind::Conflict,
                 // A reference to a parent that does not exist in this tenant.
                 Some("23503") => ErrorKind::NotFound,
                 // Check or not-null violation, bad text representation, value too
@@ -75,6 +78,11 @@ impl DbError {
             | DbError::Conflict(_)
             | DbError::Invalid(_)
             | DbError::Forbidden(_) => self.to_string(),
+            DbError::Sqlx(sqlx::Error::Database(db))
+                if matches!(db.code().as_deref(), Some("40P01" | "40001")) =>
+            {
+                "a concurrent change got in the way; retry".to_owned()
+            }
             _ => match self.kind() {
                 ErrorKind::NotFound => "not found",
                 ErrorKind::Conflict => "conflicts with an existing record",

@@ -236,6 +236,7 @@ impl Worker {
     /// Puts back (or buries) a job that did not finish, and tells the document's watchers.
     async fn settle(&self, job: &Job, outcome: &Outcome) -> Result<(), DbError> {
         let mut tx = self.knowledge.db.begin(&Self::ctx(job)).await?;
+        repo::lock_target(&mut tx, job.id).await?;
         if !repo::settle_job(&mut tx, job.id, &job.holder, outcome).await? {
             return Ok(());
         }

@@ -483,10 +483,29 @@ pub async fn claim_jobs(
         .collect())
 }
 
+/// Locks the row of `job`'s document (or memory), before the job's own: the
+/// order a delete takes them in (the document, then its jobs by cascade), so
+/// a worker and a delete never wait on each other in a circle. Every
+/// transaction that writes a job's work or settles it starts with this.
+pub async fn lock_target(tx: &mut TenantTx, job: Uuid) -> Result<(), DbError> {
+    sqlx::query(
+        "WITH d AS (SELECT 1 FROM documents WHERE id = (SELECT document_id FROM embedding_jobs WHERE id = $1)
+                     FOR NO KEY UPDATE),
+              m AS (SELECT 1 FROM memories WHERE id = (SELECT memory_id FROM embedding_jobs WHERE id = $1)
+                     FOR NO KEY UPDATE)
+         SELECT (SELECT count(*) FROM d) + (SELECT count(*) FROM m)",
+    )
+    .bind(job)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
 /// Whether `holder` still holds `job`, locking the job's row until the
 /// transaction ends: the first statement of every transaction that writes a
 /// job's work, in the job's tenant.
 pub async fn hold(tx: &mut TenantTx, job: Uuid, holder: &str) -> Result<bool, DbError> {
+    lock_target(tx, job).await?;
     let held: Option<i32> = sqlx::query_scalar(
         "SELECT 1 FROM embedding_jobs WHERE id = $1 AND locked_by = $2 AND status = 'running' FOR UPDATE",
     )
