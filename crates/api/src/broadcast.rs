@@ -64,6 +64,10 @@ pub(crate) async fn broadcast(
             format!("data is over the tenant's {max_payload} bytes"),
         ));
     }
+    // The node's room for publishes under way, as for socket publishes.
+    let Some(_slot) = state.realtime.publish_slot() else {
+        return Err(crate::ratelimit::too_many_error(switchboard_realtime::Realtime::PUBLISH_RETRY));
+    };
     if let Err(wait) =
         state.realtime.charge_history(member.ctx.tenant_id, &member.tenant.limits, data.get().len()).await
     {

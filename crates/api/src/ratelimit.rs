@@ -46,6 +46,13 @@ pub(crate) fn too_many(limit: &'static str, retry_after: Duration) -> Response<B
         .into_response()
 }
 
+/// The node is at capacity: `rate_limited` with `Retry-After`, as an error
+/// a handler returns.
+pub(crate) fn too_many_error(retry_after: Duration) -> ApiError {
+    ApiError::new(ErrorKind::RateLimited, "the node is at capacity; retry after the indicated time")
+        .with_retry_after(retry_after)
+}
+
 /// A 429 with `Retry-After` for a tenant whose quota (of history, of dedupe
 /// keys) is used up for now: code `quota_exceeded`.
 pub(crate) fn quota_exceeded(retry_after: Duration, what: &str) -> ApiError {

@@ -61,6 +61,11 @@ pub struct RealtimeConfig {
     pub max_packet_bytes: u64,
     /// How long a drain takes to close every socket.
     pub drain_window: Duration,
+    /// Client publishes (socket `publish`, `POST /broadcast`) this node has
+    /// under way at once; past it, more are refused with `rate_limited`
+    /// until some finish, so an overloaded node pushes back instead of
+    /// queueing without bound (`NODE_PUBLISHES_IN_FLIGHT`).
+    pub publishes_in_flight: usize,
 }
 
 impl Default for RealtimeConfig {
@@ -73,6 +78,7 @@ impl Default for RealtimeConfig {
             socket_buffer: 256,
             max_packet_bytes: 1024 * 1024,
             drain_window: Duration::from_secs(5),
+            publishes_in_flight: 128,
         }
     }
 }
@@ -110,6 +116,8 @@ pub(crate) struct Inner {
     pub(crate) io: OnceLock<SocketIo>,
     /// Events this node published to topics (client and server ones).
     pub(crate) published: AtomicU64,
+    /// Room for client publishes under way ([`RealtimeConfig::publishes_in_flight`]).
+    pub(crate) publishing: tokio::sync::Semaphore,
     pub(crate) handshakes: stats::Handshakes,
     pub(crate) lagging: lagging::LaggingStats,
 }
@@ -155,6 +163,7 @@ impl Realtime {
             draining: AtomicBool::new(false),
             io: OnceLock::new(),
             published: AtomicU64::new(0),
+            publishing: tokio::sync::Semaphore::new(config.publishes_in_flight.max(1)),
             handshakes: stats::Handshakes::default(),
             lagging: lagging::LaggingStats::default(),
         });
@@ -181,6 +190,20 @@ impl Realtime {
         tokio::spawn(expiry::sweeper(Arc::downgrade(&rt.inner)));
         (rt, layer)
     }
+
+    /// Room for one client publish, to hold while it is under way; `None`
+    /// when this node already has as many under way as it takes: refuse it
+    /// with `rate_limited` (the caller tries again shortly).
+    pub fn publish_slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        let slot = self.inner.publishing.try_acquire().ok();
+        if slot.is_none() {
+            switchboard_telemetry::metrics().limited("node_publishes");
+        }
+        slot
+    }
+
+    /// How long a client refused for want of a publish slot should wait.
+    pub const PUBLISH_RETRY: Duration = Duration::from_millis(50);
 
     /// Publishes `event` with `data` on `topic` in `tenant`, to subscribers on
     /// every node (except the socket `except`, the sender), and into history.

@@ -157,6 +157,8 @@ pub(crate) async fn publish(Ev { s, rt, session }: Ev, TryData(data): TryData<Va
         }
         joined_room(&session, &topic)?;
         let data = sized(&req.data, &limits)?;
+        // Pushes back when the node is saturated, before any Redis work.
+        let _slot = rt.publish_slot().ok_or_else(|| EventError::rate_limited(Realtime::PUBLISH_RETRY))?;
         rt.charge_history(session.tenant, &limits, data.get().len()).await.map_err(EventError::quota)?;
         let from = From { user_id: Some(session.user.as_uuid()), kind: Cow::Borrowed("user") };
         let sid = s.id.to_string();

@@ -33,7 +33,8 @@ pub struct Config {
     pub auth_failures_per_second: u32,
     pub node_id: String,
     /// `TOPIC_HISTORY_SIZE`, `TOPIC_HISTORY_TTL_SECONDS`, `SOCKET_EVENTS_PER_SECOND`,
-    /// `DRAIN_SECONDS`: the Socket.IO layer's node-wide settings.
+    /// `DRAIN_SECONDS`, `NODE_PUBLISHES_IN_FLIGHT`: the Socket.IO layer's
+    /// node-wide settings.
     pub realtime: switchboard_realtime::RealtimeConfig,
     /// `EMBEDDING_MODEL_DIR`, `EMBEDDING_URL`/`_MODEL`/`_API_KEY`,
     /// `RERANK_URL`/`_MODEL`/`_API_KEY`: where knowledge gets its vectors and
@@ -276,6 +277,13 @@ impl Config {
             "how long a tool call held for approval waits for a decision",
         ) {
             approval_ttl = std::time::Duration::from_secs(n);
+        }
+        if let Some(n) = number(
+            "NODE_PUBLISHES_IN_FLIGHT",
+            1_000_000,
+            "client publishes one node has under way before it refuses more",
+        ) {
+            realtime.publishes_in_flight = n as usize;
         }
         if let Some(n) = number("DRAIN_SECONDS", 3600, "how long a drain spreads its socket closes") {
             realtime.drain_window = std::time::Duration::from_secs(n);

@@ -24,6 +24,10 @@
 //!   on the second node among sockets holding ten topics each; eight
 //!   publishing sockets on the first node at RATE events/s in all, round robin
 //!   over the topics; reports deliveries/s, p50/p99/max and what was lost.
+//! - `chat PUB_URL SUB_URL TENANT TOPICS PER_TOPIC RATE SECONDS`: as
+//!   `spread`, but every publish asks for its ack: reports how many were
+//!   accepted, refused (`rate_limited`: the node pushing back) or never
+//!   answered within the run, and the delivery of the accepted ones.
 //! - `slow URL TENANT RATE SECONDS SUBSCRIBERS SLOW_PERCENT BYTES`: one node,
 //!   RATE events/s of about BYTES each to SUBSCRIBERS sockets, first all
 //!   reading, then (on a fresh topic) with SLOW_PERCENT of them not reading at
@@ -108,7 +112,13 @@ async fn main() {
         }
         "spread" => {
             let n = |i: usize| arg(i).parse::<u64>().unwrap();
-            spread(&arg(1), &arg(2), arg(3).parse().unwrap(), n(4) as usize, n(5) as usize, n(6), n(7)).await
+            let shape = Shape { topics: n(4) as usize, per_topic: n(5) as usize, acked: false };
+            spread(&arg(1), &arg(2), arg(3).parse().unwrap(), shape, n(6), n(7)).await
+        }
+        "chat" => {
+            let n = |i: usize| arg(i).parse::<u64>().unwrap();
+            let shape = Shape { topics: n(4) as usize, per_topic: n(5) as usize, acked: true };
+            spread(&arg(1), &arg(2), arg(3).parse().unwrap(), shape, n(6), n(7)).await
         }
         "slow" => {
             let n = |i: usize| arg(i).parse::<u64>().unwrap();
@@ -530,15 +540,16 @@ async fn slow(
     }
 }
 
-async fn spread(
-    pub_url: &str,
-    sub_url: &str,
-    tenant: TenantId,
+/// The many-topics load: how many topics, subscribers each, and whether
+/// publishes ask for acks.
+struct Shape {
     topics: usize,
     per_topic: usize,
-    rate: u64,
-    seconds: u64,
-) {
+    acked: bool,
+}
+
+async fn spread(pub_url: &str, sub_url: &str, tenant: TenantId, shape: Shape, rate: u64, seconds: u64) {
+    let Shape { topics, per_topic, acked } = shape;
     let run = uuid::Uuid::new_v4().simple().to_string();
     let names: Vec<String> = (0..topics).map(|i| format!("channel:spread-{run}-{i}")).collect();
     let token = || user_token(tenant, UserId::new(), Role::Member);
@@ -576,19 +587,48 @@ async fn spread(
         .collect();
     let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
     let start = tokio::time::Instant::now();
+    let mut acks = Vec::new();
     for i in 0..total {
         tokio::time::sleep_until(start + interval * i as u32).await;
         let topic = i as usize % topics;
         // Topic t is published by publisher t % 8, which holds it.
-        pubs[topic % publishers]
-            .emit("publish", json!({ "topic": names[topic], "event": "tick", "data": { "t": now_us() } }));
+        let data = json!({ "topic": names[topic], "event": "tick", "data": { "t": now_us() } });
+        if acked {
+            acks.push(pubs[topic % publishers].emit_ack_later("publish", data));
+        } else {
+            pubs[topic % publishers].emit("publish", data);
+        }
     }
     let sent_in = start.elapsed().as_secs_f64();
+    let (mut accepted, mut refused, mut unanswered) = (0usize, 0usize, 0usize);
+    let answers_due = tokio::time::Instant::now() + Duration::from_secs(3);
+    for ack in acks {
+        match tokio::time::timeout_at(answers_due, ack).await {
+            Ok(Ok(a)) if a["ok"] == true => accepted += 1,
+            Ok(Ok(a)) if a["error"]["code"] == "rate_limited" => refused += 1,
+            _ => unanswered += 1,
+        }
+    }
     let mut all = Vec::new();
     for c in collectors {
         all.extend(c.await.unwrap());
     }
     all.sort_unstable();
+    if acked {
+        let expected = accepted * per_topic;
+        println!(
+            "chat: {topics} topics x {per_topic} subscribers, {rate} publishes/s for {seconds} s (sent in {sent_in:.1} s): \
+             accepted {accepted} ({:.0}/s), refused {refused}, unanswered {unanswered}; delivered {}/{expected} of the accepted ({:.1}%), \
+             p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            accepted as f64 / sent_in,
+            all.len(),
+            100.0 * all.len() as f64 / expected.max(1) as f64,
+            percentile(&all, 0.50) as f64 / 1000.0,
+            percentile(&all, 0.99) as f64 / 1000.0,
+            all.last().copied().unwrap_or(0) as f64 / 1000.0,
+        );
+        return;
+    }
     let expected = total as usize * per_topic;
     println!(
         "spread: {topics} topics x {per_topic} subscribers, {rate} publishes/s for {seconds} s (sent in {sent_in:.1} s): \

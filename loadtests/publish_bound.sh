@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The publish-bound (chat-shaped) load, with and without the node pushing
+# back: TOPICS topics (1,000) with PER_TOPIC subscribers (2) each on node B,
+# eight publishing sockets on node A round robin over the topics, every
+# publish asking for its ack; two release nodes on one Redis, fresh for every
+# figure. For each RATE, one run with NODE_PUBLISHES_IN_FLIGHT unbounded (how
+# the node behaved before it pushed back) and one with the default (128),
+# side by side (IN_FLIGHT sets the bounded runs' room); RUNS rounds. Prints accepted/refused/unanswered publishes and
+# the delivery and publish→deliver p50/p99 of the accepted ones.
+#
+#   loadtests/publish_bound.sh [SECONDS] [RUNS] [RATE ...]
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+SECONDS_=${1:-10}
+RUNS=${2:-3}
+shift 2 2>/dev/null || shift $#
+RATES=("$@")
+[ ${#RATES[@]} -gt 0 ] || RATES=(5000 10000 15000 20000 40000)
+TOPICS=${TOPICS:-1000}
+PER_TOPIC=${PER_TOPIC:-2}
+. loadtests/lib.sh
+
+stop_nodes() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  pids=()
+}
+
+limits='{"max_connections":1000000,"events_per_second":1000000,"max_topics_per_socket":1000}'
+for run in $(seq 1 "$RUNS"); do
+  for rate in "${RATES[@]}"; do
+    for mode in unbounded bounded; do
+      if [ "$mode" = unbounded ]; then in_flight=1000000; else in_flight=${IN_FLIGHT:-128}; fi
+      start_two_nodes "chat-$mode" SOCKET_EVENTS_PER_SECOND=1000000 NODE_PUBLISHES_IN_FLIGHT=$in_flight
+      tenant=$(call POST "$A/api/v1/tenants" "$PLATFORM_KEY" "{\"name\":\"chat\",\"limits\":$limits}" | json_at '["id"]')
+      printf 'run %s, %6s/s, %-9s ' "$run" "$rate" "$mode:"
+      $BENCH chat "$A" "$B" "$tenant" "$TOPICS" "$PER_TOPIC" "$rate" "$SECONDS_"
+      stop_nodes
+    done
+  done
+done
