@@ -19,6 +19,11 @@ CREATE TABLE webhook_endpoints (
     -- The signing secret, sealed with the tenant's data key.
     secret_sealed       bytea NOT NULL,
     secret_version      integer NOT NULL DEFAULT 1 CHECK (secret_version >= 1),
+    -- After a rotation the previous secret (version secret_version - 1)
+    -- still signs beside the new one until `previous_until`, so receivers
+    -- can switch over without refusing deliveries.
+    previous_sealed     bytea,
+    previous_until      timestamptz,
     -- The number of the newest delivery, and of the newest one settled
     -- (delivered or given up): deliveries above `settled_seq` are pending.
     last_seq            bigint NOT NULL DEFAULT 0,

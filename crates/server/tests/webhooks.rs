@@ -23,7 +23,7 @@ use webhooks_common::{Answer, MASTER_KEY, Receiver, tenant, verify};
 const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
 /// A node that delivers to loopback, quickly: 400 ms per attempt, retries
-/// from 100 ms, a circuit that stays open 1.5 s.
+/// from 100 ms, a circuit that stays open 3 s.
 fn spawn(node_id: &str) -> Node {
     Node::spawn_with(
         BIN,
@@ -34,7 +34,7 @@ fn spawn(node_id: &str) -> Node {
             ("WEBHOOK_ALLOW_PRIVATE", "true"),
             ("WEBHOOK_TIMEOUT_MS", "400"),
             ("WEBHOOK_RETRY_BASE_MS", "100"),
-            ("WEBHOOK_CIRCUIT_COOL_DOWN_MS", "1500"),
+            ("WEBHOOK_CIRCUIT_COOL_DOWN_MS", "3000"),
         ],
     )
 }
@@ -112,17 +112,16 @@ async fn deliveries_outlast_failures_and_timeouts_in_order_signed_and_logged() {
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
 
-    // The receiver keeps failing: the endpoint's circuit opens.
+    // The receiver keeps failing: the endpoint's circuit opens (seen while
+    // it is open, if a look comes in time; the gap below shows it anyway).
     let started = Instant::now();
-    loop {
+    while started.elapsed() < Duration::from_secs(20) && receiver.arrivals().len() < 6 {
         let shown = a.get_json(&format!("/api/v1/webhooks/{id}"), &t.admin).await;
         if shown["circuit"] == "open" {
             assert!(shown["failures"].as_i64().unwrap() >= 5, "{shown}");
             assert!(shown["open_until"].is_string(), "{shown}");
             assert_eq!(shown["pending"], expected.len(), "nothing delivered yet: {shown}");
-            break;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "the circuit never opened: {shown}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -135,9 +134,15 @@ async fn deliveries_outlast_failures_and_timeouts_in_order_signed_and_logged() {
         assert!(arrival.id.starts_with("msg_"), "{}", arrival.id);
         assert!(arrival.json["timestamp"].is_string());
     }
-    // The first event was tried five times before it went through, under one id.
+    // The first event was tried five times before it went through, under one
+    // id; after the fifth failure the open circuit held the next attempt off
+    // for its cool-down (3 s), longer than any backoff here (at most 1.6 s).
     let first = &distinct[0].id;
-    assert_eq!(receiver.arrivals().iter().filter(|a| &a.id == first).count(), 6);
+    let tries: Vec<_> = receiver.arrivals().into_iter().filter(|a| &a.id == first).collect();
+    let story: Vec<_> = tries.iter().map(|a| (a.answered, a.at.duration_since(tries[0].at))).collect();
+    assert_eq!(tries.len(), 6, "{story:?}");
+    let held_off = tries[5].at.duration_since(tries[4].at);
+    assert!(held_off >= Duration::from_secs(3), "{story:?}");
     // A signature made with another secret does not verify.
     assert!(verify("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", &distinct[0]).is_err());
 
@@ -181,7 +186,8 @@ async fn deliveries_outlast_failures_and_timeouts_in_order_signed_and_logged() {
     verify(&secret, &last).unwrap();
     assert_eq!(last.json, distinct[0].json, "the same body");
 
-    // A rotated secret signs what comes next; the old one no longer verifies it.
+    // A rotated secret signs what comes next; for a day the old one signs
+    // beside it (two signatures), so receivers can switch over.
     let (status, rotated) = a
         .send_json(
             Method::PATCH,
@@ -194,6 +200,10 @@ async fn deliveries_outlast_failures_and_timeouts_in_order_signed_and_logged() {
     let new_secret = rotated["secret"].as_str().unwrap().to_owned();
     assert_ne!(new_secret, secret);
     assert_eq!(rotated["secret_version"], 2);
+    let until: chrono::DateTime<chrono::Utc> =
+        rotated["previous_secret_until"].as_str().unwrap().parse().unwrap();
+    let left = until - chrono::Utc::now();
+    assert!(left > chrono::Duration::hours(23) && left <= chrono::Duration::hours(24), "{rotated}");
     let (status, _) = b
         .send_json(
             Method::PATCH,
@@ -210,13 +220,41 @@ async fn deliveries_outlast_failures_and_timeouts_in_order_signed_and_logged() {
         ("task.updated".to_owned(), tasks[3].clone(), "in_progress".to_owned())
     );
     verify(&new_secret, newest).unwrap();
+    verify(&secret, newest).unwrap();
+    assert_eq!(newest.signature.split(' ').count(), 2, "{}", newest.signature);
+
+    // Once the day is over, only the new one signs.
+    let db = Database::connect(&env("DATABASE_URL")).await.unwrap();
+    let mut tx = db.begin(&TenantContext::new(t.id, None, Role::Service)).await.unwrap();
+    sqlx::query(
+        "UPDATE webhook_endpoints SET previous_until = now() - interval '1 second' WHERE id = $1::uuid",
+    )
+    .bind(&id)
+    .execute(tx.conn())
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    let shown = a.get_json(&format!("/api/v1/webhooks/{id}"), &t.admin).await;
+    assert!(shown["previous_secret_until"].is_null(), "{shown}");
+    let (status, _) = a
+        .send_json(
+            Method::PATCH,
+            &format!("/api/v1/tasks/{}", tasks[4]),
+            &t.admin,
+            &json!({ "status": "in_progress" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let distinct = receiver.wait_for(expected.len() + 2, Duration::from_secs(10)).await;
+    let newest = distinct.last().unwrap();
+    assert_eq!(task_event(&newest.json).1, tasks[4]);
+    verify(&new_secret, newest).unwrap();
     assert!(verify(&secret, newest).is_err());
 
     // Another tenant reaches none of the log, by route or at the rows.
     let other = tenant(&b, "webhooks-other").await;
     let log_path = format!("/api/v1/webhooks/{id}/deliveries");
     assert_eq!(b.status_of(Method::GET, &log_path, &other.admin).await, StatusCode::NOT_FOUND);
-    let db = Database::connect(&env("DATABASE_URL")).await.unwrap();
     let mut tx = db.begin(&TenantContext::new(other.id, None, Role::Service)).await.unwrap();
     let seen: i64 =
         sqlx::query_scalar("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1::uuid")

@@ -231,19 +231,25 @@ impl Worker {
     }
 
     /// The endpoint's URL and signing secret, opened with the tenant's data key.
-    async fn signing(&self, claim: &Claim) -> Result<(String, SecretString), EndpointError> {
+    /// The endpoint's URL and signing secrets (the current one, and the
+    /// previous one while it still signs), opened with the tenant's data key.
+    async fn signing(&self, claim: &Claim) -> Result<(String, Vec<SecretString>), EndpointError> {
         let mut tx = self.db.begin(&Self::ctx(claim)).await?;
-        let (url, sealed, version) = repo::signing(&mut tx, claim.endpoint).await?;
+        let signing = repo::signing(&mut tx, claim.endpoint).await?;
         let (master_id, bytes) = secrets::data_key(&mut tx).await?.ok_or(EndpointError::NoDataKey)?;
         tx.commit().await?;
         let tenant = claim.tenant.as_uuid();
         let key = self.vault.unwrap(tenant, &WrappedKey { master_id, bytes })?;
-        let secret = key.open(tenant, claim.endpoint, SEALED_NAME, version, &sealed)?;
-        Ok((url, secret))
+        let mut secrets =
+            vec![key.open(tenant, claim.endpoint, SEALED_NAME, signing.version, &signing.sealed)?];
+        if let Some(previous) = &signing.previous {
+            secrets.push(key.open(tenant, claim.endpoint, SEALED_NAME, signing.version - 1, previous)?);
+        }
+        Ok((signing.url, secrets))
     }
 
     async fn deliver_all(&self, claim: &Claim) -> Result<(), EndpointError> {
-        let (url, secret) = self.signing(claim).await?;
+        let (url, secrets) = self.signing(claim).await?;
         let mut sent = 0;
         while sent < CLAIM_BUDGET {
             let mut tx = self.db.begin(&Self::ctx(claim)).await?;
@@ -256,7 +262,7 @@ impl Worker {
                 return Ok(());
             }
             for due in &batch {
-                if !self.attempt(claim, &url, &secret, due).await? {
+                if !self.attempt(claim, &url, &secrets, due).await? {
                     return Ok(());
                 }
                 sent += 1;
@@ -271,7 +277,7 @@ impl Worker {
         &self,
         claim: &Claim,
         url: &str,
-        secret: &SecretString,
+        secrets: &[SecretString],
         due: &Due,
     ) -> Result<bool, EndpointError> {
         // Renew the lease for the attempt (and stop if it is gone).
@@ -281,7 +287,7 @@ impl Worker {
         }
         tx.commit().await?;
 
-        let outcome = self.send(url, secret, due).await;
+        let outcome = self.send(url, secrets, due).await;
 
         let mut tx = self.db.begin(&Self::ctx(claim)).await?;
         let Some(failures) = repo::hold(&mut tx, claim, self.settings.lease()).await? else {
@@ -320,7 +326,12 @@ impl Worker {
 
     /// Posts `due` to `url`: the HTTP status of a 2xx, or the status (if
     /// any) and what went wrong.
-    async fn send(&self, url: &str, secret: &SecretString, due: &Due) -> Result<i32, (Option<i32>, String)> {
+    async fn send(
+        &self,
+        url: &str,
+        secrets: &[SecretString],
+        due: &Due,
+    ) -> Result<i32, (Option<i32>, String)> {
         let parsed =
             url::Url::parse(url).map_err(|_| (None, "the endpoint's URL does not parse".to_owned()))?;
         if literal_refused(&parsed, self.settings.allow_private) {
@@ -331,8 +342,13 @@ impl Worker {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or_default();
-        let signature = crate::sign(secret, &due.event_id, timestamp, &body)
-            .ok_or_else(|| (None, "the endpoint's signing secret is malformed".to_owned()))?;
+        // One `v1,` signature per secret, space separated (Standard Webhooks).
+        let signature = secrets
+            .iter()
+            .map(|s| crate::sign(s, &due.event_id, timestamp, &body))
+            .collect::<Option<Vec<String>>>()
+            .ok_or_else(|| (None, "the endpoint's signing secret is malformed".to_owned()))?
+            .join(" ");
         let sent = self
             .http
             .post(parsed)

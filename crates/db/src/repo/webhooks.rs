@@ -56,6 +56,9 @@ pub struct Endpoint {
     pub enabled: bool,
     /// Bumped each time the signing secret is rotated.
     pub secret_version: i32,
+    /// After a rotation, until when the previous secret still signs beside
+    /// the new one (deliveries carry both signatures).
+    pub previous_secret_until: Option<DateTime<Utc>>,
     /// Deliveries waiting to be sent, in order.
     pub pending: i64,
     /// Failed attempts in a row.
@@ -72,6 +75,7 @@ pub struct Endpoint {
 }
 
 const COLUMNS: &str = "id, url, description, events, enabled, secret_version,
+    CASE WHEN previous_until > now() THEN previous_until END AS previous_secret_until,
     last_seq - settled_seq AS pending, failures,
     CASE WHEN open_until > now() THEN 'open' ELSE 'closed' END AS circuit,
     CASE WHEN open_until > now() THEN open_until END AS open_until,
@@ -164,10 +168,22 @@ pub async fn get(tx: &mut TenantTx, id: Uuid) -> Result<Endpoint, DbError> {
         .ok_or(DbError::NotFound)
 }
 
-/// Endpoint `id`'s URL, sealed secret and its version, for signing.
-pub async fn signing(tx: &mut TenantTx, id: Uuid) -> Result<(String, Vec<u8>, i32), DbError> {
+/// What signs an endpoint's deliveries.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Signing {
+    pub url: String,
+    pub sealed: Vec<u8>,
+    pub version: i32,
+    /// The previous secret (version `version - 1`), while it still signs.
+    pub previous: Option<Vec<u8>>,
+}
+
+/// Endpoint `id`'s URL and sealed secrets, for signing.
+pub async fn signing(tx: &mut TenantTx, id: Uuid) -> Result<Signing, DbError> {
     sqlx::query_as(
-        "SELECT url, secret_sealed, secret_version FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2",
+        "SELECT url, secret_sealed AS sealed, secret_version AS version,
+                CASE WHEN previous_until > now() THEN previous_sealed END AS previous
+           FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2",
     )
     .bind(tx.tenant_id().as_uuid())
     .bind(id)
@@ -196,6 +212,8 @@ pub async fn update(tx: &mut TenantTx, id: Uuid, change: &EndpointChange<'_>) ->
                 description = COALESCE($4, description),
                 events = COALESCE($5, events),
                 enabled = COALESCE($6, enabled),
+                previous_sealed = CASE WHEN $7 IS NOT NULL THEN secret_sealed ELSE previous_sealed END,
+                previous_until = CASE WHEN $7 IS NOT NULL THEN now() + interval '24 hours' ELSE previous_until END,
                 secret_sealed = COALESCE($7, secret_sealed),
                 secret_version = COALESCE($8, secret_version),
                 -- A re-enabled or re-pointed endpoint starts with a closed circuit.

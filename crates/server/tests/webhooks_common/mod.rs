@@ -56,6 +56,8 @@ pub struct Arrival {
     pub body: Vec<u8>,
     pub json: Value,
     pub answered: Answer,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -139,6 +141,7 @@ async fn hook(State((inner, _)): State<Shared>, headers: HeaderMap, body: Bytes)
             json: serde_json::from_slice(&body).unwrap_or(Value::Null),
             body: body.to_vec(),
             answered: answer,
+            at: std::time::Instant::now(),
         });
         answer
     };
