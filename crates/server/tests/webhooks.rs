@@ -3,59 +3,23 @@
 //! each signature verifiable with the endpoint's secret, through a receiver
 //! that fails, then times out, then recovers (the endpoint's circuit opening
 //! on the way); a change that is refused sends nothing; a node killed in the
-//! middle of a delivery loses nothing; the delivery log, redelivery, secret
-//! rotation, and another tenant's reach. (The address guard is in
-//! `webhooks_guard.rs`: its node, refusing loopback, must not run beside
-//! these, whose receivers are on loopback.)
+//! the delivery log, redelivery, secret rotation, and another tenant's reach.
+//! (A node killed mid-delivery is `webhooks_crash.rs`, the address guard
+//! `webhooks_guard.rs`: each its own test binary, so that no other test's
+//! nodes, which deliver for every tenant, die or refuse loopback under this
+//! one's deliveries.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod webhooks_common;
 
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::{Duration, Instant};
 use switchboard_db::{Database, TenantContext};
 use switchboard_domain::Role;
-use switchboard_testkit::{Node, env, metric_sum};
-use webhooks_common::{Answer, MASTER_KEY, Receiver, tenant, verify};
-
-const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
-
-/// A node that delivers to loopback, quickly: 400 ms per attempt, retries
-/// from 100 ms, a circuit that stays open 3 s.
-fn spawn(node_id: &str) -> Node {
-    Node::spawn_with(
-        BIN,
-        node_id,
-        &[
-            ("SECRETS_MASTER_KEY", MASTER_KEY),
-            ("SECRETS_MASTER_KEY_ID", "k1"),
-            ("WEBHOOK_ALLOW_PRIVATE", "true"),
-            ("WEBHOOK_TIMEOUT_MS", "400"),
-            ("WEBHOOK_RETRY_BASE_MS", "100"),
-            ("WEBHOOK_CIRCUIT_COOL_DOWN_MS", "3000"),
-        ],
-    )
-}
-
-/// Registers `url` for `events`; returns the endpoint's id and secret.
-async fn endpoint(node: &Node, admin: &str, url: &str, events: Value) -> (String, String) {
-    let (status, created) = node
-        .send_json(Method::POST, "/api/v1/webhooks", admin, &json!({ "url": url, "events": events }))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{created}");
-    (created["id"].as_str().unwrap().to_owned(), created["secret"].as_str().unwrap().to_owned())
-}
-
-/// `(type, task id, status)` of a task event body.
-fn task_event(body: &Value) -> (String, String, String) {
-    (
-        body["type"].as_str().unwrap_or_default().to_owned(),
-        body["data"]["id"].as_str().unwrap_or_default().to_owned(),
-        body["data"]["status"].as_str().unwrap_or_default().to_owned(),
-    )
-}
+use switchboard_testkit::{env, metric_sum};
+use webhooks_common::{Answer, Receiver, endpoint, spawn, task_event, tenant, verify};
 
 #[tokio::test]
 async fn deliveries_outlast_failures_and_timeouts_in_order_signed_and_logged() {
@@ -282,49 +246,4 @@ async fn deliveries_outlast_failures_and_timeouts_in_order_signed_and_logged() {
     let code =
         forged.err().and_then(|e| e.as_database_error().and_then(|d| d.code().map(|c| c.into_owned())));
     assert_eq!(code.as_deref(), Some("42501"));
-}
-
-#[tokio::test]
-async fn a_node_killed_in_the_middle_of_a_delivery_loses_nothing() {
-    let mut a = spawn("hooks-crash-a");
-    let t = tenant(&a, "webhooks-crash").await;
-    // The first request is held far past anything: the node dies meanwhile.
-    let receiver = Receiver::start(&[Answer::Hang(Duration::from_secs(60))]).await;
-    let (_, secret) = endpoint(&a, &t.admin, &receiver.url, json!(["*"])).await;
-    let mut expected = Vec::new();
-    for i in 0..3 {
-        let (status, task) = a
-            .send_json(
-                Method::POST,
-                &format!("/api/v1/projects/{}/tasks", t.project),
-                &t.admin,
-                &json!({ "title": format!("crash {i}") }),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED);
-        expected.push((
-            "task.created".to_owned(),
-            task["id"].as_str().unwrap().to_owned(),
-            "todo".to_owned(),
-        ));
-    }
-    let started = Instant::now();
-    while receiver.arrivals().is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(10), "nothing was sent");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    a.kill();
-
-    // Another node takes the endpoint once the dead node's lease runs out.
-    let b = spawn("hooks-crash-b");
-    let distinct = receiver.wait_for(expected.len(), Duration::from_secs(30)).await;
-    let got: Vec<_> = distinct.iter().map(|a| task_event(&a.json)).collect();
-    assert_eq!(got, expected);
-    let arrivals = receiver.arrivals();
-    assert_eq!(arrivals.iter().filter(|a| a.id == distinct[0].id).count(), 2, "sent again, same id");
-    for arrival in &arrivals {
-        verify(&secret, arrival).unwrap();
-    }
-    let hooks = b.get_json("/api/v1/webhooks", &t.admin).await;
-    assert_eq!(hooks["data"][0]["pending"], 0, "{hooks}");
 }
