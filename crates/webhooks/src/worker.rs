@@ -280,13 +280,8 @@ impl Worker {
         secrets: &[SecretString],
         due: &Due,
     ) -> Result<bool, EndpointError> {
-        // Renew the lease for the attempt (and stop if it is gone).
-        let mut tx = self.db.begin(&Self::ctx(claim)).await?;
-        if repo::hold(&mut tx, claim, self.settings.lease()).await?.is_none() {
-            return Ok(false);
-        }
-        tx.commit().await?;
-
+        // The lease was checked and renewed (for a whole attempt and more) a
+        // moment ago: by the batch's read, or by the previous attempt's record.
         let outcome = self.send(url, secrets, due).await;
 
         let mut tx = self.db.begin(&Self::ctx(claim)).await?;
