@@ -6,9 +6,13 @@
 # figure. For each RATE, one run with NODE_PUBLISHES_IN_FLIGHT unbounded (how
 # the node behaved before it pushed back) and one with the default (128),
 # side by side (IN_FLIGHT sets the bounded runs' room); RUNS rounds. Prints accepted/refused/unanswered publishes and
-# the delivery and publish→deliver p50/p99 of the accepted ones.
+# the delivery and publish→deliver p50/p99 of the accepted ones. With
+# BASELINE_BIN (another build of `switchboard`, e.g. of an earlier commit),
+# each rate runs that build and this one side by side instead, both with
+# their defaults.
 #
 #   loadtests/publish_bound.sh [SECONDS] [RUNS] [RATE ...]
+#   BASELINE_BIN=/tmp/switchboard-before loadtests/publish_bound.sh 8 3 20000 30000
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -27,11 +31,22 @@ stop_nodes() {
   pids=()
 }
 
+modes=(unbounded bounded)
+current=$BIN
+if [ -n "${BASELINE_BIN:-}" ]; then
+  [ -x "$BASELINE_BIN" ] || { echo "BASELINE_BIN $BASELINE_BIN is not an executable" >&2; exit 1; }
+  modes=(baseline current)
+fi
 limits='{"max_connections":1000000,"events_per_second":1000000,"max_topics_per_socket":1000}'
 for run in $(seq 1 "$RUNS"); do
   for rate in "${RATES[@]}"; do
-    for mode in unbounded bounded; do
-      if [ "$mode" = unbounded ]; then in_flight=1000000; else in_flight=${IN_FLIGHT:-128}; fi
+    for mode in "${modes[@]}"; do
+      BIN=$current
+      case $mode in
+        unbounded) in_flight=1000000 ;;
+        baseline) in_flight=${IN_FLIGHT:-128}; BIN=$BASELINE_BIN ;;
+        *) in_flight=${IN_FLIGHT:-128} ;;
+      esac
       start_two_nodes "chat-$mode" SOCKET_EVENTS_PER_SECOND=1000000 NODE_PUBLISHES_IN_FLIGHT=$in_flight
       tenant=$(call POST "$A/api/v1/tenants" "$PLATFORM_KEY" "{\"name\":\"chat\",\"limits\":$limits}" | json_at '["id"]')
       printf 'run %s, %6s/s, %-9s ' "$run" "$rate" "$mode:"

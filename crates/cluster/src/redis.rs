@@ -31,6 +31,19 @@ pub enum ClusterError {
 }
 
 impl ClusterError {
+    /// The same error again, for each caller a failed batch answers.
+    pub(crate) fn again(&self) -> Self {
+        match self {
+            ClusterError::Config(s) => ClusterError::Config(s.clone()),
+            ClusterError::Redis(e) => ClusterError::Redis(e.clone()),
+            ClusterError::Timeout => ClusterError::Timeout,
+            ClusterError::Down => ClusterError::Down,
+            ClusterError::Unexpected(s) => ClusterError::Unexpected(s.clone()),
+            ClusterError::DedupeMismatch => ClusterError::DedupeMismatch,
+            ClusterError::DedupeUnseen => ClusterError::DedupeUnseen,
+        }
+    }
+
     pub fn kind(&self) -> ErrorKind {
         match self {
             ClusterError::Config(_) | ClusterError::Unexpected(_) => ErrorKind::Internal,

@@ -38,7 +38,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// An event's place in its topic's history: the topic's epoch and a stream id.
 /// Written `"{epoch}:{ms}-{seq}"`; opaque to clients.
@@ -234,6 +234,62 @@ end
 local answer = e .. ':' .. ids[1] .. ' ' .. e .. ':' .. ids[#ids] .. ' ' .. #ids
 if KEYS[4] then redis.call('SET', KEYS[4], ARGV[7] .. ' ' .. answer, 'PX', ARGV[6]) end
 return {0, answer}
+"#;
+
+/// Many topics' publishes in one call, for publishes without a dedupe key.
+/// KEYS: stream, epoch, trimmed of each topic, in order. ARGV: max_len,
+/// ttl_ms, sharded, then per topic: fresh epoch, channel, n, and its n
+/// payloads. Does for each topic what [`PUBLISH`] does, with fewer calls: the
+/// events are appended, then one range read finds both what the length bound
+/// trims (the newest of it becomes the trimmed mark; trimmed ids only grow,
+/// so the mark is set without reading it) and the first event left, whose
+/// age decides the age trim. Returns one "first last count" per topic.
+const PUBLISH_MANY: &str = r#"
+local maxlen = tonumber(ARGV[1])
+local ttl = ARGV[2]
+local cmd = 'PUBLISH'
+if ARGV[3] == '1' then cmd = 'SPUBLISH' end
+local t = redis.call('TIME')
+local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ttl)
+local out = {}
+local a = 4
+for k = 1, #KEYS, 3 do
+  local h, ek, dk = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local channel, n = ARGV[a + 1], tonumber(ARGV[a + 2])
+  local e = redis.call('GET', ek)
+  if e then redis.call('PEXPIRE', ek, ttl) else
+    e = ARGV[a]
+    redis.call('SET', ek, e, 'PX', ttl)
+  end
+  a = a + 3
+  local len = redis.call('XLEN', h)
+  local ids = {}
+  for i = 1, n do ids[i] = redis.call('XADD', h, '*', 'p', ARGV[a + i - 1]) end
+  local over = len + n - maxlen
+  if over < 0 then over = 0 end
+  local head = redis.call('XRANGE', h, '-', '+', 'COUNT', over + 1)
+  local trimmed = nil
+  if over > 0 then
+    trimmed = head[over][1]
+    redis.call('XTRIM', h, 'MAXLEN', maxlen)
+  end
+  local first = head[over + 1]
+  if cutoff > 0 and first and before(first[1], cutoff .. '-0') then
+    local aged = redis.call('XREVRANGE', h, '(' .. cutoff .. '-0', '-', 'COUNT', 1)
+    if #aged > 0 then
+      trimmed = aged[1][1]
+      redis.call('XTRIM', h, 'MINID', cutoff)
+    end
+  end
+  if trimmed then redis.call('SET', dk, trimmed, 'PX', ttl) else redis.call('PEXPIRE', dk, ttl) end
+  redis.call('PEXPIRE', h, ttl)
+  for i = 1, n do
+    redis.call(cmd, channel, e .. ':' .. ids[i] .. ' ' .. ARGV[a + i - 1])
+  end
+  out[#out + 1] = e .. ':' .. ids[1] .. ' ' .. e .. ':' .. ids[n] .. ' ' .. n
+  a = a + n
+end
+return out
 "#;
 
 /// KEYS: stream, epoch (, trimmed). ARGV: fresh epoch, ttl_ms. The topic's current offset.
@@ -448,35 +504,141 @@ impl Topics {
     }
 }
 
-/// The bus on Redis: a Lua script per publish (append, trim, publish), one
-/// channel per topic (sharded on a cluster), history in a stream.
+/// The bus on Redis: history in a stream per topic, one channel per topic
+/// (sharded on a cluster), and Lua scripts that append, trim and publish in one
+/// step. Publishes without a dedupe key go through one batcher per node: while
+/// one call is in Redis, the publishes that arrive meanwhile wait and then go
+/// together in the next ([`PUBLISH_MANY`]), so a busy node makes one call per
+/// round trip instead of one per event, and an idle node's publish goes at
+/// once. One batch is in Redis at a time, so a topic's events from this node
+/// reach Redis in the order they were published.
 pub struct RedisBus {
     redis: Redis,
     publish: Script,
     top: Script,
     read: Script,
+    batcher: mpsc::Sender<Pending>,
 }
+
+/// A publish waiting for the batcher.
+struct Pending {
+    room: Box<str>,
+    payloads: Vec<Box<str>>,
+    history: HistoryConfig,
+    reply: oneshot::Sender<Result<Published, ClusterError>>,
+}
+
+/// Publishes waiting for the batcher at most; a publisher beyond this waits
+/// for room (the node bounds client publishes well below it).
+const BATCHER_QUEUE: usize = 4_096;
+/// Events in one batch at most, and payload bytes after the first publish:
+/// one call must not hold Redis for long.
+const BATCH_EVENTS: usize = 256;
+const BATCH_BYTES: usize = 512 * 1024;
 
 impl RedisBus {
     /// Starts forwarding this node's pub/sub messages to `tx`.
     pub fn new(redis: Redis, tx: mpsc::Sender<Delivery>) -> Self {
         tokio::spawn(read_bus(redis.messages(), redis.reconnects(), tx));
+        let (batcher, pending) = mpsc::channel(BATCHER_QUEUE);
+        tokio::spawn(run_batcher(
+            redis.clone(),
+            Arc::new(Script::from_lua(format!("{COMMON}{PUBLISH_MANY}"))),
+            pending,
+        ));
         Self {
             redis,
             publish: Script::from_lua(format!("{COMMON}{PUBLISH}")),
             top: Script::from_lua(format!("{COMMON}{TOP}")),
             read: Script::from_lua(format!("{COMMON}{READ}")),
+            batcher,
         }
     }
+}
+
+/// Takes the publishes waiting, sends them in one call (one per cluster slot
+/// on a cluster, where one script may only touch one slot), answers each,
+/// and goes again.
+async fn run_batcher(redis: Redis, script: Arc<Script>, mut pending: mpsc::Receiver<Pending>) {
+    while let Some(first) = pending.recv().await {
+        let mut events = first.payloads.len();
+        let mut bytes = 0;
+        let mut batch = vec![first];
+        while events < BATCH_EVENTS && bytes < BATCH_BYTES {
+            let Ok(next) = pending.try_recv() else { break };
+            events += next.payloads.len();
+            bytes += next.payloads.iter().map(|p| p.len()).sum::<usize>();
+            batch.push(next);
+        }
+        if redis.sharded() {
+            let mut slots: HashMap<u16, Vec<Pending>> = HashMap::new();
+            for p in batch {
+                let slot = fred::util::redis_keyslot(room_key(&p.room, 'h').as_bytes());
+                slots.entry(slot).or_default().push(p);
+            }
+            futures_util::future::join_all(slots.into_values().map(|b| publish_many(&redis, &script, b)))
+                .await;
+        } else {
+            publish_many(&redis, &script, batch).await;
+        }
+    }
+}
+
+/// One [`PUBLISH_MANY`] call for `batch`; every publish gets its answer.
+async fn publish_many(redis: &Redis, script: &Script, batch: Vec<Pending>) {
+    let Some(history) = batch.first().map(|p| p.history) else { return };
+    let mut keys: Vec<String> = Vec::with_capacity(batch.len() * 3);
+    let mut args: Vec<String> = Vec::with_capacity(3 + batch.len() * 4);
+    args.extend([
+        history.max_len.max(1).to_string(),
+        ttl_ms(history).to_string(),
+        if redis.sharded() { "1" } else { "0" }.to_owned(),
+    ]);
+    for p in &batch {
+        keys.extend(history_keys(&p.room));
+        args.extend([fresh_epoch(), room_key(&p.room, 'c'), p.payloads.len().to_string()]);
+        args.extend(p.payloads.iter().map(|x| x.to_string()));
+    }
+    let answers: Result<Vec<String>, ClusterError> =
+        script.evalsha_with_reload(redis.client(), keys, args).await.map_err(ClusterError::from);
+    match answers {
+        Ok(answers) if answers.len() == batch.len() => {
+            for (p, answer) in batch.into_iter().zip(answers) {
+                let _ = p.reply.send(parse_published(&answer, p.payloads.len(), false));
+            }
+        }
+        Ok(answers) => {
+            let e = format!("{} answers for {} publishes", answers.len(), batch.len());
+            for p in batch {
+                let _ = p.reply.send(Err(ClusterError::Unexpected(e.clone())));
+            }
+        }
+        Err(e) => {
+            for p in batch {
+                let _ = p.reply.send(Err(e.again()));
+            }
+        }
+    }
+}
+
+/// "first last count" as the publish scripts answer it.
+fn parse_published(answer: &str, sent: usize, replayed: bool) -> Result<Published, ClusterError> {
+    let mut parts = answer.split_ascii_whitespace();
+    let offset = |o: Option<&str>| {
+        o.and_then(Offset::parse).ok_or_else(|| ClusterError::Unexpected(format!("offsets {answer}")))
+    };
+    let (first, last) = (offset(parts.next())?, offset(parts.next())?);
+    let count = parts.next().and_then(|c| c.parse().ok()).unwrap_or(sent);
+    Ok(Published { first, last, count, replayed })
 }
 
 fn ttl_ms(history: HistoryConfig) -> u64 {
     history.ttl.as_millis().max(1) as u64
 }
 
-#[async_trait::async_trait]
-impl TopicBus for RedisBus {
-    async fn publish(
+impl RedisBus {
+    /// A publish with a dedupe key: one [`PUBLISH`] call of its own.
+    async fn publish_deduped(
         &self,
         room: &str,
         payloads: &[&str],
@@ -509,13 +671,37 @@ impl TopicBus for RedisBus {
             3 => return Err(ClusterError::DedupeUnseen),
             _ => {}
         }
-        let mut parts = answer.split_ascii_whitespace();
-        let offset = |o: Option<&str>| {
-            o.and_then(Offset::parse).ok_or_else(|| ClusterError::Unexpected(format!("offsets {answer}")))
-        };
-        let (first, last) = (offset(parts.next())?, offset(parts.next())?);
-        let count = parts.next().and_then(|c| c.parse().ok()).unwrap_or(payloads.len());
-        Ok(Published { first, last, count, replayed: status == 1 })
+        parse_published(&answer, payloads.len(), status == 1)
+    }
+}
+
+#[async_trait::async_trait]
+impl TopicBus for RedisBus {
+    async fn publish(
+        &self,
+        room: &str,
+        payloads: &[&str],
+        dedupe: Option<Dedupe<'_>>,
+        history: HistoryConfig,
+    ) -> Result<Published, ClusterError> {
+        if dedupe.is_none() {
+            let (reply, answer) = oneshot::channel();
+            let pending = Pending {
+                room: room.into(),
+                payloads: payloads.iter().map(|p| Box::from(*p)).collect(),
+                history,
+                reply,
+            };
+            // Timed here, so a traced publish's Redis span is its own child.
+            return crate::redis::timed("topic_publish", async {
+                self.batcher.send(pending).await.map_err(|_| ClusterError::Down)?;
+                answer.await.map_err(|_| ClusterError::Down)?
+            })
+            .await;
+        }
+        // Boxed: this rarer path's future is large, and the common one above
+        // should not carry its size.
+        Box::pin(self.publish_deduped(room, payloads, dedupe, history)).await
     }
 
     async fn subscribe(&self, room: &str) -> Result<(), ClusterError> {

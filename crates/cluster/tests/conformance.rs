@@ -108,6 +108,74 @@ async fn a_trimmed_history_says_it_cannot_recover(target: Target) {
     assert!(!topics.read(&room, &other, None, ALL).await.unwrap().recovered);
 }
 
+/// Many publishes at once, over many topics and several to each, some of them
+/// batches: however a bus groups them on their way, each topic's history holds
+/// exactly its own events, a batch's events side by side, every answer names
+/// its own events, the live events arrive in history order, and a topic
+/// pushed past its length says what it lost.
+async fn concurrent_publishes_keep_each_topic_whole_and_in_order(target: Target) {
+    let history = HistoryConfig { max_len: 40, ttl: Duration::from_secs(60) };
+    let (topics, mut rx) = topics(target, history).await;
+    let rooms: Vec<String> = (0..20).map(|_| unique("many")).collect();
+    let starts: Vec<_> = futures_util::future::join_all(rooms.iter().map(|r| topics.subscribe(r))).await;
+    let publishes = (0..600).map(|i| {
+        let (topics, room) = (topics.clone(), rooms[i % rooms.len()].clone());
+        async move {
+            let (a, b) = (format!("{i}.a"), format!("{i}.b"));
+            let published = if i % 3 == 0 {
+                topics.publish_batch(&room, &[&a, &b], None).await.unwrap()
+            } else {
+                let offset = topics.publish(&room, &a).await.unwrap();
+                switchboard_cluster::Published {
+                    first: offset.clone(),
+                    last: offset,
+                    count: 1,
+                    replayed: false,
+                }
+            };
+            (i, published)
+        }
+    });
+    let answers = futures_util::future::join_all(publishes.map(tokio::spawn)).await;
+    let mut live: std::collections::HashMap<String, Vec<String>> = Default::default();
+    let expected_live = (0..600).map(|i| if i % 3 == 0 { 2 } else { 1 }).sum::<usize>();
+    for _ in 0..expected_live {
+        match tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("every live event") {
+            Some(Delivery::Event { room, event }) => {
+                live.entry(room.to_string()).or_default().push(event.offset.to_string())
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    for (r, (room, start)) in rooms.iter().zip(starts).enumerate() {
+        let start = start.unwrap();
+        let mine: Vec<_> =
+            answers.iter().map(|a| a.as_ref().unwrap()).filter(|(i, _)| i % rooms.len() == r).collect();
+        // 30 publishes, 10 of them batches of two: 40 events, all kept.
+        let all = topics.read(room, &start, None, ALL).await.unwrap();
+        assert!(all.recovered && all.events.len() == 40, "{room}: {} events", all.events.len());
+        let offsets: Vec<String> = all.events.iter().map(|e| e.offset.to_string()).collect();
+        assert_eq!(live[room.as_str()], offsets, "live order is history order");
+        for (i, published) in &mine {
+            let at = all.events.iter().position(|e| e.offset == published.first).expect("its first event");
+            assert_eq!(&*all.events[at].payload, format!("{i}.a"), "the answer names its own event");
+            if i % 3 == 0 {
+                assert_eq!(published.count, 2);
+                assert_eq!(&*all.events[at + 1].payload, format!("{i}.b"), "a batch lands side by side");
+                assert_eq!(all.events[at + 1].offset, published.last);
+            }
+        }
+        // Ten more: the ten oldest go, and reading from before them says so.
+        for i in 0..10 {
+            topics.publish(room, &format!("more{i}")).await.unwrap();
+        }
+        assert!(!topics.read(room, &start, None, ALL).await.unwrap().recovered);
+        let kept = topics.read(room, &all.events[9].offset, None, ALL).await.unwrap();
+        assert!(kept.recovered && kept.events.len() == 40, "from the last one trimmed, all that is left");
+        assert!(!topics.read(room, &all.events[8].offset, None, ALL).await.unwrap().recovered);
+    }
+}
+
 async fn a_dedupe_key_replays_its_batch_and_refuses_another(target: Target) {
     let (topics, _rx) = topics(target, HistoryConfig::default()).await;
     let room = unique("room");
@@ -292,6 +360,7 @@ macro_rules! conformance {
             use super::*;
             #[tokio::test] async fn topics_read_back_in_order_in_pages() { published_events_read_back_in_order_in_pages($target).await }
             #[tokio::test] async fn topics_say_when_history_was_trimmed() { a_trimmed_history_says_it_cannot_recover($target).await }
+            #[tokio::test] async fn topics_stay_whole_under_concurrent_publishes() { concurrent_publishes_keep_each_topic_whole_and_in_order($target).await }
             #[tokio::test] async fn topics_dedupe_batches() { a_dedupe_key_replays_its_batch_and_refuses_another($target).await }
             #[tokio::test] async fn topics_deliver_live_while_subscribed() { a_subscribed_node_gets_live_events_and_an_unsubscribed_one_none($target).await }
             #[tokio::test] async fn presence_tracks_and_caps() { presence_tracks_replaces_caps_lists_and_untracks($target).await }

@@ -425,6 +425,16 @@ async fn emit_to_room(
         .and_then(|x| socketioxide::socket::Sid::from_str(x).ok())
         .and_then(|sid| io.get_socket(sid));
     let others = members.saturating_sub(usize::from(sender.is_some()));
+    // The sender alone here (it holds the topic, so it is in the room, and
+    // the room has no more sockets than `members`): nobody to write to.
+    if others == 0
+        && sender
+            .as_ref()
+            .and_then(|s| s.extensions.get::<Arc<crate::Session>>())
+            .is_some_and(|session| session.has_topic(room))
+    {
+        return;
+    }
     let result = async {
         match sender {
             Some(sender) => sender.to(room.to_owned()).emit(&*stored.e, &env).await,
