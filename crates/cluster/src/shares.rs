@@ -3,7 +3,15 @@
 //!
 //! Guarantees:
 //! - [`Shares::acquire`] admits one more only while the tenant's count over live
-//!   nodes is below its limit (one atomic script on one key, one round trip).
+//!   nodes is below its limit. A node takes room from Redis a [`chunk`] at a
+//!   time (one atomic script on one key, one round trip) and admits from what
+//!   it holds without Redis until that is used up; its share in Redis counts
+//!   all it holds, so the nodes together never admit past the limit. Room
+//!   freed by releases stays with the node up to twice a chunk less two
+//!   (none for a small limit, whose chunk is 1); beyond that it goes back in
+//!   one call, and all of it at every rewrite (below). So near its limit a
+//!   tenant may be refused that many early on another node, for a few
+//!   seconds at most.
 //! - Each node owns its share: a field named by its instance, beside a field
 //!   with the time the node last wrote it. A node rewrites its own shares every
 //!   few seconds from its exact local counts, so a release lost while Redis was
@@ -24,8 +32,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// KEYS: the tenant's hash. ARGV: own instance, max, expiry seconds. Counts
-/// the shares written within the expiry (and its own), drops the others.
+/// KEYS: the tenant's hash. ARGV: own instance, max, expiry seconds, wanted.
+/// Counts the shares written within the expiry (and its own), drops the
+/// others, and adds up to `wanted` to its own while the total stays within
+/// max; returns how many it added.
 const ACQUIRE: &str = r#"
 local now = tonumber(redis.call('TIME')[1])
 local all = redis.call('HGETALL', KEYS[1])
@@ -42,10 +52,12 @@ for node, count in pairs(counts) do
     redis.call('HDEL', KEYS[1], node, node .. '@t')
   end
 end
-if total >= tonumber(ARGV[2]) then return 0 end
-redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+local room = tonumber(ARGV[2]) - total
+if room <= 0 then return 0 end
+local granted = math.min(room, tonumber(ARGV[4]))
+redis.call('HINCRBY', KEYS[1], ARGV[1], granted)
 redis.call('HSET', KEYS[1], ARGV[1] .. '@t', now)
-return 1
+return granted
 "#;
 
 /// KEYS: the tenant's hash. ARGV: own instance, count.
@@ -55,9 +67,9 @@ else redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[1] .. '@t', redis.call('
 return 1
 "#;
 
-/// KEYS: the tenant's hash. ARGV: own instance.
+/// KEYS: the tenant's hash. ARGV: own instance, count.
 const RELEASE: &str = r#"
-if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -tonumber(ARGV[2])) <= 0 then
   redis.call('HDEL', KEYS[1], ARGV[1], ARGV[1] .. '@t')
 else
   redis.call('HSET', KEYS[1], ARGV[1] .. '@t', redis.call('TIME')[1])
@@ -71,12 +83,13 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(5);
 /// one share per instance.
 #[async_trait::async_trait]
 pub trait SharedCounts: Send + Sync + 'static {
-    /// Adds one to `instance`'s share of `key` if the shares written within
-    /// [`NODE_EXPIRY`] (and its own) sum to less than `max`; drops the others.
-    async fn acquire(&self, key: &str, instance: &str, max: u32) -> Result<bool, ClusterError>;
+    /// Adds up to `wanted` to `instance`'s share of `key` while the shares
+    /// written within [`NODE_EXPIRY`] (and its own) stay within `max`; drops
+    /// the others. Returns how many it added (0: the limit is reached).
+    async fn acquire(&self, key: &str, instance: &str, max: u32, wanted: u32) -> Result<u32, ClusterError>;
 
-    /// Takes one from `instance`'s share of `key`.
-    async fn release(&self, key: &str, instance: &str) -> Result<(), ClusterError>;
+    /// Takes `count` from `instance`'s share of `key`.
+    async fn release(&self, key: &str, instance: &str, count: u32) -> Result<(), ClusterError>;
 
     /// Sets `instance`'s share of `key` to `count` (0 removes it).
     async fn set(&self, key: &str, instance: &str, count: u32) -> Result<(), ClusterError>;
@@ -104,24 +117,30 @@ impl RedisCounts {
 
 #[async_trait::async_trait]
 impl SharedCounts for RedisCounts {
-    async fn acquire(&self, key: &str, instance: &str, max: u32) -> Result<bool, ClusterError> {
+    async fn acquire(&self, key: &str, instance: &str, max: u32, wanted: u32) -> Result<u32, ClusterError> {
         let client = self.redis.live().ok_or(ClusterError::Down)?;
-        let args = vec![instance.to_owned(), max.to_string(), NODE_EXPIRY.as_secs().to_string()];
+        let args = vec![
+            instance.to_owned(),
+            max.to_string(),
+            NODE_EXPIRY.as_secs().to_string(),
+            wanted.max(1).to_string(),
+        ];
         let call = crate::redis::timed(
             "share_acquire",
             self.acquire.evalsha_with_reload::<i64, _, _>(client, vec![key.to_owned()], args),
         );
         match tokio::time::timeout(Duration::from_millis(500), call).await {
-            Ok(admitted) => Ok(admitted? == 1),
+            Ok(granted) => Ok(u32::try_from(granted?).unwrap_or(0)),
             Err(_) => Err(ClusterError::Timeout),
         }
     }
 
-    async fn release(&self, key: &str, instance: &str) -> Result<(), ClusterError> {
+    async fn release(&self, key: &str, instance: &str, count: u32) -> Result<(), ClusterError> {
         let client = self.redis.live().ok_or(ClusterError::Down)?;
+        let args = vec![instance.to_owned(), count.to_string()];
         let _: i64 = crate::redis::timed(
             "share_release",
-            self.release.evalsha_with_reload(client, vec![key.to_owned()], vec![instance.to_owned()]),
+            self.release.evalsha_with_reload(client, vec![key.to_owned()], args),
         )
         .await?;
         Ok(())
@@ -156,23 +175,25 @@ impl LocalCounts {
 
 #[async_trait::async_trait]
 impl SharedCounts for LocalCounts {
-    async fn acquire(&self, key: &str, instance: &str, max: u32) -> Result<bool, ClusterError> {
+    async fn acquire(&self, key: &str, instance: &str, max: u32, wanted: u32) -> Result<u32, ClusterError> {
         let mut counts = self.counts();
         let shares = counts.entry(key.to_owned()).or_default();
         shares.retain(|node, (_, at)| node == instance || at.elapsed() < NODE_EXPIRY);
-        if shares.values().map(|(n, _)| *n).sum::<u32>() >= max {
-            return Ok(false);
+        let room = max.saturating_sub(shares.values().map(|(n, _)| *n).sum::<u32>());
+        let granted = room.min(wanted.max(1));
+        if granted == 0 {
+            return Ok(0);
         }
         let share = shares.entry(instance.to_owned()).or_insert((0, std::time::Instant::now()));
-        *share = (share.0 + 1, std::time::Instant::now());
-        Ok(true)
+        *share = (share.0 + granted, std::time::Instant::now());
+        Ok(granted)
     }
 
-    async fn release(&self, key: &str, instance: &str) -> Result<(), ClusterError> {
+    async fn release(&self, key: &str, instance: &str, count: u32) -> Result<(), ClusterError> {
         let mut counts = self.counts();
         if let Some(shares) = counts.get_mut(key) {
             if let Some(share) = shares.get_mut(instance) {
-                *share = (share.0.saturating_sub(1), std::time::Instant::now());
+                *share = (share.0.saturating_sub(count), std::time::Instant::now());
                 if share.0 == 0 {
                     shares.remove(instance);
                 }
@@ -210,8 +231,28 @@ struct Inner {
     name: &'static str,
     shared: Arc<dyn SharedCounts>,
     nodes: Nodes,
-    /// This node's exact counts.
-    local: Mutex<HashMap<Uuid, u32>>,
+    /// This node's exact counts, and the room it holds beyond them.
+    local: Mutex<HashMap<Uuid, Held>>,
+}
+
+/// One tenant's count on this node: in use, and taken from the shared count
+/// but not used yet.
+#[derive(Clone, Copy, Debug, Default)]
+struct Held {
+    used: u32,
+    spare: u32,
+    /// How much it takes at once (from the last acquire's limit); it keeps
+    /// twice one less than this spare at most.
+    chunk: u32,
+}
+
+/// How much room a node takes from the shared count at once (one to use, the
+/// rest spare), for a limit of `max` over `nodes` live nodes: an eighth of
+/// each node's part of the limit, between 1 and 32, so a small limit is
+/// counted exactly and a large one costs a Redis call per 32 admissions, not
+/// each.
+pub fn chunk(max: u32, nodes: u32) -> u32 {
+    (max / (8 * nodes.max(1))).clamp(1, 32)
 }
 
 impl Inner {
@@ -248,19 +289,34 @@ impl Shares {
         Self { inner }
     }
 
-    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, u32>> {
+    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Held>> {
         self.inner.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Takes one for `tenant` if it holds fewer than `max`.
+    /// Takes one for `tenant` if it holds fewer than `max`: from the room this
+    /// node holds when it has some, else from the shared count.
     pub async fn acquire(&self, tenant: Uuid, max: u32) -> bool {
+        {
+            let mut local = self.local();
+            if let Some(held) = local.get_mut(&tenant).filter(|h| h.spare > 0) {
+                held.spare -= 1;
+                held.used += 1;
+                return true;
+            }
+        }
         let instance = self.inner.nodes.instance();
-        match self.inner.shared.acquire(&self.inner.key(tenant), instance, max).await {
-            Ok(admitted) => {
-                if admitted {
-                    *self.local().entry(tenant).or_insert(0) += 1;
+        let chunk = chunk(max, self.inner.nodes.live_nodes());
+        match self.inner.shared.acquire(&self.inner.key(tenant), instance, max, chunk).await {
+            Ok(granted) => {
+                if granted == 0 {
+                    return false;
                 }
-                return admitted;
+                let mut local = self.local();
+                let held = local.entry(tenant).or_default();
+                held.used += 1;
+                held.spare += granted - 1;
+                held.chunk = chunk;
+                return true;
             }
             Err(ClusterError::Down) => {}
             Err(e) => {
@@ -269,35 +325,52 @@ impl Shares {
         }
         let share = (max / self.inner.nodes.live_nodes()).max(1);
         let mut local = self.local();
-        let count = local.entry(tenant).or_insert(0);
-        if *count >= share {
+        let held = local.entry(tenant).or_default();
+        if held.used >= share {
             return false;
         }
-        *count += 1;
+        held.used += 1;
         true
     }
 
-    /// Gives back one taken by [`Self::acquire`].
+    /// Gives back one taken by [`Self::acquire`]: it becomes room this node
+    /// holds, and what goes beyond its chunk goes back to the shared count.
     pub fn release(&self, tenant: Uuid) {
-        {
+        let excess = {
             let mut local = self.local();
-            let Some(count) = local.get_mut(&tenant) else { return };
-            *count = count.saturating_sub(1);
+            let Some(held) = local.get_mut(&tenant) else { return };
+            if held.used == 0 {
+                return;
+            }
+            held.used -= 1;
+            held.spare += 1;
+            // Given back in chunks, not one by one as sockets come and go.
+            let keep = held.chunk.saturating_sub(1);
+            let excess = if held.spare > 2 * keep { held.spare - keep } else { 0 };
+            held.spare -= excess;
+            excess
+        };
+        if excess == 0 {
+            return;
         }
         let inner = self.inner.clone();
         tokio::spawn(async move {
-            if let Err(e) = inner.shared.release(&inner.key(tenant), inner.nodes.instance()).await {
+            if let Err(e) = inner.shared.release(&inner.key(tenant), inner.nodes.instance(), excess).await {
                 tracing::debug!(error = %e, "shared count: release not written; reconciled later");
             }
         });
     }
 
-    /// Rewrites every share this node holds from its local counts (see the module doc).
+    /// Rewrites every share this node holds from its local counts, giving
+    /// back the room it holds unused (see the module doc).
     async fn write_shares(inner: &Inner) {
         let shares: Vec<(Uuid, u32)> = {
             let mut local = inner.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let shares = local.iter().map(|(t, c)| (*t, *c)).collect();
-            local.retain(|_, c| *c > 0);
+            for held in local.values_mut() {
+                held.spare = 0;
+            }
+            let shares = local.iter().map(|(t, h)| (*t, h.used)).collect();
+            local.retain(|_, h| h.used > 0);
             shares
         };
         for (tenant, count) in shares {

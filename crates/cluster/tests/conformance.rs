@@ -294,6 +294,47 @@ async fn a_count_admits_up_to_its_limit_across_instances(target: Target) {
     assert!(again, "a release frees one for any instance");
 }
 
+/// With a larger limit a node takes room a few at a time and admits from it
+/// without asking again; whoever holds it, the two never admit more than the
+/// limit together, and room released beyond what a node keeps spare goes back
+/// for the other.
+async fn room_held_by_one_instance_never_lets_the_two_pass_the_limit(target: Target) {
+    let (a_nodes, b_nodes) = two_nodes(target).await;
+    let backend = counts(target).await;
+    let (a, b) = (Shares::with("conf", backend.clone(), a_nodes), Shares::with("conf", backend, b_nodes));
+    let tenant = Uuid::new_v4();
+    const MAX: u32 = 64;
+    assert!(a.acquire(tenant, MAX).await);
+    let mut on_b = 0;
+    while b.acquire(tenant, MAX).await {
+        on_b += 1;
+        assert!(on_b <= MAX, "past the limit");
+    }
+    let mut on_a = 1;
+    while a.acquire(tenant, MAX).await {
+        on_a += 1;
+        assert!(on_a <= MAX, "past the limit");
+    }
+    assert_eq!(on_a + on_b, MAX, "together exactly the limit: {on_a} on a, {on_b} on b");
+    assert!(on_b < MAX, "a kept the room it took at first");
+    for _ in 0..on_a {
+        a.release(tenant);
+    }
+    // What a keeps spare is at most twice one less than its chunk (8 with
+    // one live node, 4 with two); the rest goes back in the background.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut more_on_b = 0;
+    while b.acquire(tenant, MAX).await {
+        more_on_b += 1;
+    }
+    assert!(more_on_b + 14 >= on_a && more_on_b <= on_a, "b got back {more_on_b} of {on_a}");
+    let mut again_on_a = 0;
+    while a.acquire(tenant, MAX).await {
+        again_on_a += 1;
+    }
+    assert_eq!(on_b + more_on_b + again_on_a, MAX, "a admits from what it kept, and no more");
+}
+
 // Rate limits.
 
 async fn rate_limit(target: Target) -> Arc<dyn RateLimit> {
@@ -366,6 +407,7 @@ macro_rules! conformance {
             #[tokio::test] async fn presence_tracks_and_caps() { presence_tracks_replaces_caps_lists_and_untracks($target).await }
             #[tokio::test] async fn presence_reaps_the_dead_once() { a_dead_instances_entries_are_hidden_then_reaped_once($target).await }
             #[tokio::test] async fn counts_hold_their_limit() { a_count_admits_up_to_its_limit_across_instances($target).await }
+            #[tokio::test] async fn counts_never_pass_the_limit_with_room_held() { room_held_by_one_instance_never_lets_the_two_pass_the_limit($target).await }
             #[tokio::test] async fn rate_limits_admit_the_burst() { a_budget_admits_its_burst_then_says_how_long_to_wait($target).await }
             #[tokio::test] async fn membership_sees_beats() { instances_that_beat_see_each_other($target).await }
             #[tokio::test] async fn cache_loads_and_invalidates() { the_cache_loads_once_and_again_after_an_invalidation($target).await }
