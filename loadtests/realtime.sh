@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Realtime figures on two release nodes sharing one Redis (real Postgres, RLS on):
 #   1. warm-cache authenticated handshakes per second on one node;
-#   2. server RSS per idle authenticated socket, at IDLE sockets (default 10,000);
+#   2. server RSS per idle authenticated socket, at IDLE sockets (default 10,000),
+#      on the other node, a process that has served nothing before;
 #   3. publish→deliver p50/p99 across the two nodes at RATE events/s (default 2,000)
 #      to SUBSCRIBERS sockets (default 10) on the other node.
 #
@@ -24,5 +25,7 @@ limits='{"max_connections":1000000,"events_per_second":1000000}'
 tenant=$(call POST "$A/api/v1/tenants" "$platform" "{\"name\":\"realtime-load\",\"limits\":$limits}" | json_at '["id"]')
 
 $BENCH handshakes "$A" "$tenant" 5000 32
-$BENCH idle "$A" "$tenant" "$IDLE" "${pids[0]}"
+# On node B, which has served nothing yet: memory freed by the handshakes on
+# node A would be reused and hide what a socket costs.
+$BENCH idle "$B" "$tenant" "$IDLE" "${pids[1]}"
 $BENCH latency "$A" "$B" "$tenant" "$RATE" "$SECONDS_" "$SUBS"

@@ -6,7 +6,9 @@
 //!   and reports the server's RSS growth per socket (from /proc/PID/status).
 //! - `latency PUB_URL SUB_URL TENANT RATE SECONDS SUBSCRIBERS`: publishers on
 //!   the first node at RATE events/s (ten sockets taking turns), SUBSCRIBERS sockets on the second; reports
-//!   publish→deliver p50/p99/max and what was lost.
+//!   publish→deliver p50/p99/max and what was lost, and its parts: how long
+//!   an event took to reach its first subscriber, and from its first to its
+//!   last.
 //! - `deltas URL_A URL_B TENANT API_KEY RUN RATE SECONDS WATCHERS BATCH`: WATCHERS
 //!   sockets on `run:RUN`, alternating between the two nodes; a worker posts
 //!   `POST /runs/RUN/deltas` with the API key, BATCH deltas per request, one
@@ -209,7 +211,7 @@ async fn latency(
         publishers.push(p);
     }
     let total = rate * seconds;
-    let (all, _) = live_latencies(&publishers, subs, &topic, rate, seconds, 0).await;
+    let (all, _, arrivals) = live_latencies(&publishers, subs, &topic, rate, seconds, 0).await;
     let expected = total as usize * subscribers;
     println!(
         "latency: {rate}/s for {seconds} s to {subscribers} subscribers on the other node: \
@@ -218,6 +220,22 @@ async fn latency(
         percentile(&all, 0.50) as f64 / 1000.0,
         percentile(&all, 0.99) as f64 / 1000.0,
         all.last().copied().unwrap_or(0) as f64 / 1000.0,
+    );
+    // Where it goes: the first subscriber of an event has it once the bus
+    // (publishing node, Redis, delivering node) carried it; the others wait
+    // while the one node writes it to every socket and the one client
+    // process reads it from every socket.
+    let mut first: Vec<u64> = arrivals.iter().map(|a| a.first).collect();
+    let mut spread: Vec<u64> = arrivals.iter().map(|a| a.last.saturating_sub(a.first)).collect();
+    first.sort_unstable();
+    spread.sort_unstable();
+    let ms = |v: u64| v as f64 / 1000.0;
+    println!(
+        "latency parts: to the first subscriber p50 {:.2} ms, p99 {:.2} ms; first to last subscriber of an event p50 {:.2} ms, p99 {:.2} ms",
+        ms(percentile(&first, 0.50)),
+        ms(percentile(&first, 0.99)),
+        ms(percentile(&spread, 0.50)),
+        ms(percentile(&spread, 0.99)),
     );
 }
 
@@ -358,7 +376,7 @@ async fn live_latencies(
     rate: u64,
     seconds: u64,
     filler: usize,
-) -> (Vec<u64>, Vec<SioClient>) {
+) -> (Vec<u64>, Vec<SioClient>, Vec<Arrivals>) {
     let total = rate * seconds;
     let filler = "x".repeat(filler);
     let collectors: Vec<_> = subs
@@ -367,7 +385,8 @@ async fn live_latencies(
             tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(total as usize);
                 while let Some(e) = s.next_event("tick", Duration::from_secs(3)).await {
-                    lat.push(now_us().saturating_sub(e["data"]["t"].as_u64().unwrap_or(0)));
+                    let took = now_us().saturating_sub(e["data"]["t"].as_u64().unwrap_or(0));
+                    lat.push((e["data"]["i"].as_u64().unwrap_or(u64::MAX), took));
                     if lat.len() as u64 == total {
                         break;
                     }
@@ -386,13 +405,27 @@ async fn live_latencies(
         );
     }
     let (mut all, mut subs) = (Vec::new(), Vec::new());
+    let mut events: std::collections::HashMap<u64, Arrivals> = std::collections::HashMap::new();
     for c in collectors {
         let (lat, s) = c.await.unwrap();
-        all.extend(lat);
+        for (i, took) in lat {
+            all.push(took);
+            let e = events.entry(i).or_insert(Arrivals { first: u64::MAX, last: 0 });
+            e.first = e.first.min(took);
+            e.last = e.last.max(took);
+        }
         subs.push(s);
     }
     all.sort_unstable();
-    (all, subs)
+    (all, subs, events.into_values().collect())
+}
+
+/// When one event reached its first and its last subscriber, in µs after
+/// it was published.
+#[derive(Clone, Copy)]
+struct Arrivals {
+    first: u64,
+    last: u64,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -435,7 +468,7 @@ async fn fairness(
         assert_eq!(ack["ok"], true, "{ack}");
     }
 
-    let (base, subs) = live_latencies(&publishers, subs, &live, rate, seconds, 0).await;
+    let (base, subs, _) = live_latencies(&publishers, subs, &live, rate, seconds, 0).await;
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let replays = Arc::new(AtomicUsize::new(0));
@@ -467,7 +500,7 @@ async fn fairness(
         }));
     }
     let storm_started = Instant::now();
-    let (loaded, _) = live_latencies(&publishers, subs, &live, rate, seconds, 0).await;
+    let (loaded, _, _) = live_latencies(&publishers, subs, &live, rate, seconds, 0).await;
     stop.store(true, Ordering::Relaxed);
     let storm_secs = storm_started.elapsed().as_secs_f64();
     for t in storm {
@@ -525,7 +558,7 @@ async fn slow(
             publishers.push(p);
         }
         let readers = reading.len();
-        let (all, _) = live_latencies(&publishers, reading, &topic, rate, seconds, bytes).await;
+        let (all, _, _) = live_latencies(&publishers, reading, &topic, rate, seconds, bytes).await;
         let expected = (rate * seconds) as usize * readers;
         figures.push((slow, readers, all.len(), expected, percentile(&all, 0.5), percentile(&all, 0.99)));
         drop(stalled);
