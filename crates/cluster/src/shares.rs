@@ -11,7 +11,9 @@
 //!   (none for a small limit, whose chunk is 1); beyond that it goes back in
 //!   one call, and all of it at every rewrite (below). So near its limit a
 //!   tenant may be refused that many early on another node, for a few
-//!   seconds at most.
+//!   seconds at most. A node makes one such call per tenant at a time (those
+//!   that arrive meanwhile use the room it brings), and the rewrite waits
+//!   for it, so a rewrite never erases a grant or a give-back.
 //! - Each node owns its share: a field named by its instance, beside a field
 //!   with the time the node last wrote it. A node rewrites its own shares every
 //!   few seconds from its exact local counts, so a release lost while Redis was
@@ -237,13 +239,20 @@ struct Inner {
 
 /// One tenant's count on this node: in use, and taken from the shared count
 /// but not used yet.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Debug, Default)]
 struct Held {
     used: u32,
     spare: u32,
     /// How much it takes at once (from the last acquire's limit); it keeps
     /// twice one less than this spare at most.
     chunk: u32,
+    /// Held across each of this node's Redis calls for the tenant (taking
+    /// room, giving it back, the rewrite), so that none lands between
+    /// another's reading of the local count and its write: an absolute
+    /// rewrite never erases a grant or a give-back.
+    calls: Arc<tokio::sync::Mutex<()>>,
+    /// A give-back is on its way.
+    trimming: bool,
 }
 
 /// How much room a node takes from the shared count at once (one to use, the
@@ -293,16 +302,35 @@ impl Shares {
         self.inner.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Takes one for `tenant` if it holds fewer than `max`: from the room this
-    /// node holds when it has some, else from the shared count.
-    pub async fn acquire(&self, tenant: Uuid, max: u32) -> bool {
-        {
-            let mut local = self.local();
-            if let Some(held) = local.get_mut(&tenant).filter(|h| h.spare > 0) {
+    /// Takes room held spare, if there is any and the count is below `max`.
+    fn take_spare(&self, tenant: Uuid, max: u32) -> bool {
+        let mut local = self.local();
+        match local.get_mut(&tenant) {
+            Some(held) if held.spare > 0 && held.used < max => {
                 held.spare -= 1;
                 held.used += 1;
-                return true;
+                true
             }
+            _ => false,
+        }
+    }
+
+    /// The lock over this node's Redis calls for `tenant`.
+    fn calls(&self, tenant: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+        self.local().entry(tenant).or_default().calls.clone()
+    }
+
+    /// Takes one for `tenant` if it holds fewer than `max`: from the room this
+    /// node holds when it has some, else from the shared count (one call at a
+    /// time per tenant: those that come meanwhile use the room it brings).
+    pub async fn acquire(&self, tenant: Uuid, max: u32) -> bool {
+        if self.take_spare(tenant, max) {
+            return true;
+        }
+        let calls = self.calls(tenant);
+        let _calls = calls.lock().await;
+        if self.take_spare(tenant, max) {
+            return true;
         }
         let instance = self.inner.nodes.instance();
         let chunk = chunk(max, self.inner.nodes.live_nodes());
@@ -334,9 +362,10 @@ impl Shares {
     }
 
     /// Gives back one taken by [`Self::acquire`]: it becomes room this node
-    /// holds, and what goes beyond its chunk goes back to the shared count.
+    /// holds, and what goes beyond twice its chunk goes back to the shared
+    /// count (down to one chunk), not one by one as sockets come and go.
     pub fn release(&self, tenant: Uuid) {
-        let excess = {
+        let calls = {
             let mut local = self.local();
             let Some(held) = local.get_mut(&tenant) else { return };
             if held.used == 0 {
@@ -344,17 +373,28 @@ impl Shares {
             }
             held.used -= 1;
             held.spare += 1;
-            // Given back in chunks, not one by one as sockets come and go.
-            let keep = held.chunk.saturating_sub(1);
-            let excess = if held.spare > 2 * keep { held.spare - keep } else { 0 };
-            held.spare -= excess;
-            excess
+            if held.trimming || held.spare <= 2 * held.chunk.saturating_sub(1) {
+                return;
+            }
+            held.trimming = true;
+            held.calls.clone()
         };
-        if excess == 0 {
-            return;
-        }
         let inner = self.inner.clone();
         tokio::spawn(async move {
+            let _calls = calls.lock().await;
+            // Read under the lock, so the rewrite cannot come in between.
+            let excess = {
+                let mut local = inner.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let Some(held) = local.get_mut(&tenant) else { return };
+                held.trimming = false;
+                let keep = held.chunk.saturating_sub(1);
+                let excess = if held.spare > 2 * keep { held.spare - keep } else { 0 };
+                held.spare -= excess;
+                excess
+            };
+            if excess == 0 {
+                return;
+            }
             if let Err(e) = inner.shared.release(&inner.key(tenant), inner.nodes.instance(), excess).await {
                 tracing::debug!(error = %e, "shared count: release not written; reconciled later");
             }
@@ -364,21 +404,24 @@ impl Shares {
     /// Rewrites every share this node holds from its local counts, giving
     /// back the room it holds unused (see the module doc).
     async fn write_shares(inner: &Inner) {
-        let shares: Vec<(Uuid, u32)> = {
-            let mut local = inner.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            for held in local.values_mut() {
+        let local = || inner.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tenants: Vec<(Uuid, Arc<tokio::sync::Mutex<()>>)> =
+            local().iter().map(|(t, h)| (*t, h.calls.clone())).collect();
+        for (tenant, calls) in tenants {
+            let _calls = calls.lock().await;
+            let count = {
+                let mut local = local();
+                let Some(held) = local.get_mut(&tenant) else { continue };
                 held.spare = 0;
-            }
-            let shares = local.iter().map(|(t, h)| (*t, h.used)).collect();
-            local.retain(|_, h| h.used > 0);
-            shares
-        };
-        for (tenant, count) in shares {
+                held.used
+            };
             if let Err(e) = inner.shared.set(&inner.key(tenant), inner.nodes.instance(), count).await {
                 tracing::debug!(error = %e, "shared count: reconcile failed");
                 return;
             }
         }
+        // Forget tenants with nothing here, unless a call is waiting on them.
+        local().retain(|_, h| h.used > 0 || h.spare > 0 || Arc::strong_count(&h.calls) > 1);
     }
 }
 

@@ -531,8 +531,8 @@ struct Pending {
 /// Publishes waiting for the batcher at most; a publisher beyond this waits
 /// for room (the node bounds client publishes well below it).
 const BATCHER_QUEUE: usize = 4_096;
-/// Events in one batch at most, and payload bytes after the first publish:
-/// one call must not hold Redis for long.
+/// Events in one batch at most, and payload bytes (unless its first publish
+/// alone is larger): one call must not hold Redis for long.
 const BATCH_EVENTS: usize = 256;
 const BATCH_BYTES: usize = 512 * 1024;
 
@@ -560,15 +560,37 @@ impl RedisBus {
 /// on a cluster, where one script may only touch one slot), answers each,
 /// and goes again.
 async fn run_batcher(redis: Redis, script: Arc<Script>, mut pending: mpsc::Receiver<Pending>) {
-    while let Some(first) = pending.recv().await {
+    // A publish that did not fit the last batch goes first in the next.
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match pending.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
         let mut events = first.payloads.len();
-        let mut bytes = 0;
+        let mut bytes = payload_bytes(&first);
+        let history = first.history;
         let mut batch = vec![first];
-        while events < BATCH_EVENTS && bytes < BATCH_BYTES {
+        while events < BATCH_EVENTS {
             let Ok(next) = pending.try_recv() else { break };
+            if next.reply.is_closed() {
+                continue; // its caller is gone: nobody waits for it
+            }
+            let size = payload_bytes(&next);
+            if next.history != history || bytes + size > BATCH_BYTES {
+                carried = Some(next);
+                break;
+            }
             events += next.payloads.len();
-            bytes += next.payloads.iter().map(|p| p.len()).sum::<usize>();
+            bytes += size;
             batch.push(next);
+        }
+        batch.retain(|p| !p.reply.is_closed());
+        if batch.is_empty() {
+            continue;
         }
         if redis.sharded() {
             let mut slots: HashMap<u16, Vec<Pending>> = HashMap::new();
@@ -582,6 +604,10 @@ async fn run_batcher(redis: Redis, script: Arc<Script>, mut pending: mpsc::Recei
             publish_many(&redis, &script, batch).await;
         }
     }
+}
+
+fn payload_bytes(p: &Pending) -> usize {
+    p.payloads.iter().map(|x| x.len()).sum()
 }
 
 /// One [`PUBLISH_MANY`] call for `batch`; every publish gets its answer.

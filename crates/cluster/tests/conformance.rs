@@ -335,6 +335,32 @@ async fn room_held_by_one_instance_never_lets_the_two_pass_the_limit(target: Tar
     assert_eq!(on_b + more_on_b + again_on_a, MAX, "a admits from what it kept, and no more");
 }
 
+/// A burst of handshakes on one instance takes room once, not once per
+/// handshake: the other instance can still admit nearly all the rest.
+async fn a_burst_on_one_instance_takes_room_once(target: Target) {
+    let (a_nodes, b_nodes) = two_nodes(target).await;
+    let backend = counts(target).await;
+    let (a, b) = (Shares::with("conf", backend.clone(), a_nodes), Shares::with("conf", backend, b_nodes));
+    let tenant = Uuid::new_v4();
+    const MAX: u32 = 1_000;
+    let burst: Vec<_> = (0..32)
+        .map(|_| {
+            let a = a.clone();
+            tokio::spawn(async move { a.acquire(tenant, MAX).await })
+        })
+        .collect();
+    for admitted in futures_util::future::join_all(burst).await {
+        assert!(admitted.unwrap());
+    }
+    let mut on_b = 0;
+    while b.acquire(tenant, MAX).await {
+        on_b += 1;
+        assert!(on_b <= MAX, "past the limit");
+    }
+    // a holds its 32 and at most one chunk (32) spare.
+    assert!(on_b >= MAX - 64, "b admitted only {on_b}");
+}
+
 // Rate limits.
 
 async fn rate_limit(target: Target) -> Arc<dyn RateLimit> {
@@ -408,6 +434,7 @@ macro_rules! conformance {
             #[tokio::test] async fn presence_reaps_the_dead_once() { a_dead_instances_entries_are_hidden_then_reaped_once($target).await }
             #[tokio::test] async fn counts_hold_their_limit() { a_count_admits_up_to_its_limit_across_instances($target).await }
             #[tokio::test] async fn counts_never_pass_the_limit_with_room_held() { room_held_by_one_instance_never_lets_the_two_pass_the_limit($target).await }
+            #[tokio::test] async fn counts_take_room_once_for_a_burst() { a_burst_on_one_instance_takes_room_once($target).await }
             #[tokio::test] async fn rate_limits_admit_the_burst() { a_budget_admits_its_burst_then_says_how_long_to_wait($target).await }
             #[tokio::test] async fn membership_sees_beats() { instances_that_beat_see_each_other($target).await }
             #[tokio::test] async fn cache_loads_and_invalidates() { the_cache_loads_once_and_again_after_an_invalidation($target).await }
