@@ -268,6 +268,19 @@ impl Inner {
     fn key(&self, tenant: Uuid) -> String {
         format!("sb:{}:{tenant}", self.name)
     }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Held>> {
+        self.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Held {
+    /// Spare room to give back once it is more than twice a chunk less two:
+    /// all but a chunk less one (all of it for a chunk of 1).
+    fn excess(&self) -> u32 {
+        let keep = self.chunk.saturating_sub(1);
+        if self.spare > 2 * keep { self.spare - keep } else { 0 }
+    }
 }
 
 impl std::fmt::Debug for Shares {
@@ -299,7 +312,7 @@ impl Shares {
     }
 
     fn local(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Held>> {
-        self.inner.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.local()
     }
 
     /// Takes room held spare, if there is any and the count is below `max`.
@@ -373,7 +386,7 @@ impl Shares {
             }
             held.used -= 1;
             held.spare += 1;
-            if held.trimming || held.spare <= 2 * held.chunk.saturating_sub(1) {
+            if held.trimming || held.excess() == 0 {
                 return;
             }
             held.trimming = true;
@@ -384,11 +397,10 @@ impl Shares {
             let _calls = calls.lock().await;
             // Read under the lock, so the rewrite cannot come in between.
             let excess = {
-                let mut local = inner.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut local = inner.local();
                 let Some(held) = local.get_mut(&tenant) else { return };
                 held.trimming = false;
-                let keep = held.chunk.saturating_sub(1);
-                let excess = if held.spare > 2 * keep { held.spare - keep } else { 0 };
+                let excess = held.excess();
                 held.spare -= excess;
                 excess
             };
@@ -404,13 +416,12 @@ impl Shares {
     /// Rewrites every share this node holds from its local counts, giving
     /// back the room it holds unused (see the module doc).
     async fn write_shares(inner: &Inner) {
-        let local = || inner.local.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let tenants: Vec<(Uuid, Arc<tokio::sync::Mutex<()>>)> =
-            local().iter().map(|(t, h)| (*t, h.calls.clone())).collect();
+            inner.local().iter().map(|(t, h)| (*t, h.calls.clone())).collect();
         for (tenant, calls) in tenants {
             let _calls = calls.lock().await;
             let count = {
-                let mut local = local();
+                let mut local = inner.local();
                 let Some(held) = local.get_mut(&tenant) else { continue };
                 held.spare = 0;
                 held.used
@@ -421,7 +432,7 @@ impl Shares {
             }
         }
         // Forget tenants with nothing here, unless a call is waiting on them.
-        local().retain(|_, h| h.used > 0 || h.spare > 0 || Arc::strong_count(&h.calls) > 1);
+        inner.local().retain(|_, h| h.used > 0 || h.spare > 0 || Arc::strong_count(&h.calls) > 1);
     }
 }
 
