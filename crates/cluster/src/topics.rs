@@ -523,7 +523,8 @@ pub struct RedisBus {
 /// A publish waiting for the batcher.
 struct Pending {
     room: Box<str>,
-    payloads: Vec<Box<str>>,
+    /// Moved into the script's arguments when its batch goes.
+    payloads: Vec<String>,
     history: HistoryConfig,
     reply: oneshot::Sender<Result<Published, ClusterError>>,
 }
@@ -576,9 +577,6 @@ async fn run_batcher(redis: Redis, script: Arc<Script>, mut pending: mpsc::Recei
         let mut batch = vec![first];
         while events < BATCH_EVENTS {
             let Ok(next) = pending.try_recv() else { break };
-            if next.reply.is_closed() {
-                continue; // its caller is gone: nobody waits for it
-            }
             let size = payload_bytes(&next);
             if next.history != history || bytes + size > BATCH_BYTES {
                 carried = Some(next);
@@ -588,6 +586,7 @@ async fn run_batcher(redis: Redis, script: Arc<Script>, mut pending: mpsc::Recei
             bytes += size;
             batch.push(next);
         }
+        // A caller that is gone waits for nothing: its publish is not sent.
         batch.retain(|p| !p.reply.is_closed());
         if batch.is_empty() {
             continue;
@@ -611,7 +610,7 @@ fn payload_bytes(p: &Pending) -> usize {
 }
 
 /// One [`PUBLISH_MANY`] call for `batch`; every publish gets its answer.
-async fn publish_many(redis: &Redis, script: &Script, batch: Vec<Pending>) {
+async fn publish_many(redis: &Redis, script: &Script, mut batch: Vec<Pending>) {
     let Some(history) = batch.first().map(|p| p.history) else { return };
     let mut keys: Vec<String> = Vec::with_capacity(batch.len() * 3);
     let mut args: Vec<String> = Vec::with_capacity(3 + batch.len() * 4);
@@ -620,17 +619,19 @@ async fn publish_many(redis: &Redis, script: &Script, batch: Vec<Pending>) {
         ttl_ms(history).to_string(),
         if redis.sharded() { "1" } else { "0" }.to_owned(),
     ]);
-    for p in &batch {
+    let mut sent = Vec::with_capacity(batch.len());
+    for p in &mut batch {
         keys.extend(history_keys(&p.room));
         args.extend([fresh_epoch(), room_key(&p.room, 'c'), p.payloads.len().to_string()]);
-        args.extend(p.payloads.iter().map(|x| x.to_string()));
+        sent.push(p.payloads.len());
+        args.append(&mut p.payloads);
     }
     let answers: Result<Vec<String>, ClusterError> =
         script.evalsha_with_reload(redis.client(), keys, args).await.map_err(ClusterError::from);
     match answers {
         Ok(answers) if answers.len() == batch.len() => {
-            for (p, answer) in batch.into_iter().zip(answers) {
-                let _ = p.reply.send(parse_published(&answer, p.payloads.len(), false));
+            for ((p, answer), sent) in batch.into_iter().zip(answers).zip(sent) {
+                let _ = p.reply.send(parse_published(&answer, sent, false));
             }
         }
         Ok(answers) => {
@@ -714,7 +715,7 @@ impl TopicBus for RedisBus {
             let (reply, answer) = oneshot::channel();
             let pending = Pending {
                 room: room.into(),
-                payloads: payloads.iter().map(|p| Box::from(*p)).collect(),
+                payloads: payloads.iter().map(|p| (*p).to_owned()).collect(),
                 history,
                 reply,
             };
