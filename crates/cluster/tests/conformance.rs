@@ -176,6 +176,28 @@ async fn concurrent_publishes_keep_each_topic_whole_and_in_order(target: Target)
     }
 }
 
+/// Large events published at once, more together than one call carries:
+/// each arrives whole, in its own topic, answered with its own offset.
+async fn large_concurrent_publishes_arrive_whole(target: Target) {
+    let (topics, _rx) = topics(target, HistoryConfig::default()).await;
+    let rooms: Vec<String> = (0..8).map(|_| unique("large")).collect();
+    let starts: Vec<_> = futures_util::future::join_all(rooms.iter().map(|r| topics.top(r))).await;
+    let sends = rooms.iter().enumerate().map(|(i, room)| {
+        let (topics, room) = (topics.clone(), room.clone());
+        // 200 KiB each: 1.6 MiB in all.
+        let payload = format!("{i}:{}", "x".repeat(200 * 1024));
+        tokio::spawn(async move { (topics.publish(&room, &payload).await.unwrap(), payload) })
+    });
+    let sent = futures_util::future::join_all(sends).await;
+    for ((room, start), sent) in rooms.iter().zip(starts).zip(sent) {
+        let (offset, payload) = sent.unwrap();
+        let read = topics.read(room, &start.unwrap(), None, ALL).await.unwrap();
+        assert!(read.recovered && read.events.len() == 1, "{room}: {} events", read.events.len());
+        assert_eq!(read.events[0].offset, offset);
+        assert!(*read.events[0].payload == *payload, "{room}: the payload arrived whole");
+    }
+}
+
 async fn a_dedupe_key_replays_its_batch_and_refuses_another(target: Target) {
     let (topics, _rx) = topics(target, HistoryConfig::default()).await;
     let room = unique("room");
@@ -274,10 +296,15 @@ async fn counts(target: Target) -> Arc<dyn SharedCounts> {
     }
 }
 
-async fn a_count_admits_up_to_its_limit_across_instances(target: Target) {
+/// One count seen from two instances, on one backend.
+async fn two_shares(target: Target) -> (Shares, Shares) {
     let (a_nodes, b_nodes) = two_nodes(target).await;
     let backend = counts(target).await;
-    let (a, b) = (Shares::with("conf", backend.clone(), a_nodes), Shares::with("conf", backend, b_nodes));
+    (Shares::with("conf", backend.clone(), a_nodes), Shares::with("conf", backend, b_nodes))
+}
+
+async fn a_count_admits_up_to_its_limit_across_instances(target: Target) {
+    let (a, b) = two_shares(target).await;
     let tenant = Uuid::new_v4();
     assert!(a.acquire(tenant, 3).await && a.acquire(tenant, 3).await);
     assert!(b.acquire(tenant, 3).await, "the third, on the other instance");
@@ -299,9 +326,7 @@ async fn a_count_admits_up_to_its_limit_across_instances(target: Target) {
 /// limit together, and room released beyond what a node keeps spare goes back
 /// for the other.
 async fn room_held_by_one_instance_never_lets_the_two_pass_the_limit(target: Target) {
-    let (a_nodes, b_nodes) = two_nodes(target).await;
-    let backend = counts(target).await;
-    let (a, b) = (Shares::with("conf", backend.clone(), a_nodes), Shares::with("conf", backend, b_nodes));
+    let (a, b) = two_shares(target).await;
     let tenant = Uuid::new_v4();
     const MAX: u32 = 64;
     assert!(a.acquire(tenant, MAX).await);
@@ -338,9 +363,7 @@ async fn room_held_by_one_instance_never_lets_the_two_pass_the_limit(target: Tar
 /// A burst of handshakes on one instance takes room once, not once per
 /// handshake: the other instance can still admit nearly all the rest.
 async fn a_burst_on_one_instance_takes_room_once(target: Target) {
-    let (a_nodes, b_nodes) = two_nodes(target).await;
-    let backend = counts(target).await;
-    let (a, b) = (Shares::with("conf", backend.clone(), a_nodes), Shares::with("conf", backend, b_nodes));
+    let (a, b) = two_shares(target).await;
     let tenant = Uuid::new_v4();
     const MAX: u32 = 1_000;
     let burst: Vec<_> = (0..32)
@@ -428,6 +451,7 @@ macro_rules! conformance {
             #[tokio::test] async fn topics_read_back_in_order_in_pages() { published_events_read_back_in_order_in_pages($target).await }
             #[tokio::test] async fn topics_say_when_history_was_trimmed() { a_trimmed_history_says_it_cannot_recover($target).await }
             #[tokio::test] async fn topics_stay_whole_under_concurrent_publishes() { concurrent_publishes_keep_each_topic_whole_and_in_order($target).await }
+            #[tokio::test] async fn topics_carry_large_events_whole() { large_concurrent_publishes_arrive_whole($target).await }
             #[tokio::test] async fn topics_dedupe_batches() { a_dedupe_key_replays_its_batch_and_refuses_another($target).await }
             #[tokio::test] async fn topics_deliver_live_while_subscribed() { a_subscribed_node_gets_live_events_and_an_unsubscribed_one_none($target).await }
             #[tokio::test] async fn presence_tracks_and_caps() { presence_tracks_replaces_caps_lists_and_untracks($target).await }
