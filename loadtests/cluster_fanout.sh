@@ -19,12 +19,6 @@ scripts/services cluster start >/dev/null
 SINGLE=$REDIS_URL
 CLUSTER=$(scripts/services cluster env | sed -n "s/^export REDIS_URL='\(.*\)'$/\1/p")
 
-stop_nodes() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  pids=()
-}
-
 limits='{"max_connections":1000000,"events_per_second":1000000,"max_topics_per_socket":100}'
 for run in $(seq 1 "$RUNS"); do
   for mode in single cluster; do

@@ -24,12 +24,6 @@ COUNTS=("$@")
 [ ${#COUNTS[@]} -gt 0 ] || COUNTS=(1 10 100 1000)
 . loadtests/lib.sh
 
-stop_nodes() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  pids=()
-}
-
 # The p50 of the publish_to_write histogram between two scrapes (files).
 histogram_p50() {
   python3 - "$1" "$2" <<'PY'

@@ -2,7 +2,7 @@
 # builds the release `switchboard` and `sb-bench`, migrates, and gives
 # `start_two_nodes NAME [VAR=value ...]`, which serves two nodes on one Redis at
 # $A and $B (ports 18191 and 18192, /metrics at $MA and $MB on 18201 and 18202)
-# and stops them by pid when the script exits,
+# and stops them by pid when the script exits (or at `stop_nodes`),
 # and `call METHOD URL TOKEN BODY`. Tokens are signed with
 # switchboard-testkit's JWT_SECRET, the one sb-bench signs with; tenants are
 # created with $PLATFORM_KEY.
@@ -37,6 +37,14 @@ start_two_nodes() {
   for port in 18191 18192; do
     for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break; sleep 0.1; done
   done
+}
+
+# Stops every node started so far (by pid) and forgets them, for harnesses
+# that want fresh nodes for each figure.
+stop_nodes() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  pids=()
 }
 
 # METHOD URL TOKEN BODY: the JSON answer, or a failure.

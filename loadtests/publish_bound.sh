@@ -25,12 +25,6 @@ TOPICS=${TOPICS:-1000}
 PER_TOPIC=${PER_TOPIC:-2}
 . loadtests/lib.sh
 
-stop_nodes() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  pids=()
-}
-
 modes=(unbounded bounded)
 current=$BIN
 if [ -n "${BASELINE_BIN:-}" ]; then
