@@ -2,7 +2,9 @@
 # Realtime figures on two release nodes sharing one Redis (real Postgres, RLS on):
 #   1. warm-cache authenticated handshakes per second on one node;
 #   2. server RSS per idle authenticated socket, at IDLE sockets (default 10,000),
-#      on the other node, a process that has served nothing before;
+#      on the other node, a process that has served nothing before; then per
+#      idle long-polling client (IDLE / 2 of them, each holding one poll open),
+#      on a third node, fresh as well;
 #   3. publish→deliver p50/p99 across the two nodes at RATE events/s (default 2,000)
 #      to SUBSCRIBERS sockets (default 10) on the other node.
 #
@@ -28,4 +30,10 @@ $BENCH handshakes "$A" "$tenant" 5000 32
 # On node B, which has served nothing yet: memory freed by the handshakes on
 # node A would be reused and hide what a socket costs.
 $BENCH idle "$B" "$tenant" "$IDLE" "${pids[1]}"
+# Long-polling clients, on a node of their own that has served nothing yet.
+env RUST_LOG=warn HOST=127.0.0.1 PORT=18193 METRICS_ADDR=127.0.0.1:18203 NODE_ID=rt-3 DRAIN_SECONDS=1 \
+  SOCKET_EVENTS_PER_SECOND=1000000 $BIN serve &
+pids+=($!)
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18193/health/ready >/dev/null && break; sleep 0.1; done
+$BENCH idle-polling http://127.0.0.1:18193 "$tenant" "$((IDLE / 2))" "${pids[2]}"
 $BENCH latency "$A" "$B" "$tenant" "$RATE" "$SECONDS_" "$SUBS"

@@ -14,6 +14,7 @@ use crate::{Realtime, Session, messages, presence, subscribe};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use socketioxide::extract::{Event, SocketRef, State, TryData};
+use socketioxide::socket::MessageHandlers;
 use std::sync::Arc;
 use switchboard_domain::{ClientAddr, ErrorKind, Principal, TenantStatus};
 
@@ -149,18 +150,25 @@ async fn admit(
     // socketioxide runs the connect handler in a task of its own, and a client's
     // first event may arrive before that task has run.
     s.join([Session::tenant_room(tenant_id), Session::user_room(tenant_id, user_id)]);
-    s.on("subscribe", subscribe::subscribe);
-    s.on("unsubscribe", subscribe::unsubscribe);
-    s.on("publish", subscribe::publish);
-    s.on("presence:track", presence::track);
-    s.on("presence:list", presence::list_event);
-    s.on("message:send", messages::send);
-    s.on("approval:decide", crate::approvals::decide_event);
-    s.on("auth:refresh", refresh);
-    s.on_fallback(unknown_event);
+    s.on_shared(inner.handlers.clone());
     s.on_disconnect(on_disconnect);
     s.extensions.insert(session);
     Ok(())
+}
+
+/// The client events' handlers, which every socket shares: registering them
+/// per socket would cost each one a map and a box per handler.
+pub(crate) fn handlers() -> MessageHandlers {
+    MessageHandlers::new()
+        .on("subscribe", subscribe::subscribe)
+        .on("unsubscribe", subscribe::unsubscribe)
+        .on("publish", subscribe::publish)
+        .on("presence:track", presence::track)
+        .on("presence:list", presence::list_event)
+        .on("message:send", messages::send)
+        .on("approval:decide", crate::approvals::decide_event)
+        .on("auth:refresh", refresh)
+        .on_fallback(unknown_event)
 }
 
 /// Runs once the socket is connected (its handlers were set by [`guard`]):
@@ -264,31 +272,68 @@ async fn on_disconnect(
     tracing::debug!(sid = %sid, tenant_id = %session.tenant, ?reason, "socket disconnected");
 }
 
-/// A Socket.IO request with its URI and headers copied out of the connection's
-/// read buffer, and without `Cookie` (nothing here reads cookies).
+/// The headers anything reads from a Socket.IO request once it has passed
+/// [`own_handshake_request`]: the guard reads `Authorization`; the Engine.IO
+/// layer reads `Content-Type` (polling posts) and `Sec-WebSocket-Key`
+/// (upgrades); the rest describe the connection, for anyone debugging one.
+const KEPT_HEADERS: [http::HeaderName; 8] = [
+    http::header::AUTHORIZATION,
+    http::header::CONTENT_TYPE,
+    http::header::SEC_WEBSOCKET_KEY,
+    http::header::SEC_WEBSOCKET_VERSION,
+    http::header::UPGRADE,
+    http::header::CONNECTION,
+    http::header::HOST,
+    http::header::ORIGIN,
+];
+
+/// A Socket.IO request reduced to what the Socket.IO layer and the guard read,
+/// in memory of its own: the Socket.IO layer keeps each socket's handshake
+/// request for the socket's whole life.
 ///
-/// hyper parses a request's URI and header values as slices of the
-/// connection's read buffer (8 KiB or more), and the Socket.IO layer keeps each
-/// socket's handshake request for the socket's life: a kept slice would pin the
-/// whole buffer. The copies are a few hundred bytes. Other requests pass as
-/// they are. (The HTTP router's own copies, such as axum's `OriginalUri`, are
-/// the router's to drop: see the server's wiring.)
+/// - hyper parses a request's URI and header values as slices of the
+///   connection's read buffer (8 KiB or more): a kept slice would pin the whole
+///   buffer. The URI is copied, and the kept headers' values are copied into
+///   one buffer they share.
+/// - Only [`KEPT_HEADERS`] are kept: a browser sends a kilobyte or more of
+///   others (cookies, user agent, languages) that nothing here reads.
+/// - Of the extensions, only the client's address ([`ClientAddr`]) and hyper's
+///   handle on the connection upgrade are kept; the router's (its path
+///   parameters, a few hundred bytes) are not read past routing.
+///
+/// Other requests pass as they are. (axum's `OriginalUri` is dropped as well
+/// by the server's wiring.)
 pub fn own_handshake_request<B>(mut req: http::Request<B>) -> http::Request<B> {
     if !req.uri().path().starts_with("/socket.io") {
         return req;
     }
-    let mut headers = http::HeaderMap::with_capacity(req.headers().len());
-    for (name, value) in req.headers() {
-        if name == http::header::COOKIE {
-            continue;
-        }
-        if let Ok(value) = http::HeaderValue::from_bytes(value.as_bytes()) {
+    let kept = || req.headers().iter().filter(|(name, _)| KEPT_HEADERS.contains(name));
+    let mut values = bytes::BytesMut::with_capacity(kept().map(|(_, v)| v.len()).sum());
+    for (_, value) in kept() {
+        values.extend_from_slice(value.as_bytes());
+    }
+    let values = values.freeze();
+    let mut headers = http::HeaderMap::with_capacity(kept().count());
+    let mut at = 0;
+    for (name, value) in kept() {
+        let len = value.len();
+        if let Ok(value) = http::HeaderValue::from_maybe_shared(values.slice(at..at + len)) {
             headers.append(name.clone(), value);
         }
+        at += len;
     }
     *req.headers_mut() = headers;
     if let Ok(uri) = http::Uri::try_from(req.uri().to_string()) {
         *req.uri_mut() = uri;
     }
+    let extensions = req.extensions_mut();
+    let mut kept_extensions = http::Extensions::new();
+    if let Some(addr) = extensions.remove::<ClientAddr>() {
+        kept_extensions.insert(addr);
+    }
+    if let Some(upgrade) = extensions.remove::<hyper::upgrade::OnUpgrade>() {
+        kept_extensions.insert(upgrade);
+    }
+    *extensions = kept_extensions;
     req
 }

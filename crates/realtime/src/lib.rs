@@ -120,6 +120,8 @@ pub(crate) struct Inner {
     pub(crate) publishing: tokio::sync::Semaphore,
     pub(crate) handshakes: stats::Handshakes,
     pub(crate) lagging: lagging::LaggingStats,
+    /// The client events' handlers, built once and shared by every socket.
+    pub(crate) handlers: Arc<socketioxide::socket::MessageHandlers>,
 }
 
 /// The Socket.IO layer's handle; cheap to clone.
@@ -166,6 +168,7 @@ impl Realtime {
             publishing: tokio::sync::Semaphore::new(config.publishes_in_flight.max(1)),
             handshakes: stats::Handshakes::default(),
             lagging: lagging::LaggingStats::default(),
+            handlers: Arc::new(handshake::handlers()),
         });
         let rt = Self { inner };
         let (layer, io) = SocketIo::builder()
@@ -173,7 +176,9 @@ impl Realtime {
             .max_buffer_size(config.socket_buffer)
             .max_payload(config.max_packet_bytes)
             .ws_max_message_size(config.max_packet_bytes as usize)
-            .ws_read_buffer_size(1024)
+            // Read in 512-byte steps: a client's events are mostly smaller, and the
+            // buffer is kept for the socket's life (the buffer grows for a larger frame).
+            .ws_read_buffer_size(512)
             .ping_interval(Duration::from_secs(25))
             .ping_timeout(Duration::from_secs(20))
             .connect_timeout(Duration::from_secs(10))

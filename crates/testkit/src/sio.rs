@@ -245,7 +245,10 @@ pub struct PollingClient {
 impl PollingClient {
     /// Opens a session and connects to the default namespace with `token`.
     pub async fn connect(base: &str, token: &str) -> Result<Self, ConnectError> {
-        let http = reqwest::Client::new();
+        let http = reqwest::Client::builder()
+            .local_address(source_address().map(|a| a.ip()))
+            .build()
+            .map_err(|e| ConnectError::Transport(e.to_string()))?;
         let open = http
             .get(format!("{base}/socket.io/?EIO=4&transport=polling"))
             .send()

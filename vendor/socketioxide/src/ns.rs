@@ -309,7 +309,9 @@ impl<A: Adapter> InnerEmitter for Namespace<A> {
                 let err = socket.send_raw(data.clone()).err();
                 // Switchboard: remember which socket missed the packet (`Socket::take_missed`).
                 if matches!(err, Some(SocketError::InternalChannelFull)) {
-                    socket.missed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    socket
+                        .missed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 err
             })

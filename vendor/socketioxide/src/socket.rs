@@ -6,7 +6,7 @@ use std::{
     fmt::{self, Debug},
     future::Future,
     sync::{
-        Arc, Mutex, RwLock,
+        Arc, Mutex, OnceLock, RwLock,
         atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -281,6 +281,63 @@ impl From<BroadcastError> for RemoteActionError {
 /// The minimal number of pending acks before looking for the abandoned ones.
 const ACK_SWEEP_MIN: usize = 64;
 
+/// Switchboard: message handlers registered once and shared by every socket they are
+/// given to with [`Socket::on_shared`].
+///
+/// [`Socket::on`] boxes each handler and files it in a map of the socket's own, which
+/// costs every socket about a kilobyte when it registers the same few handlers as all
+/// the others; a shared set costs it one pointer.
+pub struct MessageHandlers<A: Adapter = LocalAdapter> {
+    handlers: HashMap<Cow<'static, str>, BoxedMessageHandler<A>>,
+    fallback: Option<BoxedMessageHandler<A>>,
+}
+
+impl<A: Adapter> Default for MessageHandlers<A> {
+    fn default() -> Self {
+        Self {
+            handlers: HashMap::new(),
+            fallback: None,
+        }
+    }
+}
+
+impl<A: Adapter> MessageHandlers<A> {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the handler of `event`, as [`Socket::on`] does for one socket.
+    pub fn on<H, T>(mut self, event: impl Into<Cow<'static, str>>, handler: H) -> Self
+    where
+        H: MessageHandler<A, T>,
+        T: Send + Sync + 'static,
+    {
+        self.handlers
+            .insert(event.into(), MakeErasedHandler::new_message_boxed(handler));
+        self
+    }
+
+    /// Sets the handler of every event that has none, as [`Socket::on_fallback`] does.
+    pub fn on_fallback<H, T>(mut self, handler: H) -> Self
+    where
+        H: MessageHandler<A, T>,
+        T: Send + Sync + 'static,
+    {
+        self.fallback = Some(MakeErasedHandler::new_message_boxed(handler));
+        self
+    }
+}
+
+impl<A: Adapter> Debug for MessageHandlers<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageHandlers")
+            .field("events", &self.handlers.keys().collect::<Vec<_>>())
+            .field("fallback", &self.fallback.is_some())
+            .finish()
+    }
+}
+
 /// A Socket represents a client connected to a namespace.
 /// It is used to send and receive messages from the client, join and leave rooms, etc.
 /// The socket struct itself should not be used directly, but through a [`SocketRef`](crate::extract::SocketRef).
@@ -288,6 +345,8 @@ pub struct Socket<A: Adapter = LocalAdapter> {
     pub(crate) ns: Arc<Namespace<A>>,
     message_handlers: RwLock<HashMap<Cow<'static, str>, BoxedMessageHandler<A>>>,
     fallback_message_handler: RwLock<Option<BoxedMessageHandler<A>>>,
+    /// Switchboard: handlers shared with other sockets (see [`MessageHandlers`]).
+    shared_handlers: OnceLock<Arc<MessageHandlers<A>>>,
     disconnect_handler: Mutex<Option<BoxedDisconnectHandler<A>>>,
     ack_message: Mutex<HashMap<i64, oneshot::Sender<AckResult<Value>>>>,
     /// The number of entries in `ack_message` at which its abandoned entries are removed.
@@ -321,6 +380,7 @@ impl<A: Adapter> Socket<A> {
             ns,
             message_handlers: RwLock::new(HashMap::new()),
             fallback_message_handler: RwLock::new(None),
+            shared_handlers: OnceLock::new(),
             disconnect_handler: Mutex::new(None),
             ack_message: Mutex::new(HashMap::new()),
             ack_sweep_at: AtomicUsize::new(ACK_SWEEP_MIN),
@@ -448,6 +508,15 @@ impl<A: Adapter> Socket<A> {
             .write()
             .unwrap()
             .replace(MakeErasedHandler::new_message_boxed(handler));
+    }
+
+    /// Switchboard: # Uses a set of message handlers shared with other sockets.
+    ///
+    /// Handlers registered with [`Socket::on`] and [`Socket::on_fallback`] are looked up
+    /// first; then the shared set's handlers, then its fallback. Only the first set given
+    /// to a socket is used.
+    pub fn on_shared(&self, handlers: Arc<MessageHandlers<A>>) {
+        let _ = self.shared_handlers.set(handlers);
     }
 
     /// # Register a disconnect handler.
@@ -852,7 +921,16 @@ impl<A: Adapter> Socket<A> {
         tracing::debug!(?event, "reading");
         if let Some(handler) = self.message_handlers.read().unwrap().get(event) {
             handler.call(self.clone(), data, ack);
+        } else if let Some(handler) = self
+            .shared_handlers
+            .get()
+            .and_then(|h| h.handlers.get(event))
+        {
+            handler.call(self.clone(), data, ack);
         } else if let Some(fallback) = self.fallback_message_handler.read().unwrap().as_ref() {
+            fallback.call(self.clone(), data, ack);
+        } else if let Some(fallback) = self.shared_handlers.get().and_then(|h| h.fallback.as_ref())
+        {
             fallback.call(self.clone(), data, ack);
         }
         Ok(())

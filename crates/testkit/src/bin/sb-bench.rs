@@ -4,6 +4,8 @@
 //!   (each socket connects, is admitted, and closes).
 //! - `idle URL TENANT COUNT PID`: opens COUNT authenticated sockets, holds them,
 //!   and reports the server's RSS growth per socket (from /proc/PID/status).
+//! - `idle-polling URL TENANT COUNT PID`: as `idle`, with long-polling clients,
+//!   each holding one poll open at the server as an idle browser does.
 //! - `latency PUB_URL SUB_URL TENANT RATE SECONDS SUBSCRIBERS`: publishers on
 //!   the first node at RATE events/s (ten sockets taking turns), SUBSCRIBERS sockets on the second; reports
 //!   publish→deliver p50/p99/max and what was lost, and its parts: how long
@@ -43,7 +45,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use switchboard_domain::{Role, TenantId, UserId};
-use switchboard_testkit::{SioClient, user_token};
+use switchboard_testkit::{SioClient, sio::PollingClient, user_token};
 
 fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as u64
@@ -73,6 +75,9 @@ async fn main() {
                 .await
         }
         "idle" => idle(&arg(1), arg(2).parse().unwrap(), arg(3).parse().unwrap(), &arg(4)).await,
+        "idle-polling" => {
+            idle_polling(&arg(1), arg(2).parse().unwrap(), arg(3).parse().unwrap(), &arg(4)).await
+        }
         "latency" => {
             latency(
                 &arg(1),
@@ -185,6 +190,33 @@ async fn idle(url: &str, tenant: TenantId, count: usize, pid: &str) {
         (after.saturating_sub(before)) as f64 / count as f64
     );
     drop(sockets);
+}
+
+async fn idle_polling(url: &str, tenant: TenantId, count: usize, pid: &str) {
+    let before = rss_kb(pid);
+    let mut pollers = Vec::with_capacity(count);
+    for chunk in 0..count.div_ceil(100) {
+        let batch: Vec<_> = (0..100.min(count - chunk * 100))
+            .map(|_| {
+                let (url, token) = (url.to_owned(), user_token(tenant, UserId::new(), Role::Member));
+                tokio::spawn(async move { PollingClient::connect(&url, &token).await })
+            })
+            .collect();
+        for b in batch {
+            let client = b.await.unwrap().expect("connect");
+            // One poll always open, as an idle browser keeps one.
+            pollers.push(tokio::spawn(async move { while client.poll().await.is_ok() {} }));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_kb(pid);
+    println!(
+        "idle-polling: {count} clients; server RSS {before} KiB -> {after} KiB = {:.2} KiB per client",
+        (after.saturating_sub(before)) as f64 / count as f64
+    );
+    for p in pollers {
+        p.abort();
+    }
 }
 
 async fn latency(
