@@ -189,7 +189,7 @@ measure() {
     failures+=("run $run $server $load $rate")
   fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$run" "$server" "$load" "$rate" "$status" "$((cpu1 - cpu0))" \
-    "$(tail -n 1 <<<"$out")" >>"$RAW"
+    "$(grep -v '^latency parts:' <<<"$out" | tail -n 1)" >>"$RAW"
 }
 
 REPORT=$(
