@@ -187,7 +187,14 @@ async fn serve<H: EngineIoHandler, S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // The three futures are built in the call, not kept in variables first: a variable
-    // moved into the join would keep its place in this future as well.
+    // moved into the join would keep its place in this future as well. A panic in one of
+    // them (a handler's, say) ends all three, so the session is closed then (by the
+    // guard, as the panic unwinds): in tasks of their own, the heartbeat would have
+    // closed it on its next timeout.
+    let _guard = CloseOnPanic {
+        engine: &engine,
+        sid: socket.id,
+    };
     tokio::join!(
         // pipe between internal socket channel and websocket
         async {
@@ -225,6 +232,21 @@ async fn serve<H: EngineIoHandler, S>(
             }
         },
     );
+}
+
+/// Switchboard: closes a websocket's session if the task serving it panics.
+struct CloseOnPanic<'a, H: EngineIoHandler> {
+    engine: &'a Arc<EngineIo<H>>,
+    sid: Sid,
+}
+
+impl<H: EngineIoHandler> Drop for CloseOnPanic<'_, H> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.engine
+                .close_session(self.sid, DisconnectReason::TransportError);
+        }
+    }
 }
 
 /// Forwards all packets received from a websocket to a EngineIo [`Socket`]
