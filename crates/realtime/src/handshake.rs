@@ -301,26 +301,24 @@ const KEPT_HEADERS: [http::HeaderName; 8] = [
 ///   handle on the connection upgrade are kept; the router's (its path
 ///   parameters, a few hundred bytes) are not read past routing.
 ///
-/// Other requests pass as they are. (axum's `OriginalUri` is dropped as well
-/// by the server's wiring.)
+/// Other requests pass as they are.
 pub fn own_handshake_request<B>(mut req: http::Request<B>) -> http::Request<B> {
     if !req.uri().path().starts_with("/socket.io") {
         return req;
     }
-    let kept = || req.headers().iter().filter(|(name, _)| KEPT_HEADERS.contains(name));
-    let mut values = bytes::BytesMut::with_capacity(kept().map(|(_, v)| v.len()).sum());
-    for (_, value) in kept() {
+    // The kept values, one after another in one buffer, and where each lies.
+    let mut values = bytes::BytesMut::new();
+    let mut kept = Vec::with_capacity(KEPT_HEADERS.len());
+    for (name, value) in req.headers().iter().filter(|(name, _)| KEPT_HEADERS.contains(name)) {
+        kept.push((name.clone(), values.len()..values.len() + value.len()));
         values.extend_from_slice(value.as_bytes());
     }
     let values = values.freeze();
-    let mut headers = http::HeaderMap::with_capacity(kept().count());
-    let mut at = 0;
-    for (name, value) in kept() {
-        let len = value.len();
-        if let Ok(value) = http::HeaderValue::from_maybe_shared(values.slice(at..at + len)) {
-            headers.append(name.clone(), value);
+    let mut headers = http::HeaderMap::with_capacity(kept.len());
+    for (name, at) in kept {
+        if let Ok(value) = http::HeaderValue::from_maybe_shared(values.slice(at)) {
+            headers.append(name, value);
         }
-        at += len;
     }
     *req.headers_mut() = headers;
     if let Ok(uri) = http::Uri::try_from(req.uri().to_string()) {
@@ -336,4 +334,54 @@ pub fn own_handshake_request<B>(mut req: http::Request<B>) -> http::Request<B> {
     }
     *extensions = kept_extensions;
     req
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn browser_handshake() -> http::Request<()> {
+        let mut req = http::Request::get("/socket.io/?EIO=4&transport=websocket")
+            .header("host", "app.example")
+            .header("authorization", "Bearer abc")
+            .header("cookie", "session=0123456789")
+            .header("user-agent", "Mozilla/5.0")
+            .header("accept-language", "en-GB")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .header("upgrade", "websocket")
+            .body(())
+            .unwrap();
+        req.extensions_mut().insert(ClientAddr("203.0.113.7".parse().unwrap()));
+        req.extensions_mut().insert(String::from("a router's extension"));
+        req
+    }
+
+    #[test]
+    fn a_socketio_request_keeps_only_what_is_read() {
+        let req = own_handshake_request(browser_handshake());
+        let headers = req.headers();
+        assert_eq!(headers["authorization"], "Bearer abc");
+        assert_eq!(headers["host"], "app.example");
+        assert_eq!(headers["sec-websocket-key"], "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(headers["upgrade"], "websocket");
+        for dropped in ["cookie", "user-agent", "accept-language"] {
+            assert!(!headers.contains_key(dropped), "{dropped} kept");
+        }
+        assert_eq!(headers.len(), 4);
+        assert_eq!(req.uri(), "/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(
+            req.extensions().get::<ClientAddr>().map(|a| a.0.to_string()).as_deref(),
+            Some("203.0.113.7")
+        );
+        assert!(req.extensions().get::<String>().is_none(), "another extension kept");
+    }
+
+    #[test]
+    fn other_requests_pass_as_they_are() {
+        let mut req = browser_handshake();
+        *req.uri_mut() = "/api/v1/projects".parse().unwrap();
+        let req = own_handshake_request(req);
+        assert_eq!(req.headers().len(), 7);
+        assert!(req.extensions().get::<String>().is_some());
+    }
 }

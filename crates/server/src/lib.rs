@@ -344,14 +344,10 @@ pub async fn reembed(only: Option<switchboard_domain::TenantId>) -> Result<(), S
 }
 
 /// What the Socket.IO layer keeps of a handshake must not pin the connection's
-/// read buffer (about 6 KiB of every idle socket's memory): the URI and headers
-/// are copied ([`switchboard_realtime::handshake::own_handshake_request`]) and
-/// axum's `OriginalUri`, a second handle on the buffer that nothing here reads
-/// on Socket.IO requests, is dropped.
-async fn own_handshake_request(mut req: axum::extract::Request) -> axum::extract::Request {
-    if req.uri().path().starts_with("/socket.io") {
-        req.extensions_mut().remove::<axum::extract::OriginalUri>();
-    }
+/// read buffer (about 6 KiB of every idle socket's memory), nor hold what
+/// nothing reads: see [`switchboard_realtime::handshake::own_handshake_request`]
+/// (it also drops axum's `OriginalUri`, a second handle on the buffer).
+async fn own_handshake_request(req: axum::extract::Request) -> axum::extract::Request {
     switchboard_realtime::handshake::own_handshake_request(req)
 }
 
