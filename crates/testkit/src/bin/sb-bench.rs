@@ -170,53 +170,48 @@ async fn handshakes(url: &str, tenant: TenantId, count: usize, concurrency: usiz
 }
 
 async fn idle(url: &str, tenant: TenantId, count: usize, pid: &str) {
-    let before = rss_kb(pid);
-    let mut sockets = Vec::with_capacity(count);
-    for chunk in 0..count.div_ceil(100) {
-        let batch: Vec<_> = (0..100.min(count - chunk * 100))
-            .map(|_| {
-                let (url, token) = (url.to_owned(), user_token(tenant, UserId::new(), Role::Member));
-                tokio::spawn(async move { SioClient::connect(&url, &token).await })
-            })
-            .collect();
-        for b in batch {
-            sockets.push(b.await.unwrap().expect("connect"));
-        }
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = rss_kb(pid);
-    println!(
-        "idle: {count} sockets; server RSS {before} KiB -> {after} KiB = {:.2} KiB per socket",
-        (after.saturating_sub(before)) as f64 / count as f64
-    );
-    drop(sockets);
+    let rss = hold_idle(url, tenant, count, pid, |url, token| async move {
+        SioClient::connect(&url, &token).await.expect("connect")
+    })
+    .await;
+    println!("idle: {count} sockets; {rss} per socket");
 }
 
 async fn idle_polling(url: &str, tenant: TenantId, count: usize, pid: &str) {
+    let rss = hold_idle(url, tenant, count, pid, |url, token| async move {
+        let client = PollingClient::connect(&url, &token).await.expect("connect");
+        // One poll always open, as an idle browser keeps one (until the run ends).
+        tokio::spawn(async move { while client.poll().await.is_ok() {} });
+    })
+    .await;
+    println!("idle-polling: {count} clients; {rss} per client");
+}
+
+/// Opens `count` clients with `connect` (100 at a time), holds them 3 s, and
+/// says how the server's RSS grew: "server RSS A KiB -> B KiB = C KiB".
+async fn hold_idle<C, F>(url: &str, tenant: TenantId, count: usize, pid: &str, connect: C) -> String
+where
+    C: Fn(String, String) -> F,
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
     let before = rss_kb(pid);
-    let mut pollers = Vec::with_capacity(count);
+    let mut held = Vec::with_capacity(count);
     for chunk in 0..count.div_ceil(100) {
         let batch: Vec<_> = (0..100.min(count - chunk * 100))
-            .map(|_| {
-                let (url, token) = (url.to_owned(), user_token(tenant, UserId::new(), Role::Member));
-                tokio::spawn(async move { PollingClient::connect(&url, &token).await })
-            })
+            .map(|_| tokio::spawn(connect(url.to_owned(), user_token(tenant, UserId::new(), Role::Member))))
             .collect();
         for b in batch {
-            let client = b.await.unwrap().expect("connect");
-            // One poll always open, as an idle browser keeps one.
-            pollers.push(tokio::spawn(async move { while client.poll().await.is_ok() {} }));
+            held.push(b.await.unwrap());
         }
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = rss_kb(pid);
-    println!(
-        "idle-polling: {count} clients; server RSS {before} KiB -> {after} KiB = {:.2} KiB per client",
+    drop(held);
+    format!(
+        "server RSS {before} KiB -> {after} KiB = {:.2} KiB",
         (after.saturating_sub(before)) as f64 / count as f64
-    );
-    for p in pollers {
-        p.abort();
-    }
+    )
 }
 
 async fn latency(
