@@ -1,7 +1,8 @@
 # Shared by the realtime harnesses (source it): starts the services if needed,
 # builds the release `switchboard` and `sb-bench`, migrates, and gives
 # `start_two_nodes NAME [VAR=value ...]`, which serves two nodes on one Redis at
-# $A and $B (ports 18191 and 18192, /metrics at $MA and $MB on 18201 and 18202)
+# $A and $B (ports 18191 and 18192, /metrics at $MA and $MB on 18201 and 18202;
+# `serve_node` and `wait_ready` start more)
 # and stops them by pid when the script exits (or at `stop_nodes`),
 # and `call METHOD URL TOKEN BODY`. Tokens are signed with
 # switchboard-testkit's JWT_SECRET, the one sb-bench signs with; tenants are
@@ -30,13 +31,22 @@ trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null ||
 start_two_nodes() {
   local name=$1
   shift
-  for n in 1 2; do
-    env RUST_LOG=warn HOST=127.0.0.1 PORT=$((18190 + n)) METRICS_ADDR=127.0.0.1:$((18200 + n)) NODE_ID="$name-$n" DRAIN_SECONDS=1 "$@" $BIN serve &
-    pids+=($!)
-  done
-  for port in 18191 18192; do
-    for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/health/ready" >/dev/null && break; sleep 0.1; done
-  done
+  serve_node "$name" 1 "$@"
+  serve_node "$name" 2 "$@"
+  wait_ready 1
+  wait_ready 2
+}
+
+# NAME N [VAR=value ...]: serves node N (port 18190+N, /metrics on 18200+N),
+# its pid last in `pids`; `wait_ready N` waits until it answers.
+serve_node() {
+  local name=$1 n=$2
+  shift 2
+  env RUST_LOG=warn HOST=127.0.0.1 PORT=$((18190 + n)) METRICS_ADDR=127.0.0.1:$((18200 + n)) NODE_ID="$name-$n" DRAIN_SECONDS=1 "$@" $BIN serve &
+  pids+=($!)
+}
+wait_ready() {
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$((18190 + $1))/health/ready" >/dev/null && break; sleep 0.1; done
 }
 
 # Stops every node started so far (by pid) and forgets them, for harnesses

@@ -31,9 +31,7 @@ $BENCH handshakes "$A" "$tenant" 5000 32
 # node A would be reused and hide what a socket costs.
 $BENCH idle "$B" "$tenant" "$IDLE" "${pids[1]}"
 # Long-polling clients, on a node of their own that has served nothing yet.
-env RUST_LOG=warn HOST=127.0.0.1 PORT=18193 METRICS_ADDR=127.0.0.1:18203 NODE_ID=rt-3 DRAIN_SECONDS=1 \
-  SOCKET_EVENTS_PER_SECOND=1000000 $BIN serve &
-pids+=($!)
-for _ in $(seq 1 100); do curl -sf http://127.0.0.1:18193/health/ready >/dev/null && break; sleep 0.1; done
+serve_node rt 3 SOCKET_EVENTS_PER_SECOND=1000000
+wait_ready 3
 $BENCH idle-polling http://127.0.0.1:18193 "$tenant" "$((IDLE / 2))" "${pids[2]}"
 $BENCH latency "$A" "$B" "$tenant" "$RATE" "$SECONDS_" "$SUBS"
