@@ -85,14 +85,19 @@ impl<T> Shared<T> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues `value` and wakes the receiver, outside the lock.
+    /// Queues `value` and wakes the receiver.
     fn push(&self, mut state: MutexGuard<'_, State<T>>, value: T) {
         state.items.push_back(value);
-        let waker = state.rx_waker.take();
-        drop(state);
-        if let Some(w) = waker {
-            w.wake();
-        }
+        wake_rx(state);
+    }
+}
+
+/// Wakes the receiver if it waits, outside the lock.
+fn wake_rx<T>(mut state: MutexGuard<'_, State<T>>) {
+    let waker = state.rx_waker.take();
+    drop(state);
+    if let Some(w) = waker {
+        w.wake();
     }
 }
 
@@ -147,11 +152,7 @@ impl<T> Sender<T> {
             return false;
         }
         state.volatile = Some(Box::new(value));
-        let waker = state.rx_waker.take();
-        drop(state);
-        if let Some(w) = waker {
-            w.wake();
-        }
+        wake_rx(state);
         true
     }
 
@@ -163,11 +164,7 @@ impl<T> Sender<T> {
     pub(crate) fn end(&self) {
         let mut state = self.shared.lock();
         state.ended = true;
-        let waker = state.rx_waker.take();
-        drop(state);
-        if let Some(w) = waker {
-            w.wake();
-        }
+        wake_rx(state);
     }
 
     /// Whether the receiver closed the queue.
