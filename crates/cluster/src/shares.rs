@@ -311,13 +311,9 @@ impl Shares {
         Self { inner }
     }
 
-    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Held>> {
-        self.inner.local()
-    }
-
     /// Takes room held spare, if there is any and the count is below `max`.
     fn take_spare(&self, tenant: Uuid, max: u32) -> bool {
-        let mut local = self.local();
+        let mut local = self.inner.local();
         match local.get_mut(&tenant) {
             Some(held) if held.spare > 0 && held.used < max => {
                 held.spare -= 1;
@@ -330,7 +326,7 @@ impl Shares {
 
     /// The lock over this node's Redis calls for `tenant`.
     fn calls(&self, tenant: Uuid) -> Arc<tokio::sync::Mutex<()>> {
-        self.local().entry(tenant).or_default().calls.clone()
+        self.inner.local().entry(tenant).or_default().calls.clone()
     }
 
     /// Takes one for `tenant` if it holds fewer than `max`: from the room this
@@ -352,7 +348,7 @@ impl Shares {
                 if granted == 0 {
                     return false;
                 }
-                let mut local = self.local();
+                let mut local = self.inner.local();
                 let held = local.entry(tenant).or_default();
                 held.used += 1;
                 held.spare += granted - 1;
@@ -365,7 +361,7 @@ impl Shares {
             }
         }
         let share = (max / self.inner.nodes.live_nodes()).max(1);
-        let mut local = self.local();
+        let mut local = self.inner.local();
         let held = local.entry(tenant).or_default();
         if held.used >= share {
             return false;
@@ -379,7 +375,7 @@ impl Shares {
     /// count (down to one chunk), not one by one as sockets come and go.
     pub fn release(&self, tenant: Uuid) {
         let calls = {
-            let mut local = self.local();
+            let mut local = self.inner.local();
             let Some(held) = local.get_mut(&tenant) else { return };
             if held.used == 0 {
                 return;
