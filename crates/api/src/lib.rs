@@ -27,6 +27,7 @@ mod request_id;
 mod run_views;
 mod runs;
 mod secrets;
+mod session_requests;
 mod state;
 mod tasks;
 mod tenants;
@@ -44,6 +45,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub use request_id::REQUEST_ID;
+pub use session_requests::{App, MakeApp, NotFound, SessionService, is_session_request, session_service};
 
 /// Browser access from exact origins (`CORS_ALLOWED_ORIGINS`), with credentials;
 /// none listed means same-origin only. Clients may read the request id and the
@@ -123,7 +125,7 @@ pub fn router(state: AppState, cors_origins: &[String], socket_io: impl FnOnce(R
         .layer(middleware::from_fn_with_state(trusted, client_addr::stamp))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_secs(30),
+            session_requests::REQUEST_TIMEOUT,
         ))
         .layer(middleware::from_fn(request_id::observe))
         .layer(

@@ -43,7 +43,7 @@ pub struct Application {
     listener: TcpListener,
     metrics: TcpListener,
     state: AppState,
-    router: axum::Router,
+    app: switchboard_api::App,
     /// This node's ingestion worker and the name it claims jobs under.
     worker: (tokio::task::JoinHandle<()>, String),
     /// This node's sweep of expired approvals.
@@ -147,14 +147,24 @@ impl Application {
                 switchboard_webhooks::worker::Settings { node: instance.clone(), ..config.webhooks.clone() };
             tokio::spawn(switchboard_webhooks::worker::run(state.db.clone(), vault, settings))
         });
+        // One Engine.IO service (it holds the sessions): the router serves it
+        // the requests that open a session, and an open session's requests (a
+        // long-polling client's) reach it by a path of their own, lighter than
+        // the router's.
+        let engine_io = tower::Layer::layer(&socket_io, switchboard_api::NotFound);
+        let sessions = switchboard_api::session_service(engine_io.clone(), &config.cors_allowed_origins);
         let router = switchboard_api::router(state.clone(), &config.cors_allowed_origins, |r| {
-            r.layer(socket_io).layer(axum::middleware::map_request(own_handshake_request))
+            r.route_service("/socket.io", engine_io.clone())
+                .route_service("/socket.io/", engine_io.clone())
+                .route_service("/socket.io/{*rest}", engine_io)
+                .layer(axum::middleware::map_request(own_handshake_request))
         });
+        let app = switchboard_api::App::new(sessions, router);
         let addr = SocketAddr::new(config.host, config.port);
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
         let addr = config.metrics_addr;
         let metrics = TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
-        Ok(Self { listener, metrics, state, router, worker: (worker, instance), expiry, webhooks })
+        Ok(Self { listener, metrics, state, app, worker: (worker, instance), expiry, webhooks })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -173,7 +183,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartError> {
         let metrics_addr = self.metrics_addr();
-        let Self { listener, metrics, state, router, worker, expiry, webhooks } = self;
+        let Self { listener, metrics, state, app, worker, expiry, webhooks } = self;
         match listener.local_addr() {
             Ok(addr) => {
                 tracing::info!(addr = %addr, metrics_addr = %metrics_addr, node_id = %state.node_id, "serving")
@@ -195,7 +205,7 @@ impl Application {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
         });
-        axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        axum::serve(listener, app.into_make_service())
             .with_graceful_shutdown(async move {
                 tokio::select! {
                     () = shutdown => {}

@@ -103,3 +103,87 @@ async fn browsers_from_listed_origins_may_call_with_credentials_and_others_may_n
     assert!(res.headers().get("access-control-allow-origin").is_none());
     closed.stop().await;
 }
+
+/// A long-polling client's requests after the handshake (with a `sid`) take a
+/// lighter path than the router's; what a browser and an operator see of
+/// them is the same: CORS for listed origins, the request id, the request
+/// metrics as route `/socket.io/`, and Engine.IO's own errors.
+#[tokio::test]
+async fn long_polling_requests_get_cors_request_ids_and_metrics() {
+    use switchboard_domain::{Role, UserId};
+    let app = TestApp::spawn_with(&[("CORS_ALLOWED_ORIGINS", "http://app.example:3000")]).await;
+    let tenant = app.create_tenant("polling").await;
+    let token = switchboard_testkit::user_token(tenant, UserId::new(), Role::Member);
+    let origin = "http://app.example:3000";
+    let open = app
+        .http
+        .get(app.url("/socket.io/?EIO=4&transport=polling"))
+        .header("origin", origin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 200);
+    assert_eq!(open.headers()["access-control-allow-origin"], origin);
+    let body = open.text().await.unwrap();
+    let sid = serde_json::from_str::<Value>(body.strip_prefix('0').unwrap()).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let session = app.url(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+
+    let sent = app
+        .http
+        .post(&session)
+        .header("origin", origin)
+        .header("x-request-id", "poll-post-1")
+        .header("content-type", "text/plain;charset=UTF-8")
+        .body(format!("40{}", serde_json::json!({ "token": token })))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 200);
+    assert_eq!(sent.headers()["access-control-allow-origin"], origin);
+    assert_eq!(sent.headers()["access-control-allow-credentials"], "true");
+    assert_eq!(sent.headers()["x-request-id"], "poll-post-1");
+    assert_eq!(sent.text().await.unwrap(), "ok");
+
+    // Polls until the namespace answers the connect (pings may come first).
+    let mut polls = 0;
+    loop {
+        let polled = app.http.get(&session).header("origin", origin).send().await.unwrap();
+        polls += 1;
+        assert_eq!(polled.status(), 200);
+        assert_eq!(polled.headers()["access-control-allow-origin"], origin);
+        assert!(!polled.headers()["x-request-id"].is_empty());
+        let packets = polled.text().await.unwrap();
+        if packets.split('\u{1e}').any(|p| p.starts_with("40")) {
+            break;
+        }
+        assert!(polls < 5, "no answer to the connect: {packets}");
+    }
+
+    // A forged session id is Engine.IO's 400, and another origin gets no CORS grant.
+    let forged = app
+        .http
+        .get(app.url("/socket.io/?EIO=4&transport=polling&sid=AAAAAAAAAAAAAAAA"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 400);
+    assert!(forged.headers().contains_key("x-request-id"));
+    assert!(forged.headers().get("access-control-allow-origin").is_none());
+
+    let metrics = app.metrics().await;
+    let count = |method: &str, class: &str| {
+        switchboard_testkit::metric_sum(
+            &metrics,
+            "switchboard_http_request_duration_seconds_count",
+            &[("route", "/socket.io/"), ("method", method), ("class", class)],
+        )
+    };
+    assert_eq!(count("POST", "2xx"), 1.0, "{metrics}");
+    assert_eq!(count("GET", "2xx"), f64::from(1 + polls), "the handshake and the polls: {metrics}");
+    assert_eq!(count("GET", "4xx"), 1.0, "{metrics}");
+    app.stop().await;
+}
