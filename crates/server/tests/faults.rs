@@ -557,6 +557,64 @@ async fn a_subscriber_that_stops_reading_is_told_and_recovers_while_the_others_m
     );
 }
 
+/// A client that stops reading altogether (its kernel buffers full, its pings
+/// unanswered) is disconnected at its ping timeout like any other, and what
+/// the node holds for it goes: the connection it counted against its
+/// tenant's limit is free again. The node's writes to it wait on the peer and
+/// would otherwise keep its session open.
+#[tokio::test]
+async fn a_client_that_stops_reading_altogether_is_disconnected_at_its_ping_timeout() {
+    let node = Node::spawn_with(BIN, "stalled", &[("SOCKET_EVENTS_PER_SECOND", "10000")]);
+    let limits = json!({ "events_per_second": 10000, "max_connections": 2 });
+    let tenant = node.create_tenant_with("stalled", limits).await;
+    let token = member(tenant);
+    let stalled = subscribed(&node.url(""), &token, Some(4096)).await;
+    stalled.set_reading(false);
+    let publisher = subscribed(&node.url(""), &token, None).await;
+    // Events of 16 KiB until its queue is full and the node takes it off the
+    // topic: by then the node's writes to it wait on the peer.
+    let filler = "x".repeat(16 * 1024);
+    let mut lagged = false;
+    for seq in 1..=2000u64 {
+        let ack = publisher
+            .emit_with_ack(
+                "publish",
+                json!({ "topic": TOPIC, "event": "tick", "data": { "seq": seq, "filler": filler } }),
+            )
+            .await;
+        assert_eq!(ack["ok"], true, "{ack}");
+        if seq % 10 == 0 && node.metric("switchboard_lagging_subscribers_total").await >= 1.0 {
+            lagged = true;
+            break;
+        }
+    }
+    assert!(lagged, "the stalled client was never taken off the topic");
+    let base = node.url("");
+    let third = || SioClient::connect(&base, &token);
+    match third().await {
+        Err(switchboard_testkit::sio::ConnectError::Refused(data)) => {
+            assert_eq!(data["data"]["code"], "tenant_connection_limit", "{data}");
+        }
+        other => panic!("a third connection while the stalled one counts: {:?}", other.map(|_| ())),
+    }
+    // Pings every 25 s, answered within 20 s: gone within about 45 s of its
+    // last answer, and the 2 s a closed session's writes may still take.
+    let started = Instant::now();
+    let admitted = loop {
+        if let Ok(c) = third().await {
+            break c;
+        }
+        assert!(started.elapsed() < Duration::from_secs(75), "the stalled client still holds its connection");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    eprintln!(
+        "a stalled client: its connection was free {:?} after it was taken off the topic",
+        started.elapsed()
+    );
+    admitted.close();
+    drop(stalled);
+}
+
 #[tokio::test]
 async fn a_node_killed_under_load_its_clients_recover_on_the_other_and_its_presence_goes() {
     let mut a = Node::spawn(BIN, "crash-a");

@@ -26,6 +26,10 @@ pub struct EngineIo<H: EngineIoHandler> {
     pub config: EngineIoConfig,
 }
 
+/// Switchboard: how long a closed session's websocket writer may still wait on the peer
+/// to send what was queued before the close (a disconnect packet, say).
+pub(crate) const WRITE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl<H: EngineIoHandler> EngineIo<H> {
     /// Create a new Engine.IO server with a [`EngineIoHandler`] and a [`EngineIoConfig`]
     pub fn new(handler: Arc<H>, config: EngineIoConfig) -> Self {
@@ -102,7 +106,23 @@ impl<H: EngineIoHandler> EngineIo<H> {
             // channel so that `Socket::closed` resolves and no more packets can be buffered.
             // When no transport holds the lock (e.g. polling between requests) this resolves
             // immediately.
-            socket.internal_rx.lock().await.buffered_rx.close();
+            // Switchboard: a websocket writer sends what was queued before the close, but
+            // a peer that stopped reading would keep it (and so this close) waiting for
+            // as long as it keeps its connection: after `WRITE_GRACE` the task serving
+            // the websocket is stopped, which gives the lock back.
+            let mut rx = match tokio::time::timeout(WRITE_GRACE, socket.internal_rx.lock()).await {
+                Ok(rx) => rx,
+                Err(_) => {
+                    #[cfg(feature = "tracing")]
+                    tracing::debug!(sid = %socket.id, "writer still waiting on the peer; stopping it");
+                    if let Some(task) = socket.serving.get() {
+                        task.abort();
+                    }
+                    socket.internal_rx.lock().await
+                }
+            };
+            rx.buffered_rx.close();
+            drop(rx);
 
             #[cfg(feature = "tracing")]
             tracing::debug!(sid = %socket.id, "session closed, notifying handler");

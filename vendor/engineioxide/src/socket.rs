@@ -223,6 +223,11 @@ where
     /// A cancellation token that will be triggered when the socket is being closed.
     pub(crate) cancellation_token: CancellationToken,
 
+    /// Switchboard: the task serving the socket's websocket, once it has one; a close
+    /// stops it if its writer has not given the queue back after
+    /// [`WRITE_GRACE`](crate::engine::WRITE_GRACE).
+    pub(crate) serving: std::sync::OnceLock<tokio::task::AbortHandle>,
+
     /// Function to call when the socket is closed
     close_fn: Box<dyn Fn(Sid, DisconnectReason) + Send + Sync>,
     /// User data bound to the socket
@@ -260,6 +265,7 @@ where
 
             heartbeat: Notify::new(),
             cancellation_token: CancellationToken::new(),
+            serving: std::sync::OnceLock::new(),
 
             close_fn,
 

@@ -165,7 +165,11 @@ where
     // the handshake is done, so the memory of the handshake's futures is given back
     // rather than kept for the connection's whole life.
     let (tx, rx) = ws.split();
-    tokio::spawn(serve::<H, S>(engine, socket, tx, rx, sid.is_none()));
+    let serving = socket.clone();
+    let task = tokio::spawn(serve::<H, S>(engine, socket, tx, rx, sid.is_none()));
+    // Switchboard: kept so that a close can stop a writer that waits on the peer
+    // for ever (see `EngineIo::close_session`).
+    let _ = serving.serving.set(task.abort_handle());
     Ok(())
 }
 
@@ -571,6 +575,60 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(msg, Message::text("4hello"));
+    }
+
+    #[derive(Debug, Default)]
+    struct Closes(
+        std::sync::atomic::AtomicUsize,
+        std::sync::Mutex<Option<Arc<Socket<()>>>>,
+    );
+    impl EngineIoHandler for Closes {
+        type Data = ();
+        fn on_connect(self: Arc<Self>, socket: Arc<Socket<()>>) {
+            *self.1.lock().unwrap() = Some(socket);
+        }
+        fn on_disconnect(&self, _: Arc<Socket<()>>, _: DisconnectReason) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        fn on_message(self: &Arc<Self>, _: Str, _: Arc<Socket<()>>) {}
+        fn on_binary(self: &Arc<Self>, _: Bytes, _: Arc<Socket<()>>) {}
+    }
+
+    /// Switchboard: a peer that stopped reading does not keep its session's close
+    /// waiting for ever: the task serving it is stopped after the grace.
+    #[tokio::test]
+    async fn a_close_stops_a_writer_blocked_by_a_peer_that_stopped_reading() {
+        let handler = Arc::new(Closes::default());
+        let engine = Arc::new(EngineIo::new(handler.clone(), EngineIoConfig::default()));
+        let (server, _client) = tokio::io::duplex(1024);
+        let parts = Request::<()>::default().into_parts().0;
+        on_init(engine.clone(), server, ProtocolVersion::V4, None, parts)
+            .await
+            .unwrap();
+        let socket = handler.1.lock().unwrap().clone().unwrap();
+        // The peer reads nothing: 1 KiB of pipe fills, and the writer waits on it.
+        let big = Str::from("x".repeat(4096));
+        for _ in 0..4 {
+            socket.emit(big.clone()).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            socket.internal_rx.try_lock().is_err(),
+            "the writer holds the queue"
+        );
+
+        engine.close_session(socket.id, DisconnectReason::TransportClose);
+        tokio::time::sleep(crate::engine::WRITE_GRACE / 2).await;
+        let closes = || handler.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(closes(), 0, "queued writes have their grace");
+        tokio::time::timeout(crate::engine::WRITE_GRACE, async {
+            while closes() == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the handler hears of the close after the grace");
+        assert_eq!(closes(), 1);
     }
 
     #[tokio::test]
