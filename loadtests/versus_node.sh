@@ -12,6 +12,8 @@
 #      while (`sb-bench handshakes`);
 #   2. idle: the RSS growth per socket of node 2, a process that has served
 #      nothing before, holding IDLE (10,000) authenticated sockets (`sb-bench idle`);
+#      and the same for IDLE / 2 long-polling clients, each holding one poll
+#      open (`sb-bench idle-polling`);
 #   3. fan-out: one topic with SUBSCRIBERS (1,000) subscribers on node 2 and
 #      ten publishing sockets on node 1, at each publish rate of RATES_FANOUT
 #      (default "20 50 100" per second: 20,000 to 100,000 deliveries/s)
@@ -36,7 +38,7 @@
 #
 #   loadtests/versus_node.sh [SECONDS] [RUNS]     (defaults 5 and 3)
 #
-# The default takes about 10 minutes: a round is 18 figures, most of them
+# The default takes about 11 minutes: a round is 20 figures, most of them
 # SECONDS plus 5 to 10 s of connecting, subscribing and draining. Needs
 # Node.js 18 or newer; `npm ci` in loadtests/ on first use. Exits non-zero
 # when a figure could not be measured (it goes on with the others and says
@@ -164,6 +166,7 @@ measure() {
   case $load in
     handshakes) args=(handshakes "$pub" "$tenant" "$HANDSHAKES" "$CONCURRENCY") limit=180 ;;
     idle) args=(idle "$sub" "$tenant" "$IDLE" "${pids[1]}") limit=300 ;;
+    idle-polling) args=(idle-polling "$sub" "$tenant" "$((IDLE / 2))" "${pids[1]}") limit=300 ;;
     fanout) args=(latency "$pub" "$sub" "$tenant" "$rate" "$SECONDS_" "$SUBSCRIBERS") limit=$((SECONDS_ + 180)) ;;
     chat) args=(chat "$pub" "$sub" "$tenant" "$TOPICS" "$PER_TOPIC" "$rate" "$SECONDS_") limit=$((SECONDS_ + 180)) ;;
   esac
@@ -206,6 +209,7 @@ PATTERNS = {
     rf"delivered (\d+)/(\d+) of the accepted \({NUM}%\), p50 {NUM} ms, p99 {NUM} ms",
     "handshakes": r"= (\d+)/s at concurrency \d+, (\d+) refused or failed",
     "idle": rf"server RSS (\d+) KiB -> (\d+) KiB = {NUM} KiB per socket",
+    "idle-polling": rf"server RSS (\d+) KiB -> (\d+) KiB = {NUM} KiB per client",
 }
 
 
@@ -245,6 +249,7 @@ def title(load, rate):
         "chat": f"chat {rate}/s",
         "handshakes": "handshakes",
         "idle": f"idle {os.environ['IDLE']}",
+        "idle-polling": f"idle polling {int(os.environ['IDLE']) // 2}",
     }[load]
 
 
@@ -253,7 +258,7 @@ def show(load, f, status="ok"):
         return "crashed during the run" if status == "crashed" else "not measured"
     if load == "handshakes":
         return f"{f['rate']:7.0f}/s, {f['failed']:.0f} failed, cpu {f['cpu']:.1f} s"
-    if load == "idle":
+    if load in ("idle", "idle-polling"):
         return f"{f['kib']:6.2f} KiB/socket (RSS {f['before'] / 1024:.0f} -> {f['after'] / 1024:.0f} MiB)"
     text = f"{f['rate']:7.0f} deliveries/s {f['share']:5.1f}%, p50 {f['p50']:7.2f} ms, p99 {f['p99']:8.2f} ms"
     if load == "chat":
@@ -289,7 +294,7 @@ runs = max((r for v in rows.values() for rs in v.values() for r, _, _ in rs), de
 print(f"\nmedians of {runs} run(s), {seconds} s of load each; Switchboard/Node: above 1 means more for "
       "Switchboard (better for delivered/s and handshakes/s, worse for latency and KiB); "
       "delivered/s counts late deliveries too")
-order = {"handshakes": 0, "idle": 1, "fanout": 2, "chat": 3}
+order = {"handshakes": 0, "idle": 1, "idle-polling": 2, "fanout": 3, "chat": 4}
 print(f"{'':<22}   {'Switchboard':^46}   {'Node.js + redis-adapter':^46}   Switchboard/Node")
 print(f"{'figure':<22}   " + "   ".join(
     [f"{'delivered/s':>12}{'share':>8}{'p50 ms':>9}{'p99 ms':>10}{'cpu s':>7}"] * 2)
@@ -315,7 +320,8 @@ for (load, rate) in sorted(rows, key=lambda k: (order[k[0]], k[1])):
         print(f"{'handshakes/s':<22}   {cell(a, '12.0f'):>12}{'':34}   {cell(b, '12.0f'):>12}{'':34}   {ratio(a, b):>8}")
     else:
         a, b = med(sb, "kib"), med(nd, "kib")
-        print(f"{'KiB per idle socket':<22}   {cell(a, '12.2f'):>12}{'':34}   {cell(b, '12.2f'):>12}{'':34}   {ratio(a, b):>8}")
+        label = "KiB per idle socket" if load == "idle" else "KiB per polling client"
+        print(f"{label:<22}   {cell(a, '12.2f'):>12}{'':34}   {cell(b, '12.2f'):>12}{'':34}   {ratio(a, b):>8}")
 PY
 )
 export SECONDS_ PER_TOPIC SUBSCRIBERS IDLE
@@ -334,6 +340,7 @@ started=$(date +%s)
 for run in $(seq 1 "$RUNS"); do
   figure "$run" handshakes 0
   figure "$run" idle 0
+  figure "$run" idle-polling 0
   for rate in "${FANOUT_RATES[@]}"; do figure "$run" fanout "$rate"; done
   for rate in "${CHAT_RATES[@]}"; do figure "$run" chat "$rate"; done
 done
