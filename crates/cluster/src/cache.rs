@@ -298,6 +298,12 @@ impl Cache {
 
     /// The value of `key` in `ns`: from L1, else L2, else `load` (whose result is
     /// stored in both). Concurrent misses on this node share one `load`.
+    ///
+    /// A hit builds no loader: the miss's future (a Redis read, `load`'s
+    /// Postgres calls, a Redis write) is kilobytes, and every caller's future
+    /// would carry it inline, to be allocated and copied wherever the caller's
+    /// is (a socket event's handler is a task of its own). A miss goes
+    /// through one boxed future instead.
     pub async fn get_or_load<T, E, F, Fut>(&self, ns: Namespace, key: &str, load: F) -> Result<T, Arc<E>>
     where
         T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
@@ -308,6 +314,41 @@ impl Cache {
         let version = self.version(ns).await;
         let generation = self.inner.generations.get(&ns).unwrap_or(0);
         let l1_key = L1Key { ns, version, generation, key: key.to_owned() };
+        let inner = &self.inner;
+        let value = match inner.l1.get(&l1_key).await {
+            Some(value) => {
+                inner.counters.l1_hits.fetch_add(1, Ordering::Relaxed);
+                value
+            }
+            None => Box::pin(self.load_l1(ns, version, l1_key, load)).await?,
+        };
+        match value.downcast_ref::<T>() {
+            Some(v) => Ok(v.clone()),
+            // The same key read as two types: a bug. Drop the entry and say so.
+            None => {
+                tracing::error!(kind = ns.kind.as_str(), "cache: one key read as two types");
+                inner.l1.invalidate(&L1Key { ns, version, generation, key: key.to_owned() }).await;
+                Err(Arc::new(E::from(TypeMismatch)))
+            }
+        }
+    }
+
+    /// [`Self::get_or_load`]'s miss: L2, else `load`, into L1 (shared with
+    /// the concurrent misses on this node).
+    async fn load_l1<T, E, F, Fut>(
+        &self,
+        ns: Namespace,
+        version: u64,
+        l1_key: L1Key,
+        load: F,
+    ) -> Result<Value, Arc<E>>
+    where
+        T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let key = l1_key.key.clone();
         let missed = AtomicBool::new(false);
         let inner = &self.inner;
         let held = inner.held.read().map(|h| h.contains(&ns)).unwrap_or(false);
@@ -316,7 +357,7 @@ impl Cache {
             .l1
             .try_get_with(l1_key, async {
                 missed.store(true, Ordering::Relaxed);
-                let l2_key = ns.entry_key(version, key);
+                let l2_key = ns.entry_key(version, &key);
                 if let Some(l2) = l2() {
                     match l2.get(&l2_key).await {
                         Ok(Some(json)) => {
@@ -339,18 +380,11 @@ impl Cache {
                 Ok(Arc::new(v) as Value)
             })
             .await?;
+        // Another miss loaded it meanwhile: a hit for this one.
         if !missed.load(Ordering::Relaxed) {
             inner.counters.l1_hits.fetch_add(1, Ordering::Relaxed);
         }
-        match value.downcast_ref::<T>() {
-            Some(v) => Ok(v.clone()),
-            // The same key read as two types: a bug. Drop the entry and say so.
-            None => {
-                tracing::error!(kind = ns.kind.as_str(), "cache: one key read as two types");
-                inner.l1.invalidate(&L1Key { ns, version, generation, key: key.to_owned() }).await;
-                Err(Arc::new(E::from(TypeMismatch)))
-            }
-        }
+        Ok(value)
     }
 
     /// Makes every node stop using what `ns` held. `false` when Redis did not

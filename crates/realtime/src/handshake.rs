@@ -385,3 +385,26 @@ mod tests {
         assert!(req.extensions().get::<String>().is_some());
     }
 }
+
+#[cfg(test)]
+mod future_sizes {
+    //! Each client event runs as a task of its own, so its handler's future is
+    //! allocated and copied once per event. A lookup that carries a rarely
+    //! taken Redis or Postgres path inline makes it kilobytes (a publish's was
+    //! 16 KiB in a debug build): those paths are boxed where they are taken.
+
+    fn size<A, B, C, F>(_: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn event_handlers_futures_stay_small() {
+        // `message:send` writes to Postgres on every call, so its future
+        // carries that path whatever is boxed (7.5 KiB).
+        for (event, bytes) in
+            [("publish", size(super::subscribe::publish)), ("subscribe", size(super::subscribe::subscribe))]
+        {
+            assert!(bytes <= 5 * 1024, "{event}: {bytes} bytes");
+        }
+    }
+}

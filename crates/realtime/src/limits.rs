@@ -173,6 +173,20 @@ impl TenantBudgets {
         if budget.spend(n) {
             return Ok(());
         }
+        // The lease ran out: a Redis call, in a boxed future so that every
+        // caller's future (a publish's, say) does not carry it inline.
+        Box::pin(Self::refill(budget, limiter, tenant, spend, quota, n)).await
+    }
+
+    /// Leases more of the budget from Redis, or refuses; one refill at a time.
+    async fn refill(
+        budget: Arc<Budget>,
+        limiter: &RateLimiter,
+        tenant: TenantId,
+        spend: Spend,
+        quota: Quota,
+        n: u32,
+    ) -> Result<(), Duration> {
         let _refilling = budget.refill.lock().await;
         if budget.spend(n) {
             return Ok(());
