@@ -331,13 +331,18 @@ async fn forward_to_socket<H: EngineIoHandler, S>(
         tracing::debug!(sid = %socket.id, "session closed before starting the ws writer");
         return;
     };
+    // Switchboard: a packet the last poll peeked (it did not fit in that poll's
+    // payload) goes first; before, an upgrade dropped it.
+    let mut peeked = internal_rx.peeked_packet.take();
     let buffered_rx = &mut internal_rx.buffered_rx;
 
     // Forward buffered packets until the queue is ended (the session is closed), and
     // flush whenever the queue is drained. Only one `PacketBuf` is held at a time.
     let mut flushed = true;
     loop {
-        let packets = if flushed {
+        let packets = if let Some(packets) = peeked.take() {
+            *packets
+        } else if flushed {
             match buffered_rx.recv().await {
                 Some(packets) => packets,
                 None => break,
@@ -629,6 +634,26 @@ mod tests {
         .await
         .expect("the handler hears of the close after the grace");
         assert_eq!(closes(), 1);
+    }
+
+    /// Switchboard: what the last poll peeked is not lost in an upgrade.
+    #[tokio::test]
+    async fn writer_sends_the_packet_the_last_poll_peeked_first() {
+        let socket = socket();
+        let (server, mut client) = ws_pair().await;
+        let (tx, _rx) = server.split();
+        socket.internal_rx.lock().await.peeked_packet =
+            Some(Box::new(smallvec![Packet::Message(Str::from("peeked"))]));
+        socket.emit(Str::from("queued")).unwrap();
+        tokio::spawn(forward_to_socket::<StubHandler, _>(socket.clone(), tx));
+        for expected in ["4peeked", "4queued"] {
+            let msg = tokio::time::timeout(TIMEOUT, client.next())
+                .await
+                .expect("the writer should send the packet")
+                .unwrap()
+                .unwrap();
+            assert_eq!(msg, Message::text(expected));
+        }
     }
 
     #[tokio::test]
