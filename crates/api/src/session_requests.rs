@@ -18,7 +18,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::future::RouteFuture;
 use futures_util::future::{BoxFuture, Either};
 use std::convert::Infallible;
@@ -101,25 +101,6 @@ impl SessionService {
             );
             Ok(response)
         })
-    }
-}
-
-/// What the Engine.IO service calls for a request that is not under its path:
-/// not found (the router sends it only requests under it).
-#[derive(Clone, Copy, Debug)]
-pub struct NotFound;
-
-impl Service<Request> for NotFound {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = std::future::Ready<Result<Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Request) -> Self::Future {
-        std::future::ready(Ok(StatusCode::NOT_FOUND.into_response()))
     }
 }
 

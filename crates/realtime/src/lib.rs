@@ -32,10 +32,13 @@ pub use envelope::From;
 pub use session::Session;
 pub use subscribe::check_event_name;
 
+/// The Socket.IO service: Engine.IO's requests (under `/socket.io`), and 404
+/// for any other. Clones share its sessions.
+pub type SocketIoService = socketioxide::service::SocketIoService<engineioxide::service::NotFoundService>;
+
 use serde_json::value::RawValue;
 use socketioxide::SocketIo;
 use socketioxide::handler::ConnectHandler;
-use socketioxide::layer::SocketIoLayer;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -140,9 +143,9 @@ impl std::fmt::Debug for Realtime {
 pub(crate) const CONTROL_ROOM: &str = "sys:control";
 
 impl Realtime {
-    /// Builds the layer to mount on the HTTP router and starts the bus reader.
+    /// Builds the Socket.IO service to serve and starts the bus reader.
     /// Call from within a tokio runtime.
-    pub async fn new(deps: Deps, config: RealtimeConfig) -> (Self, SocketIoLayer) {
+    pub async fn new(deps: Deps, config: RealtimeConfig) -> (Self, SocketIoService) {
         let (topics, deliveries) = Topics::new(deps.redis.clone(), config.history);
         let nodes = deps.limiter.nodes().clone();
         let presence = Presence::new(deps.redis.clone(), nodes.clone());
@@ -171,7 +174,7 @@ impl Realtime {
             handlers: Arc::new(handshake::handlers()),
         });
         let rt = Self { inner };
-        let (layer, io) = SocketIo::builder()
+        let (service, io) = SocketIo::builder()
             .with_state(rt.clone())
             .max_buffer_size(config.socket_buffer)
             .max_payload(config.max_packet_bytes)
@@ -182,7 +185,7 @@ impl Realtime {
             .ping_interval(Duration::from_secs(25))
             .ping_timeout(Duration::from_secs(20))
             .connect_timeout(Duration::from_secs(10))
-            .build_layer();
+            .build_svc();
         io.ns("/", handshake::on_connect.with(handshake::guard));
         let _ = rt.inner.io.set(io.clone());
         // The control topic is always subscribed; a failure here (Redis still
@@ -193,7 +196,7 @@ impl Realtime {
         tokio::spawn(hub::dispatch(Arc::downgrade(&rt.inner), io, deliveries));
         tokio::spawn(presence::reaper(Arc::downgrade(&rt.inner)));
         tokio::spawn(expiry::sweeper(Arc::downgrade(&rt.inner)));
-        (rt, layer)
+        (rt, service)
     }
 
     /// Room for one client publish, to hold while it is under way; `None`

@@ -107,7 +107,7 @@ impl Application {
             directory: directory.clone(),
             limiter: limiter.clone(),
         };
-        let (realtime, socket_io) = switchboard_realtime::Realtime::new(deps, config.realtime).await;
+        let (realtime, engine_io) = switchboard_realtime::Realtime::new(deps, config.realtime).await;
         let knowledge = switchboard_knowledge::Knowledge::new(db.clone(), config.knowledge.clone());
         let wake = switchboard_knowledge::worker::Wake::default();
         let state =
@@ -151,7 +151,6 @@ impl Application {
         // the requests that open a session, and an open session's requests (a
         // long-polling client's) reach it by a path of their own, lighter than
         // the router's.
-        let engine_io = tower::Layer::layer(&socket_io, switchboard_api::NotFound);
         let sessions = switchboard_api::session_service(engine_io.clone(), &config.cors_allowed_origins);
         let router = switchboard_api::router(state.clone(), &config.cors_allowed_origins, |r| {
             r.route_service("/socket.io", engine_io.clone())
