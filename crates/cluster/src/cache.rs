@@ -320,7 +320,7 @@ impl Cache {
                 inner.counters.l1_hits.fetch_add(1, Ordering::Relaxed);
                 value
             }
-            None => Box::pin(self.load_l1(ns, version, l1_key, load)).await?,
+            None => Box::pin(self.load_l1(l1_key, load)).await?,
         };
         match value.downcast_ref::<T>() {
             Some(v) => Ok(v.clone()),
@@ -335,20 +335,14 @@ impl Cache {
 
     /// [`Self::get_or_load`]'s miss: L2, else `load`, into L1 (shared with
     /// the concurrent misses on this node).
-    async fn load_l1<T, E, F, Fut>(
-        &self,
-        ns: Namespace,
-        version: u64,
-        l1_key: L1Key,
-        load: F,
-    ) -> Result<Value, Arc<E>>
+    async fn load_l1<T, E, F, Fut>(&self, l1_key: L1Key, load: F) -> Result<Value, Arc<E>>
     where
         T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
         E: Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let key = l1_key.key.clone();
+        let (ns, version, key) = (l1_key.ns, l1_key.version, l1_key.key.clone());
         let missed = AtomicBool::new(false);
         let inner = &self.inner;
         let held = inner.held.read().map(|h| h.contains(&ns)).unwrap_or(false);
