@@ -516,18 +516,9 @@ async fn a_subscriber_that_stops_reading_is_told_and_recovers_while_the_others_m
     let mut acked = Vec::new();
     let mut after = None;
     for seq in 1..=2000u64 {
-        let ack = publisher
-            .emit_with_ack(
-                "publish",
-                json!({ "topic": TOPIC, "event": "tick", "data": { "seq": seq, "filler": filler } }),
-            )
-            .await;
-        assert_eq!(ack["ok"], true, "{ack}");
+        publish_large(&publisher, seq, &filler).await;
         acked.push(seq);
-        if after.is_none()
-            && seq % 10 == 0
-            && node.metric("switchboard_lagging_subscribers_total").await >= 1.0
-        {
+        if after.is_none() && seq % 10 == 0 && taken_off(&node).await {
             after = Some(seq);
         }
         if after.is_some_and(|a| seq >= a + 20) {
@@ -576,14 +567,8 @@ async fn a_client_that_stops_reading_altogether_is_disconnected_at_its_ping_time
     let filler = "x".repeat(16 * 1024);
     let mut lagged = false;
     for seq in 1..=2000u64 {
-        let ack = publisher
-            .emit_with_ack(
-                "publish",
-                json!({ "topic": TOPIC, "event": "tick", "data": { "seq": seq, "filler": filler } }),
-            )
-            .await;
-        assert_eq!(ack["ok"], true, "{ack}");
-        if seq % 10 == 0 && node.metric("switchboard_lagging_subscribers_total").await >= 1.0 {
+        publish_large(&publisher, seq, &filler).await;
+        if seq % 10 == 0 && taken_off(&node).await {
             lagged = true;
             break;
         }
@@ -671,6 +656,22 @@ async fn a_node_killed_under_load_its_clients_recover_on_the_other_and_its_prese
         publisher.acked.len(),
         seen.len(),
     );
+}
+
+/// Publishes event `seq` on [`TOPIC`] with `filler` in it, and checks it was accepted.
+async fn publish_large(publisher: &SioClient, seq: u64, filler: &str) {
+    let ack = publisher
+        .emit_with_ack(
+            "publish",
+            json!({ "topic": TOPIC, "event": "tick", "data": { "seq": seq, "filler": filler } }),
+        )
+        .await;
+    assert_eq!(ack["ok"], true, "{ack}");
+}
+
+/// Whether `node` has taken a subscriber off a topic for lagging.
+async fn taken_off(node: &Node) -> bool {
+    node.metric("switchboard_lagging_subscribers_total").await >= 1.0
 }
 
 /// `presence:list` of [`TOPIC`] through a fresh socket on `node`.
