@@ -185,5 +185,32 @@ async fn long_polling_requests_get_cors_request_ids_and_metrics() {
     assert_eq!(count("POST", "2xx"), 1.0, "{metrics}");
     assert_eq!(count("GET", "2xx"), f64::from(1 + polls), "the handshake and the polls: {metrics}");
     assert_eq!(count("GET", "4xx"), 1.0, "{metrics}");
+
+    // Bad input on an open session: a body over the payload limit is 413, a
+    // body that is no packet is 400, each with the request id, and Engine.IO
+    // closes the session either way.
+    for (body, status) in [("a".repeat(1_100_000), 413), ("zz{not a packet".to_owned(), 400)] {
+        let open = app.http.get(app.url("/socket.io/?EIO=4&transport=polling")).send().await.unwrap();
+        let body_text = open.text().await.unwrap();
+        let sid = serde_json::from_str::<Value>(body_text.strip_prefix('0').unwrap()).unwrap()["sid"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let session = app.url(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+        let sent = app
+            .http
+            .post(&session)
+            .header("origin", origin)
+            .header("x-request-id", "bad-body")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(sent.status(), status);
+        assert_eq!(sent.headers()["x-request-id"], "bad-body");
+        assert_eq!(sent.headers()["access-control-allow-origin"], origin);
+        let after = app.http.get(&session).send().await.unwrap();
+        assert_eq!(after.status(), 400, "the session is closed");
+    }
     app.stop().await;
 }
