@@ -45,7 +45,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 pub use request_id::REQUEST_ID;
-pub use session_requests::{App, MakeApp, SessionService, is_session_request, session_service};
+pub use session_requests::{App, MakeApp, SessionService, session_service};
 
 /// Browser access from exact origins (`CORS_ALLOWED_ORIGINS`), with credentials;
 /// none listed means same-origin only. Clients may read the request id and the

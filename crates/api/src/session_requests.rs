@@ -41,7 +41,7 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Whether `request` belongs to an Engine.IO session already open: its path
 /// is Engine.IO's and its query has a `sid` (the rule Engine.IO itself uses
 /// to tell a new session from an open one).
-pub fn is_session_request<B>(request: &axum::http::Request<B>) -> bool {
+fn is_session_request<B>(request: &axum::http::Request<B>) -> bool {
     is_engine_io_path(request.uri().path())
         && request.uri().query().is_some_and(|q| q.split('&').any(|p| p.starts_with("sid=")))
 }
