@@ -34,5 +34,5 @@ pub use redis::{ClusterError, Redis};
 pub use shares::{LocalCounts, RedisCounts, SharedCounts, Shares};
 pub use topics::{
     DEDUPE_TTL, Dedupe, Delivery, HistoryConfig, LocalBus, Offset, Published, ReadPage, RedisBus, Replay,
-    TopicBus, TopicEvent, Topics,
+    TopicBus, TopicEvent, Topics, trim_step,
 };

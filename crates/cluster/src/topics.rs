@@ -15,8 +15,9 @@
 //!   per topic. When they may have been interrupted (the subscriber reconnected,
 //!   or this node fell behind), the receiver gets [`Delivery::Resync`]: read each
 //!   topic from its last delivered offset to close the gap.
-//! - History keeps at most `max_len` events per topic, none older than `ttl`
-//!   (both checked on each publish), and the topic's keys expire `ttl` after its
+//! - History keeps at least the last `max_len` events per topic and at most
+//!   [`trim_step`] - 1 more (it trims in steps); events older than `ttl` go at
+//!   the topic's next publish, and the topic's keys expire `ttl` after its
 //!   last event. [`Topics::read`] answers `recovered: false` whenever an event
 //!   after `since` may be missing: trimmed (the largest trimmed id is kept beside
 //!   the stream), expired, or Redis lost the topic
@@ -238,55 +239,69 @@ return {0, answer}
 
 /// Many topics' publishes in one call, for publishes without a dedupe key.
 /// KEYS: stream, epoch, trimmed of each topic, in order. ARGV: max_len,
-/// ttl_ms, sharded, then per topic: fresh epoch, channel, n, and its n
-/// payloads. Does for each topic what [`PUBLISH`] does, with fewer calls: the
-/// events are appended, then one range read finds both what the length bound
-/// trims (the newest of it becomes the trimmed mark; trimmed ids only grow,
-/// so the mark is set without reading it) and the first event left, whose
-/// age decides the age trim. Returns one "first last count" per topic.
+/// ttl_ms, sharded, a fresh epoch (for every topic of the call whose epoch is
+/// gone), then per topic: channel, age check (`1` or `0`), n, and its n
+/// payloads. Keeps [`PUBLISH`]'s promises with fewer calls
+/// per event:
+/// - The length bound trims in steps of [`trim_step`] events: appends trim
+///   nothing until the stream is a step over the bound, then one range read
+///   finds the newest event the trim removes, which becomes the trimmed mark
+///   (trimmed ids only grow, so the mark is set without reading it).
+/// - The age bound is checked only for the topics the node asks for (see
+///   [`AgeChecks`]): the first event left decides whether anything is older
+///   than the ttl, and its age says when it will be.
+///
+/// Returns one "first last count" per topic; a topic whose age was checked
+/// gets " wait" after it: the milliseconds until its oldest event is older
+/// than the ttl.
 const PUBLISH_MANY: &str = r#"
 local maxlen = tonumber(ARGV[1])
-local ttl = ARGV[2]
+local ttl = tonumber(ARGV[2])
 local cmd = 'PUBLISH'
 if ARGV[3] == '1' then cmd = 'SPUBLISH' end
-local t = redis.call('TIME')
-local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ttl)
+local step = math.min(64, math.max(1, math.floor(maxlen / 16)))
+local now = nil
 local out = {}
-local a = 4
+local a = 5
 for k = 1, #KEYS, 3 do
   local h, ek, dk = KEYS[k], KEYS[k + 1], KEYS[k + 2]
-  local channel, n = ARGV[a + 1], tonumber(ARGV[a + 2])
-  local e = redis.call('GET', ek)
-  if e then redis.call('PEXPIRE', ek, ttl) else
-    e = ARGV[a]
+  local channel, aging, n = ARGV[a], ARGV[a + 1] == '1', tonumber(ARGV[a + 2])
+  local e = redis.call('GETEX', ek, 'PX', ttl)
+  if not e then
+    e = ARGV[4]
     redis.call('SET', ek, e, 'PX', ttl)
   end
   a = a + 3
   local len = redis.call('XLEN', h)
   local ids = {}
   for i = 1, n do ids[i] = redis.call('XADD', h, '*', 'p', ARGV[a + i - 1]) end
-  local over = len + n - maxlen
-  if over < 0 then over = 0 end
-  local head = redis.call('XRANGE', h, '-', '+', 'COUNT', over + 1)
   local trimmed = nil
-  if over > 0 then
-    trimmed = head[over][1]
+  local over = len + n - maxlen
+  if over >= step then
+    trimmed = redis.call('XRANGE', h, '-', '+', 'COUNT', over)[over][1]
     redis.call('XTRIM', h, 'MAXLEN', maxlen)
   end
-  local first = head[over + 1]
-  if cutoff > 0 and first and before(first[1], cutoff .. '-0') then
-    local aged = redis.call('XREVRANGE', h, '(' .. cutoff .. '-0', '-', 'COUNT', 1)
-    if #aged > 0 then
-      trimmed = aged[1][1]
-      redis.call('XTRIM', h, 'MINID', cutoff)
+  local wait = ''
+  if aging then
+    if not now then
+      local t = redis.call('TIME')
+      now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     end
+    local cutoff = now - ttl
+    local oldest = parse(redis.call('XRANGE', h, '-', '+', 'COUNT', 1)[1][1])
+    if oldest < cutoff then
+      trimmed = redis.call('XREVRANGE', h, '(' .. cutoff .. '-0', '-', 'COUNT', 1)[1][1]
+      redis.call('XTRIM', h, 'MINID', cutoff)
+      oldest = cutoff
+    end
+    wait = ' ' .. (oldest - cutoff)
   end
   if trimmed then redis.call('SET', dk, trimmed, 'PX', ttl) else redis.call('PEXPIRE', dk, ttl) end
   redis.call('PEXPIRE', h, ttl)
   for i = 1, n do
     redis.call(cmd, channel, e .. ':' .. ids[i] .. ' ' .. ARGV[a + i - 1])
   end
-  out[#out + 1] = e .. ':' .. ids[1] .. ' ' .. e .. ':' .. ids[n] .. ' ' .. n
+  out[#out + 1] = e .. ':' .. ids[1] .. ' ' .. e .. ':' .. ids[n] .. ' ' .. n .. wait
   a = a + n
 end
 return out
@@ -526,7 +541,53 @@ struct Pending {
     /// Moved into the script's arguments when its batch goes.
     payloads: Vec<String>,
     history: HistoryConfig,
+    /// Set by the batcher: the topic's age bound is due for a check.
+    check_age: bool,
     reply: oneshot::Sender<Result<Published, ClusterError>>,
+}
+
+/// When each topic this node publishes to needs its age bound checked next:
+/// the moment its oldest event, when last checked, becomes older than the
+/// history ttl. Other nodes only add newer events and trims only remove older
+/// ones, so until then none of the topic's events is too old. A topic not
+/// remembered is checked, and so is every topic after the ttl changes.
+#[derive(Default)]
+struct AgeChecks {
+    ttl: Duration,
+    due: HashMap<Box<str>, Instant>,
+}
+
+/// Topics whose next age check one node remembers at most.
+const AGE_CHECKS: usize = 16_384;
+
+impl AgeChecks {
+    fn needed(&mut self, room: &str, ttl: Duration, now: Instant) -> bool {
+        if ttl != self.ttl {
+            self.due.clear();
+            self.ttl = ttl;
+        }
+        self.due.get(room).is_none_or(|due| *due <= now)
+    }
+
+    fn checked(&mut self, room: Box<str>, due: Instant, now: Instant) {
+        if self.due.len() >= AGE_CHECKS && !self.due.contains_key(&room) {
+            // Forget what is due anyway; if that frees little, forget all
+            // rather than scan again for the next topic.
+            self.due.retain(|_, d| *d > now);
+            if self.due.len() >= AGE_CHECKS / 2 {
+                self.due.clear();
+            }
+        }
+        self.due.insert(room, due);
+    }
+}
+
+/// How many events over its length bound a topic's history holds before it
+/// trims back to the bound: a sixteenth of the bound, 1 to 64. So a topic
+/// holds at most `trim_step - 1` events over the bound, and only one publish
+/// in a step pays for a trim (a range read and the trim itself).
+pub fn trim_step(max_len: u32) -> u32 {
+    (max_len / 16).clamp(1, 64)
 }
 
 /// Publishes waiting for the batcher at most; a publisher beyond this waits
@@ -563,6 +624,7 @@ impl RedisBus {
 async fn run_batcher(redis: Redis, script: Arc<Script>, mut pending: mpsc::Receiver<Pending>) {
     // A publish that did not fit the last batch goes first in the next.
     let mut carried: Option<Pending> = None;
+    let mut ages = AgeChecks::default();
     loop {
         let first = match carried.take() {
             Some(p) => p,
@@ -591,16 +653,28 @@ async fn run_batcher(redis: Redis, script: Arc<Script>, mut pending: mpsc::Recei
         if batch.is_empty() {
             continue;
         }
-        if redis.sharded() {
+        let sent = Instant::now();
+        for p in &mut batch {
+            p.check_age = ages.needed(&p.room, p.history.ttl, sent);
+        }
+        let waits = if redis.sharded() {
             let mut slots: HashMap<u16, Vec<Pending>> = HashMap::new();
             for p in batch {
                 let slot = fred::util::redis_keyslot(room_key(&p.room, 'h').as_bytes());
                 slots.entry(slot).or_default().push(p);
             }
             futures_util::future::join_all(slots.into_values().map(|b| publish_many(&redis, &script, b)))
-                .await;
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
         } else {
-            publish_many(&redis, &script, batch).await;
+            publish_many(&redis, &script, batch).await
+        };
+        // Redis measured each wait from a moment after `sent`: due no later than it should.
+        let now = Instant::now();
+        for (room, wait) in waits {
+            ages.checked(room, sent + wait, now);
         }
     }
 }
@@ -610,19 +684,26 @@ fn payload_bytes(p: &Pending) -> usize {
 }
 
 /// One [`PUBLISH_MANY`] call for `batch`; every publish gets its answer.
-async fn publish_many(redis: &Redis, script: &Script, mut batch: Vec<Pending>) {
-    let Some(history) = batch.first().map(|p| p.history) else { return };
+/// Returns, for each topic whose age bound was checked, how long until it is
+/// due again.
+async fn publish_many(redis: &Redis, script: &Script, mut batch: Vec<Pending>) -> Vec<(Box<str>, Duration)> {
+    let Some(history) = batch.first().map(|p| p.history) else { return Vec::new() };
     let mut keys: Vec<String> = Vec::with_capacity(batch.len() * 3);
-    let mut args: Vec<String> = Vec::with_capacity(3 + batch.len() * 4);
+    let mut args: Vec<String> = Vec::with_capacity(4 + batch.len() * 4);
     args.extend([
         history.max_len.max(1).to_string(),
         ttl_ms(history).to_string(),
         if redis.sharded() { "1" } else { "0" }.to_owned(),
+        fresh_epoch(),
     ]);
     let mut sent = Vec::with_capacity(batch.len());
     for p in &mut batch {
         keys.extend(history_keys(&p.room));
-        args.extend([fresh_epoch(), room_key(&p.room, 'c'), p.payloads.len().to_string()]);
+        args.extend([
+            room_key(&p.room, 'c'),
+            if p.check_age { "1" } else { "0" }.to_owned(),
+            p.payloads.len().to_string(),
+        ]);
         sent.push(p.payloads.len());
         args.append(&mut p.payloads);
     }
@@ -630,9 +711,16 @@ async fn publish_many(redis: &Redis, script: &Script, mut batch: Vec<Pending>) {
         script.evalsha_with_reload(redis.client(), keys, args).await.map_err(ClusterError::from);
     match answers {
         Ok(answers) if answers.len() == batch.len() => {
+            let mut waits = Vec::new();
             for ((p, answer), sent) in batch.into_iter().zip(answers).zip(sent) {
+                if p.check_age
+                    && let Some(ms) = answer.split_ascii_whitespace().nth(3).and_then(|w| w.parse().ok())
+                {
+                    waits.push((p.room, Duration::from_millis(ms)));
+                }
                 let _ = p.reply.send(parse_published(&answer, sent, false));
             }
+            return waits;
         }
         Ok(answers) => {
             let e = format!("{} answers for {} publishes", answers.len(), batch.len());
@@ -646,6 +734,7 @@ async fn publish_many(redis: &Redis, script: &Script, mut batch: Vec<Pending>) {
             }
         }
     }
+    Vec::new()
 }
 
 /// "first last count" as the publish scripts answer it.
@@ -717,6 +806,7 @@ impl TopicBus for RedisBus {
                 room: room.into(),
                 payloads: payloads.iter().map(|p| (*p).to_owned()).collect(),
                 history,
+                check_age: false,
                 reply,
             };
             // Timed here, so a traced publish's Redis span is its own child.

@@ -108,6 +108,72 @@ async fn a_trimmed_history_says_it_cannot_recover(target: Target) {
     assert!(!topics.read(&room, &other, None, ALL).await.unwrap().recovered);
 }
 
+/// A topic keeps at least its last `max_len` events and trims in steps: never
+/// a step or more over the bound, whatever the batches.
+async fn a_history_keeps_its_length_within_a_trim_step(target: Target) {
+    let history = HistoryConfig { max_len: 64, ttl: Duration::from_secs(60) };
+    let step = switchboard_cluster::trim_step(history.max_len) as usize;
+    assert_eq!(step, 4);
+    let (topics, _rx) = topics(target, history).await;
+    let room = unique("room");
+    let mut offsets = vec![topics.top(&room).await.unwrap()];
+    let mut sent = 0;
+    for size in [1, 1, 3, 4, 5, 1, 2, 9, 64, 1, 3, 7, 4].into_iter().cycle().take(40) {
+        let payloads: Vec<String> = (sent..sent + size).map(|i| format!("e{i}")).collect();
+        let batch: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let published = topics.publish_batch(&room, &batch, None).await.unwrap();
+        assert_eq!(published.count, size);
+        let new = topics.read(&room, offsets.last().unwrap(), None, ALL).await.unwrap();
+        assert!(new.recovered, "a batch within the bound is kept whole");
+        assert_eq!(new.events.iter().map(|e| &*e.payload).collect::<Vec<_>>(), batch);
+        offsets.extend(new.events.into_iter().map(|e| e.offset));
+        sent += size;
+        let last = offsets.len() - 1;
+        if last < 64 {
+            let all = topics.read(&room, &offsets[0], None, ALL).await.unwrap();
+            assert!(all.recovered && all.events.len() == last, "{last} published, all kept");
+            continue;
+        }
+        let kept = topics.read(&room, &offsets[last - 64], None, ALL).await.unwrap();
+        assert!(kept.recovered, "{last} published: the last 64 are kept");
+        assert_eq!(kept.events.len(), 64);
+        assert_eq!(*kept.events[63].payload, format!("e{}", last - 1));
+        if last >= 64 + step {
+            let beyond = topics.read(&room, &offsets[last - 64 - step], None, ALL).await.unwrap();
+            assert!(!beyond.recovered, "{last} published: nothing a step over the bound is kept");
+        }
+    }
+}
+
+/// Events older than the ttl go at the topic's next publish, and reading from
+/// before them says so. On Redis the second and third publishes come from
+/// another node, which first sees the topic when its oldest event is already
+/// 1.2 s old: it must check again when that event ages, not a ttl later.
+async fn events_older_than_the_ttl_go_at_the_next_publish(target: Target) {
+    let history = HistoryConfig { max_len: 1_000, ttl: Duration::from_secs(2) };
+    let (topics, _rx) = topics(target, history).await;
+    let (other, _other_rx) = match target {
+        Target::Local => (topics.clone(), None),
+        _ => {
+            let (other, rx) = self::topics(target, history).await;
+            (other, Some(rx))
+        }
+    };
+    let room = unique("room");
+    let start = topics.top(&room).await.unwrap();
+    let a = topics.publish(&room, "a").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    other.publish(&room, "b").await.unwrap();
+    let both = topics.read(&room, &start, None, ALL).await.unwrap();
+    assert!(both.recovered && both.events.len() == 2, "nothing is older than the ttl yet");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    other.publish(&room, "c").await.unwrap();
+    assert!(!topics.read(&room, &start, None, ALL).await.unwrap().recovered, "`a` went with its age");
+    let kept = topics.read(&room, &a, None, ALL).await.unwrap();
+    assert!(kept.recovered);
+    assert_eq!(kept.events.iter().map(|e| &*e.payload).collect::<Vec<_>>(), ["b", "c"]);
+}
+
 /// Many publishes at once, over many topics and several to each, some of them
 /// batches: however a bus groups them on their way, each topic's history holds
 /// exactly its own events, a batch's events side by side, every answer names
@@ -165,7 +231,8 @@ async fn concurrent_publishes_keep_each_topic_whole_and_in_order(target: Target)
                 assert_eq!(all.events[at + 1].offset, published.last);
             }
         }
-        // Ten more: the ten oldest go, and reading from before them says so.
+        // Ten more: the ten oldest go (50 is a whole number of trim steps of
+        // two over the bound), and reading from before them says so.
         for i in 0..10 {
             topics.publish(room, &format!("more{i}")).await.unwrap();
         }
@@ -450,6 +517,8 @@ macro_rules! conformance {
             use super::*;
             #[tokio::test] async fn topics_read_back_in_order_in_pages() { published_events_read_back_in_order_in_pages($target).await }
             #[tokio::test] async fn topics_say_when_history_was_trimmed() { a_trimmed_history_says_it_cannot_recover($target).await }
+            #[tokio::test] async fn topics_keep_their_length_within_a_step() { a_history_keeps_its_length_within_a_trim_step($target).await }
+            #[tokio::test] async fn topics_trim_events_older_than_the_ttl() { events_older_than_the_ttl_go_at_the_next_publish($target).await }
             #[tokio::test] async fn topics_stay_whole_under_concurrent_publishes() { concurrent_publishes_keep_each_topic_whole_and_in_order($target).await }
             #[tokio::test] async fn topics_carry_large_events_whole() { large_concurrent_publishes_arrive_whole($target).await }
             #[tokio::test] async fn topics_dedupe_batches() { a_dedupe_key_replays_its_batch_and_refuses_another($target).await }
