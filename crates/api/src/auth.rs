@@ -207,10 +207,10 @@ impl FromRequestParts<AppState> for Reader {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let member = Member::of_active_tenant(parts, state).await?;
-        if let Principal::ApiKey { scopes, .. } = &member.caller.principal {
-            if !scopes.iter().any(|s| s == "read" || s == "admin") {
-                return Err(ApiError::new(ErrorKind::Forbidden, "this API key lacks the `read` scope"));
-            }
+        if let Principal::ApiKey { scopes, .. } = &member.caller.principal
+            && !scopes.iter().any(|s| s == "read" || s == "admin")
+        {
+            return Err(ApiError::new(ErrorKind::Forbidden, "this API key lacks the `read` scope"));
         }
         Ok(Reader(member))
     }

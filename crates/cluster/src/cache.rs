@@ -366,10 +366,10 @@ impl Cache {
                 }
                 inner.counters.misses.fetch_add(1, Ordering::Relaxed);
                 let v = load().await?;
-                if let (Some(l2), Ok(json)) = (l2(), serde_json::to_string(&v)) {
-                    if let Err(e) = l2.set(&l2_key, json, jittered(inner.l2_ttl)).await {
-                        tracing::debug!(error = %e, "cache: L2 write failed");
-                    }
+                if let (Some(l2), Ok(json)) = (l2(), serde_json::to_string(&v))
+                    && let Err(e) = l2.set(&l2_key, json, jittered(inner.l2_ttl)).await
+                {
+                    tracing::debug!(error = %e, "cache: L2 write failed");
                 }
                 Ok(Arc::new(v) as Value)
             })

@@ -148,13 +148,10 @@ impl ToolPolicy {
             {
                 out.push((at("tool"), format!("1 to {MAX_PATTERN_CHARS} printable characters")));
             }
-            if let Some(roles) = &rule.roles {
-                if roles.is_empty() {
-                    out.push((
-                        at("roles"),
-                        "name at least one role, or leave it out for everyone".to_owned(),
-                    ));
-                }
+            if let Some(roles) = &rule.roles
+                && roles.is_empty()
+            {
+                out.push((at("roles"), "name at least one role, or leave it out for everyone".to_owned()));
             }
             match (&rule.approvers, rule.action) {
                 (Some(_), ToolAction::Allow | ToolAction::Deny) => {

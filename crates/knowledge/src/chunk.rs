@@ -183,10 +183,10 @@ fn markdown_sections(text: &str) -> Vec<Section> {
     }
     flush(&mut prose, &mut sections);
     // An unclosed fence runs to the end of the document.
-    if let Some((fence, lang, body)) = code {
-        if let Some(s) = sections.last_mut() {
-            s.blocks.push(Block::Code { fence, lang, lines: body });
-        }
+    if let Some((fence, lang, body)) = code
+        && let Some(s) = sections.last_mut()
+    {
+        s.blocks.push(Block::Code { fence, lang, lines: body });
     }
     sections.retain(|s| !s.blocks.is_empty());
     sections

@@ -153,13 +153,13 @@ impl Config {
         // (`redis-cluster://host:port?node=host:port&node=…`); `s` for TLS.
         let redis_url = env.get("REDIS_URL");
         let tls_redis = |u: &str| u.starts_with("rediss://") || u.starts_with("rediss-cluster://");
-        if let Some(u) = &redis_url {
-            if !(u.starts_with("redis://") || u.starts_with("redis-cluster://") || tls_redis(u)) {
-                problems.push(
-                    "REDIS_URL: must start with redis://, rediss://, redis-cluster:// or rediss-cluster://"
-                        .to_owned(),
-                );
-            }
+        if let Some(u) = &redis_url
+            && !(u.starts_with("redis://") || u.starts_with("redis-cluster://") || tls_redis(u))
+        {
+            problems.push(
+                "REDIS_URL: must start with redis://, rediss://, redis-cluster:// or rediss-cluster://"
+                    .to_owned(),
+            );
         }
 
         let redis_ca_cert = env.get("REDIS_CA_CERT").map(std::path::PathBuf::from);
@@ -180,13 +180,12 @@ impl Config {
         if jwt_secret.is_none() && jwt_jwks_url.is_none() {
             problems.push("JWT_SECRET or JWT_JWKS_URL: one of them is required to verify tokens".to_owned());
         }
-        if let Some(s) = &jwt_secret {
-            if s.len() < 16 {
-                problems.push(
-                    "JWT_SECRET: too short; use at least 16 characters (32 random bytes is better)"
-                        .to_owned(),
-                );
-            }
+        if let Some(s) = &jwt_secret
+            && s.len() < 16
+        {
+            problems.push(
+                "JWT_SECRET: too short; use at least 16 characters (32 random bytes is better)".to_owned(),
+            );
         }
         if let Some(u) = &jwt_jwks_url
             && let Err(why) = switchboard_auth::jwks::check_url(u)
