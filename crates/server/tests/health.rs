@@ -108,6 +108,15 @@ async fn browsers_from_listed_origins_may_call_with_credentials_and_others_may_n
 /// lighter path than the router's; what a browser and an operator see of
 /// them is the same: CORS for listed origins, the request id, the request
 /// metrics as route `/socket.io/`, and Engine.IO's own errors.
+/// The path of the long-polling session an Engine.IO open packet (`0{"sid":…}`) opened.
+fn session_path(open: &str) -> String {
+    let sid = serde_json::from_str::<Value>(open.strip_prefix('0').unwrap()).unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    format!("/socket.io/?EIO=4&transport=polling&sid={sid}")
+}
+
 #[tokio::test]
 async fn long_polling_requests_get_cors_request_ids_and_metrics() {
     use switchboard_domain::{Role, UserId};
@@ -124,12 +133,7 @@ async fn long_polling_requests_get_cors_request_ids_and_metrics() {
         .unwrap();
     assert_eq!(open.status(), 200);
     assert_eq!(open.headers()["access-control-allow-origin"], origin);
-    let body = open.text().await.unwrap();
-    let sid = serde_json::from_str::<Value>(body.strip_prefix('0').unwrap()).unwrap()["sid"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let session = app.url(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+    let session = app.url(&session_path(&open.text().await.unwrap()));
 
     let sent = app
         .http
@@ -191,12 +195,7 @@ async fn long_polling_requests_get_cors_request_ids_and_metrics() {
     // closes the session either way.
     for (body, status) in [("a".repeat(1_100_000), 413), ("zz{not a packet".to_owned(), 400)] {
         let open = app.http.get(app.url("/socket.io/?EIO=4&transport=polling")).send().await.unwrap();
-        let body_text = open.text().await.unwrap();
-        let sid = serde_json::from_str::<Value>(body_text.strip_prefix('0').unwrap()).unwrap()["sid"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let session = app.url(&format!("/socket.io/?EIO=4&transport=polling&sid={sid}"));
+        let session = app.url(&session_path(&open.text().await.unwrap()));
         let sent = app
             .http
             .post(&session)
