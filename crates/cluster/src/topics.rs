@@ -240,7 +240,7 @@ return {0, answer}
 /// Many topics' publishes in one call, for publishes without a dedupe key.
 /// KEYS: stream, epoch, trimmed of each topic, in order. ARGV: max_len,
 /// ttl_ms, sharded, a fresh epoch (for every topic of the call whose epoch is
-/// gone), then per topic: channel, age check (`1` or `0`), n, and its n
+/// gone), the [`trim_step`], then per topic: channel, age check (`1` or `0`), n, and its n
 /// payloads. Keeps [`PUBLISH`]'s promises with fewer calls
 /// per event:
 /// - The length bound trims in steps of [`trim_step`] events: appends trim
@@ -259,10 +259,10 @@ local maxlen = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local cmd = 'PUBLISH'
 if ARGV[3] == '1' then cmd = 'SPUBLISH' end
-local step = math.min(64, math.max(1, math.floor(maxlen / 16)))
+local step = tonumber(ARGV[5])
 local now = nil
 local out = {}
-local a = 5
+local a = 6
 for k = 1, #KEYS, 3 do
   local h, ek, dk = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   local channel, aging, n = ARGV[a], ARGV[a + 1] == '1', tonumber(ARGV[a + 2])
@@ -689,12 +689,14 @@ fn payload_bytes(p: &Pending) -> usize {
 async fn publish_many(redis: &Redis, script: &Script, mut batch: Vec<Pending>) -> Vec<(Box<str>, Duration)> {
     let Some(history) = batch.first().map(|p| p.history) else { return Vec::new() };
     let mut keys: Vec<String> = Vec::with_capacity(batch.len() * 3);
-    let mut args: Vec<String> = Vec::with_capacity(4 + batch.len() * 4);
+    let max_len = history.max_len.max(1);
+    let mut args: Vec<String> = Vec::with_capacity(5 + batch.len() * 4);
     args.extend([
-        history.max_len.max(1).to_string(),
+        max_len.to_string(),
         ttl_ms(history).to_string(),
         if redis.sharded() { "1" } else { "0" }.to_owned(),
         fresh_epoch(),
+        trim_step(max_len).to_string(),
     ]);
     let mut sent = Vec::with_capacity(batch.len());
     for p in &mut batch {
