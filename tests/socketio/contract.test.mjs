@@ -133,6 +133,10 @@ describe("events", () => {
     await s.emitWithAck("subscribe", { topic: "channel:acks" });
     assert.equal(await codes("publish", { topic: "channel:acks", event: "message:new", data: {} }), "invalid_payload");
     assert.equal(await codes("publish", { topic: "channel:acks", event: "bad name", data: {} }), "invalid_payload");
+    assert.equal(await codes("publish", { topic: "channel:acks", event: "note", data: new Uint8Array([1, 2]) }), "invalid_payload");
+    assert.equal(await codes("publish", { topic: "channel:acks", event: "note", data: {}, extra: 1 }), "invalid_payload");
+    assert.equal(await codes("publish", { topic: "channel:acks", data: {} }), "invalid_payload");
+    assert.equal(await codes("publish", "channel:acks"), "invalid_payload");
     assert.equal(await codes("subscribe", { topic: "channel:acks", since: 42 }), "invalid_payload");
     assert.equal(await codes("presence:track", { topic: "channel:other", state: {} }), "not_subscribed");
     assert.equal(await codes("presence:list", { topic: "channel:other" }), "not_subscribed");
@@ -161,11 +165,12 @@ describe("events", () => {
     const [a, b, c] = await Promise.all([connect(A.url, userToken(t1)), connect(B.url, userToken(t1)), connect(A.url, userToken(t1))]);
     for (const s of [a, b, c]) assert.equal((await s.emitWithAck("subscribe", { topic: "channel:both" })).ok, true);
     const [fromA, atB, atC] = [next(a, "typing", 700).catch(() => null), next(b, "typing"), next(c, "typing")];
-    const ack = await a.emitWithAck("publish", { topic: "channel:both", event: "typing", data: { who: "a" } });
+    const data = { who: "a", n: [0, -1, 2.5, 1e-7, 9007199254740991], s: "é \u2028 \" \\ 😀", none: null, deep: [[{}], []] };
+    const ack = await a.emitWithAck("publish", { topic: "channel:both", event: "typing", data });
     const got = await atB;
-    assert.deepEqual(got, { topic: "channel:both", offset: ack.offset, data: { who: "a" }, from: got.from });
+    assert.deepEqual(got, { topic: "channel:both", offset: ack.offset, data, from: got.from });
     assert.equal(got.from.kind, "user");
-    assert.deepEqual((await atC).data, { who: "a" });
+    assert.deepEqual((await atC).data, data);
     assert.equal(await fromA, null, "the sender got its own event");
     const [atA2, atC2] = [next(a, "typing"), next(c, "typing")];
     await b.emitWithAck("publish", { topic: "channel:both", event: "typing", data: { who: "b" } });

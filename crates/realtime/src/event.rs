@@ -10,8 +10,9 @@ use crate::{Realtime, Session};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::{AckSender, SocketRef, State};
+use socketioxide::extract::{AckSender, SocketRef, State, TryData};
 use socketioxide::handler::FromMessageParts;
 use socketioxide::socket::Socket;
 use socketioxide::{SendError, SocketError};
@@ -189,12 +190,45 @@ fn clip(s: &str) -> String {
 }
 
 /// Refuses data larger than the tenant's `max_payload_bytes`; returns it encoded.
-pub(crate) fn sized(data: &Value, limits: &Limits) -> Result<Box<serde_json::value::RawValue>, EventError> {
+pub(crate) fn sized(data: &Value, limits: &Limits) -> Result<Box<RawValue>, EventError> {
     let raw = serde_json::value::to_raw_value(data).map_err(|_| EventError::invalid("data is not JSON"))?;
+    fits(&raw, limits)?;
+    Ok(raw)
+}
+
+/// Refuses encoded data larger than the tenant's `max_payload_bytes`.
+pub(crate) fn fits(raw: &RawValue, limits: &Limits) -> Result<(), EventError> {
     if raw.get().len() > limits.max_payload_bytes as usize {
         return Err(EventError::too_large("data", limits.max_payload_bytes));
     }
-    Ok(raw)
+    Ok(())
+}
+
+/// An event's payload parsed straight from the packet's text into `T`, with
+/// no [`Value`] in between, so a `Box<RawValue>` field keeps the client's
+/// JSON exactly as sent (numbers of any size included) without being parsed
+/// into a tree and written out again. Binary attachments are refused, as a
+/// `Value` refuses them: events carry JSON only.
+pub(crate) struct Parsed<T>(pub Result<T, EventError>);
+
+impl<T: DeserializeOwned> FromMessageParts<LocalAdapter> for Parsed<T> {
+    type Error = std::convert::Infallible;
+
+    fn from_message_parts(
+        s: &Arc<Socket<LocalAdapter>>,
+        v: &mut socketioxide::handler::Value,
+        ack_id: &Option<i64>,
+    ) -> Result<Self, Self::Error> {
+        if let socketioxide::handler::Value::Str(_, Some(attachments)) = v
+            && !attachments.is_empty()
+        {
+            return Ok(Self(Err(EventError::invalid(
+                "the payload must be JSON, without binary attachments",
+            ))));
+        }
+        let Ok(TryData(parsed)) = TryData::<T>::from_message_parts(s, v, ack_id);
+        Ok(Self(parsed.map_err(|e| EventError::invalid(format!("invalid payload: {e}")))))
+    }
 }
 
 /// The room of `topic` if this socket has joined it; `not_subscribed` otherwise.

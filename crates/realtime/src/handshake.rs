@@ -235,7 +235,7 @@ async fn refresh(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: 
 /// an `unsubscribe` would); their names are returned.
 async fn leave_what_the_role_cannot_see(rt: &Realtime, s: &SocketRef, session: &Session) -> Vec<String> {
     let Some(ops) = session.ops().await else { return Vec::new() };
-    let rooms: Vec<Box<str>> = ops.topics().rooms.clone();
+    let rooms = ops.topics().rooms.clone();
     let ctx = switchboard_db::TenantContext::new(session.tenant, Some(session.user), session.role());
     let mut left = Vec::new();
     for room in rooms {

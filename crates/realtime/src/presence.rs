@@ -9,7 +9,7 @@
 
 use crate::codes::EventError;
 use crate::event::{Ack, Ev, TopicReq, admit, joined_room, payload, reply, sized, topic, traced};
-use crate::session::Ops;
+use crate::session::{Ops, Rooms};
 use crate::{From, Inner, Realtime, Session};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -88,7 +88,7 @@ pub(crate) async fn track(Ev { s, rt, session }: Ev, TryData(data): TryData<Valu
             Ok(_) => {}
         }
         if new {
-            ops.topics().presence.push(room.clone().into_boxed_str());
+            ops.topics().presence.insert(room.clone().into_boxed_str());
         }
         announce(&rt.inner, &room, "presence:join", &entry).await;
         Ok(json!({ "ok": true, "topic": topic.to_string() }))
@@ -122,12 +122,7 @@ pub(crate) async fn list(inner: &Inner, room: &str) -> Result<Vec<Value>, ErrorK
 
 /// Removes this socket's entry on `room` (it unsubscribed), announcing the departure.
 pub(crate) async fn untrack(rt: &Realtime, ops: &Ops<'_>, sid: &str, room: &str) {
-    let had = {
-        let mut topics = ops.topics();
-        let before = topics.presence.len();
-        topics.presence.retain(|r| **r != *room);
-        before != topics.presence.len()
-    };
+    let had = ops.topics().presence.remove(room);
     if had {
         remove(rt, ops.tenant(), sid, room).await;
     }
@@ -135,8 +130,8 @@ pub(crate) async fn untrack(rt: &Realtime, ops: &Ops<'_>, sid: &str, room: &str)
 
 /// Removes every entry of a socket that went away (`rooms`, taken from its
 /// closed session).
-pub(crate) async fn untrack_all(rt: &Realtime, session: &Session, sid: &str, rooms: &[Box<str>]) {
-    for room in rooms {
+pub(crate) async fn untrack_all(rt: &Realtime, session: &Session, sid: &str, rooms: &Rooms) {
+    for room in rooms.iter() {
         remove(rt, session.tenant, sid, room).await;
     }
 }

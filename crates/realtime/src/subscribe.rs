@@ -1,11 +1,12 @@
 //! `subscribe`, `unsubscribe` and `publish`.
 
 use crate::codes::EventError;
-use crate::event::{Ack, Ev, TopicReq, admit, joined_room, payload, reply, sized, topic, traced};
+use crate::event::{Ack, Ev, Parsed, TopicReq, admit, fits, joined_room, payload, reply, topic, traced};
 use crate::hub::Payer;
 use crate::session::Ops;
 use crate::{From, Realtime, Session};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use socketioxide::ParserError;
 use socketioxide::extract::{SocketRef, TryData};
@@ -20,13 +21,14 @@ struct SubscribeReq {
     since: Option<String>,
 }
 
+/// Parsed straight from the packet: `data` is kept as the client sent it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PublishReq {
+pub(crate) struct PublishReq {
     topic: String,
     event: String,
     #[serde(default)]
-    data: Value,
+    data: Option<Box<RawValue>>,
 }
 
 pub(crate) async fn subscribe(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: Ack) {
@@ -79,7 +81,7 @@ async fn subscribe_inner(
         .join(&rt.inner, s, &room, req.since.as_deref(), &payer)
         .await
         .map_err(|kind| EventError::new(kind, "the topic is unavailable; try again"))?;
-    ops.topics().rooms.push(room.into_boxed_str());
+    ops.topics().rooms.insert(room.into_boxed_str());
     let mut ack = json!({ "ok": true, "topic": topic.to_string(), "offset": joined.offset.to_string() });
     if let Some(recovered) = joined.recovered {
         switchboard_telemetry::metrics().recovery(recovered);
@@ -108,12 +110,7 @@ pub(crate) async fn unsubscribe(Ev { s, rt, session }: Ev, TryData(data): TryDat
 /// node's subscription (with the last local subscriber) and its presence
 /// entry there. Returns whether the socket held the room.
 pub(crate) async fn leave(rt: &Realtime, s: &SocketRef, ops: &Ops<'_>, room: &str) -> bool {
-    let removed = {
-        let mut topics = ops.topics();
-        let before = topics.rooms.len();
-        topics.rooms.retain(|r| **r != *room);
-        before != topics.rooms.len()
-    };
+    let removed = ops.topics().rooms.remove(room);
     if removed {
         s.leave(room.to_owned());
         rt.inner.hub.leave(&rt.inner, room);
@@ -146,24 +143,25 @@ fn valid_event_name(event: &str) -> bool {
         && event.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
-pub(crate) async fn publish(Ev { s, rt, session }: Ev, TryData(data): TryData<Value>, ack: Ack) {
+pub(crate) async fn publish(Ev { s, rt, session }: Ev, Parsed(req): Parsed<PublishReq>, ack: Ack) {
     let result = traced("publish", &session, async {
         let limits = admit(&rt, &s, &session).await?;
-        let req: PublishReq = payload(data)?;
+        let req = req?;
         let topic = topic(&req.topic)?;
         check_event_name(&req.event).map_err(EventError::invalid)?;
         if !topic.client_publishable() {
             return Err(EventError::new(ErrorKind::Forbidden, format!("clients cannot publish to {topic}")));
         }
         joined_room(&session, &topic)?;
-        let data = sized(&req.data, &limits)?;
+        let data = req.data.as_deref().unwrap_or(RawValue::NULL);
+        fits(data, &limits)?;
         // Pushes back when the node is saturated, before any Redis work.
         let _slot = rt.publish_slot().ok_or_else(|| EventError::rate_limited(Realtime::PUBLISH_RETRY))?;
         rt.charge_history(session.tenant, &limits, data.get().len()).await.map_err(EventError::quota)?;
         let from = From { user_id: Some(session.user.as_uuid()), kind: Cow::Borrowed("user") };
         let sid = s.id.to_string();
         let offset = rt
-            .publish(session.tenant, &topic, &req.event, &data, Some(&from), Some(&sid))
+            .publish(session.tenant, &topic, &req.event, data, Some(&from), Some(&sid))
             .await
             .map_err(|kind| EventError::new(kind, "the event could not be published; try again"))?;
         Ok(json!({ "ok": true, "topic": topic.to_string(), "offset": offset.to_string() }))
