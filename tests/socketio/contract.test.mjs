@@ -136,6 +136,10 @@ describe("events", () => {
     assert.equal(await codes("publish", { topic: "channel:acks", event: "note", data: new Uint8Array([1, 2]) }), "invalid_payload");
     assert.equal(await codes("publish", { topic: "channel:acks", event: "note", data: {}, extra: 1 }), "invalid_payload");
     assert.equal(await codes("publish", { topic: "channel:acks", data: {} }), "invalid_payload");
+    const deep = (n) => (n === 0 ? 1 : [deep(n - 1)]);
+    assert.equal(await codes("publish", { topic: "channel:acks", event: "note", data: deep(200) }), "invalid_payload");
+    assert.equal(await codes("publish", { topic: "channel:acks", event: "note", data: { s: "\ud800" } }), "invalid_payload");
+    assert.equal(await codes("publish", { topic: "channel:acks", event: "note", data: deep(100) }), undefined);
     assert.equal(await codes("publish", "channel:acks"), "invalid_payload");
     assert.equal(await codes("subscribe", { topic: "channel:acks", since: 42 }), "invalid_payload");
     assert.equal(await codes("presence:track", { topic: "channel:other", state: {} }), "not_subscribed");

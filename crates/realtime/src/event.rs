@@ -196,12 +196,69 @@ pub(crate) fn sized(data: &Value, limits: &Limits) -> Result<Box<RawValue>, Even
     Ok(raw)
 }
 
-/// Refuses encoded data larger than the tenant's `max_payload_bytes`.
+/// Refuses data kept as the client sent it when it is larger than the
+/// tenant's `max_payload_bytes`, or when it is JSON that a [`Value`] would
+/// refuse: nested more than 128 deep, a number out of range (`1e400`), a lone
+/// surrogate (`"\ud800"`). A `RawValue` only skips over its text, so these
+/// would otherwise reach every subscriber, whose own parsers may choke on them.
 pub(crate) fn fits(raw: &RawValue, limits: &Limits) -> Result<(), EventError> {
     if raw.get().len() > limits.max_payload_bytes as usize {
         return Err(EventError::too_large("data", limits.max_payload_bytes));
     }
-    Ok(())
+    serde_json::from_str::<Strict>(raw.get())
+        .map(|Strict| ())
+        .map_err(|e| EventError::invalid(format!("invalid data: {e}")))
+}
+
+/// Reads a JSON value as strictly as a [`Value`] does, keeping nothing.
+struct Strict;
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Strict)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict {
+    type Value = Strict;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_unit<E>(self) -> Result<Strict, E> {
+        Ok(Strict)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        while seq.next_element::<Strict>()?.is_some() {}
+        Ok(Strict)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Strict, A::Error> {
+        while map.next_entry::<Strict, Strict>()?.is_some() {}
+        Ok(Strict)
+    }
 }
 
 /// An event's payload parsed straight from the packet's text into `T`, with
@@ -238,4 +295,27 @@ pub(crate) fn joined_room(session: &Session, topic: &Topic) -> Result<String, Ev
         return Err(EventError::not_subscribed(&topic.to_string()));
     }
     Ok(room)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(data: &str) -> Result<(), &'static str> {
+        let raw = RawValue::from_string(data.to_owned()).expect("the skim accepts it");
+        fits(&raw, &Limits::default()).map_err(|e| e.code)
+    }
+
+    #[test]
+    fn data_kept_as_sent_is_still_held_to_what_a_value_accepts() {
+        let nest = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(check(r#"{"a":[1,-2.5,1e300,"é\u00e9\ud83d\ude00",null,true,{}]}"#), Ok(()));
+        assert_eq!(check(&nest(100)), Ok(()));
+        assert_eq!(check(&nest(129)), Err("invalid_payload"), "deeper than a Value nests");
+        assert_eq!(check(r#"{"a":{"b":"\ud800"}}"#), Err("invalid_payload"), "a lone surrogate");
+        assert_eq!(check(r#"{"\udc00":1}"#), Err("invalid_payload"), "a lone surrogate in a key");
+        assert_eq!(check("[1e400]"), Err("invalid_payload"), "a number out of range");
+        let big = format!("\"{}\"", "x".repeat(Limits::default().max_payload_bytes as usize));
+        assert_eq!(check(&big), Err("payload_too_large"));
+    }
 }
