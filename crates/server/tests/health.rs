@@ -104,10 +104,6 @@ async fn browsers_from_listed_origins_may_call_with_credentials_and_others_may_n
     closed.stop().await;
 }
 
-/// A long-polling client's requests after the handshake (with a `sid`) take a
-/// lighter path than the router's; what a browser and an operator see of
-/// them is the same: CORS for listed origins, the request id, the request
-/// metrics as route `/socket.io/`, and Engine.IO's own errors.
 /// The path of the long-polling session an Engine.IO open packet (`0{"sid":…}`) opened.
 fn session_path(open: &str) -> String {
     let sid = serde_json::from_str::<Value>(open.strip_prefix('0').unwrap()).unwrap()["sid"]
@@ -117,6 +113,10 @@ fn session_path(open: &str) -> String {
     format!("/socket.io/?EIO=4&transport=polling&sid={sid}")
 }
 
+/// A long-polling client's requests after the handshake (with a `sid`) take a
+/// lighter path than the router's; what a browser and an operator see of
+/// them is the same: CORS for listed origins, the request id, the request
+/// metrics as route `/socket.io/`, and Engine.IO's own errors.
 #[tokio::test]
 async fn long_polling_requests_get_cors_request_ids_and_metrics() {
     use switchboard_domain::{Role, UserId};
