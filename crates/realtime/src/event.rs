@@ -190,10 +190,18 @@ fn clip(s: &str) -> String {
 }
 
 /// Refuses data larger than the tenant's `max_payload_bytes`; returns it encoded.
+/// (Encoded from a [`Value`], it is strict JSON already.)
 pub(crate) fn sized(data: &Value, limits: &Limits) -> Result<Box<RawValue>, EventError> {
     let raw = serde_json::value::to_raw_value(data).map_err(|_| EventError::invalid("data is not JSON"))?;
-    fits(&raw, limits)?;
+    within(&raw, limits)?;
     Ok(raw)
+}
+
+fn within(raw: &RawValue, limits: &Limits) -> Result<(), EventError> {
+    if raw.get().len() > limits.max_payload_bytes as usize {
+        return Err(EventError::too_large("data", limits.max_payload_bytes));
+    }
+    Ok(())
 }
 
 /// Refuses data kept as the client sent it when it is larger than the
@@ -202,9 +210,7 @@ pub(crate) fn sized(data: &Value, limits: &Limits) -> Result<Box<RawValue>, Even
 /// surrogate (`"\ud800"`). A `RawValue` only skips over its text, so these
 /// would otherwise reach every subscriber, whose own parsers may choke on them.
 pub(crate) fn fits(raw: &RawValue, limits: &Limits) -> Result<(), EventError> {
-    if raw.get().len() > limits.max_payload_bytes as usize {
-        return Err(EventError::too_large("data", limits.max_payload_bytes));
-    }
+    within(raw, limits)?;
     serde_json::from_str::<Strict>(raw.get())
         .map(|Strict| ())
         .map_err(|e| EventError::invalid(format!("invalid data: {e}")))
