@@ -207,6 +207,22 @@ impl Node {
         self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
+    /// Whether a kept log line contains `needle` within `within`. Lines reach
+    /// the log from a reader of the node's stderr, which may trail the answer
+    /// to the request that logged them.
+    pub async fn logged(&self, needle: &str, within: std::time::Duration) -> bool {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            if self.log().iter().any(|l| l.contains(needle)) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     fn start(bin: &str, node_id: &str, extra: &[(&str, &str)], keep_log: bool) -> Self {
         use std::io::{BufRead, BufReader};
         let mut command = std::process::Command::new(bin);
